@@ -1,0 +1,3 @@
+from tlsrpt_lmtp.cli import main
+
+raise SystemExit(main())

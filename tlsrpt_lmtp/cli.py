@@ -1,0 +1,154 @@
+"""Command line: `tlsrpt-lmtp serve | parse | reprocess`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tlsrpt_lmtp import __version__
+from tlsrpt_lmtp.archive import Archive, ArchiveError, Area
+from tlsrpt_lmtp.config import Config, ConfigError, load
+from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
+from tlsrpt_lmtp.sinks import open_emitter
+from tlsrpt_lmtp.sources import iter_messages
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML config file (flags win over it)")
+    common.add_argument("--data-dir", type=Path, help="archive and store directory")
+    common.add_argument("--log-format", choices=("json", "syslog"))
+    common.add_argument("--log-file", help="json events: '-' for stdout (default) or a path")
+    common.add_argument(
+        "--syslog-address", help="syslog events: /dev/log, udp:HOST:PORT or tcp:HOST:PORT"
+    )
+    common.add_argument(
+        "--max-decompressed", type=int, metavar="BYTES", help="cap on a decompressed report"
+    )
+
+    p = argparse.ArgumentParser(
+        prog="tlsrpt-lmtp", description="Receive SMTP TLS reports (RFC 8460) as events."
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", parents=[common], help="run the LMTP server")
+    s.add_argument("--listen", help="HOST:PORT or unix:/path (default 127.0.0.1:24240)")
+    s.add_argument(
+        "--recipient",
+        action="append",
+        dest="recipients",
+        metavar="ADDR",
+        help="accepted recipient (repeat; default: any)",
+    )
+    s.add_argument("--max-message-size", type=int, metavar="BYTES")
+
+    pa = sub.add_parser(
+        "parse", parents=[common], help="run files through the pipeline, print events"
+    )
+    pa.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
+
+    r = sub.add_parser("reprocess", parents=[common], help="re-run archived messages")
+    r.add_argument(
+        "--quarantine", action="store_true", help="re-run the quarantine instead of the archive"
+    )
+    return p
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = {
+        k: getattr(args, k, None)
+        for k in (
+            "listen",
+            "recipients",
+            "max_message_size",
+            "data_dir",
+            "max_decompressed",
+            "log_format",
+            "log_file",
+            "syslog_address",
+        )
+    }
+    if args.command == "parse" and args.log_format is None and args.log_file is None:
+        overrides["log_format"], overrides["log_file"] = "json", "-"
+    return load(args.config, overrides)
+
+
+def _open_pipeline(config: Config) -> Pipeline:
+    target = config.syslog_address if config.log_format == "syslog" else config.log_file
+    emitter = open_emitter(config.log_format, target)
+    return Pipeline.open(config.data_dir, emitter, max_decompressed=config.max_decompressed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = _config(args)
+        pipeline = _open_pipeline(config)
+    except (ConfigError, OSError) as exc:
+        print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "serve":
+            return _serve(config, pipeline)
+        if args.command == "parse":
+            return _parse(pipeline, args.paths)
+        return _reprocess(pipeline, Area.QUARANTINE if args.quarantine else Area.ARCHIVE)
+    finally:
+        pipeline.close()
+
+
+def _serve(config: Config, pipeline: Pipeline) -> int:
+    from tlsrpt_lmtp.lmtp import serve
+
+    def ready(_: object) -> None:
+        print(
+            f"tlsrpt-lmtp: LMTP on {config.listen}, data in {config.data_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        asyncio.run(serve(config, pipeline, ready=ready))
+    except OSError as exc:
+        print(f"tlsrpt-lmtp: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _parse(pipeline: Pipeline, paths: list[Path]) -> int:
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"tlsrpt-lmtp: no such file: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    results: list[IngestResult] = []
+    for _label, raw in iter_messages(paths):
+        try:
+            results.append(pipeline.ingest(raw, source="file"))
+        except ArchiveError as exc:
+            print(f"tlsrpt-lmtp: {exc.strerror}", file=sys.stderr)
+            return 1
+    _summary(results)
+    return 0
+
+
+def _reprocess(pipeline: Pipeline, area: Area) -> int:
+    archive: Archive = pipeline.archive
+    results = [pipeline.process(raw, key, source="reprocess") for key, raw in archive.scan(area)]
+    _summary(results)
+    return 0
+
+
+def _summary(results: Iterable[IngestResult]) -> None:
+    rs = list(results)
+    reports = sum(r.reports for r in rs)
+    dups = sum(r.duplicates for r in rs)
+    invalid = sum(1 for r in rs if not r.valid)
+    print(
+        f"tlsrpt-lmtp: {len(rs)} messages, {reports} reports ({dups} duplicates),"
+        f" {invalid} without a usable report",
+        file=sys.stderr,
+    )

@@ -1,0 +1,108 @@
+"""The event schema (docs/events.md): pure functions from reports to event dicts.
+
+Field names are a contract with people's SIEM queries: add fields, never rename them, and
+bump SCHEMA when a change is not backwards compatible. ``timestamp`` is added by the sink.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from tlsrpt_lmtp.model import MailMeta, Policy, Report
+
+SCHEMA = 1
+Event = dict[str, Any]
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def _common(report: Report | None, archive_id: str | None, source: str) -> Event:
+    return {
+        "report_id": report.report_id if report else None,
+        "organization_name": report.organization_name if report else None,
+        "date_range_start": iso(report.date_range_start) if report else None,
+        "date_range_end": iso(report.date_range_end) if report else None,
+        "archive_id": archive_id,
+        "source": source,
+    }
+
+
+def submitter_of(report: Report, meta: MailMeta) -> str | None:
+    if meta.submitter:
+        return meta.submitter
+    contact = report.contact_info or ""
+    return contact.rpartition("@")[2].strip(" <>").lower() or None if "@" in contact else None
+
+
+def report_events(
+    report: Report, meta: MailMeta, *, archive_id: str, source: str, duplicate: bool
+) -> list[Event]:
+    """One tlsrpt.report event, then (unless a duplicate) its policies and failures."""
+    common = _common(report, archive_id, source)
+    events: list[Event] = [
+        {
+            "event": "tlsrpt.report",
+            **common,
+            "contact_info": report.contact_info,
+            "report_domain": meta.report_domain,
+            "submitter": submitter_of(report, meta),
+            "policy_count": len(report.policies),
+            "total_successful_session_count": report.total_successful_session_count,
+            "total_failure_session_count": report.total_failure_session_count,
+            "duplicate": duplicate,
+            "warnings": list(report.warnings),
+        }
+    ]
+    if duplicate:
+        return events
+    for policy in report.policies:
+        events.append(_policy_event(policy, common))
+        events.extend(_failure_events(policy, common))
+    return events
+
+
+def _policy_event(p: Policy, common: Event) -> Event:
+    return {
+        "event": "tlsrpt.policy",
+        **common,
+        "policy_type": p.policy_type,
+        "policy_domain": p.policy_domain,
+        "policy_string": list(p.policy_string),
+        "mx_host": list(p.mx_host),
+        "total_successful_session_count": p.total_successful_session_count,
+        "total_failure_session_count": p.total_failure_session_count,
+    }
+
+
+def _failure_events(p: Policy, common: Event) -> list[Event]:
+    return [
+        {
+            "event": "tlsrpt.failure",
+            **common,
+            "policy_type": p.policy_type,
+            "policy_domain": p.policy_domain,
+            "result_type": d.result_type,
+            "sending_mta_ip": d.sending_mta_ip,
+            "receiving_mx_hostname": d.receiving_mx_hostname,
+            "receiving_mx_helo": d.receiving_mx_helo,
+            "receiving_ip": d.receiving_ip,
+            "failed_session_count": d.failed_session_count,
+            "additional_information": d.additional_information,
+            "failure_reason_code": d.failure_reason_code,
+        }
+        for d in p.failure_details
+    ]
+
+
+def invalid_event(reason: str, meta: MailMeta, *, archive_id: str | None, source: str) -> Event:
+    return {
+        "event": "tlsrpt.invalid",
+        **_common(None, archive_id, source),
+        "reason": reason,
+        "from": meta.from_,
+        "subject": meta.subject,
+        "message_id": meta.message_id,
+    }

@@ -1,0 +1,88 @@
+"""Values produced by the sans-I/O core: a normalised report and the mail it came in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FailureDetail:
+    result_type: str
+    sending_mta_ip: str | None
+    receiving_mx_hostname: str | None
+    receiving_mx_helo: str | None
+    receiving_ip: str | None
+    failed_session_count: int
+    additional_information: str | None
+    failure_reason_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    policy_type: str
+    policy_domain: str | None
+    policy_string: tuple[str, ...]
+    mx_host: tuple[str, ...]
+    total_successful_session_count: int
+    total_failure_session_count: int
+    failure_details: tuple[FailureDetail, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    organization_name: str
+    report_id: str
+    date_range_start: datetime
+    date_range_end: datetime
+    contact_info: str | None
+    policies: tuple[Policy, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def total_successful_session_count(self) -> int:
+        return sum(p.total_successful_session_count for p in self.policies)
+
+    @property
+    def total_failure_session_count(self) -> int:
+        return sum(p.total_failure_session_count for p in self.policies)
+
+    @property
+    def dedup_key(self) -> tuple[str, str, str, str]:
+        """RFC 8460 §5.3 names the report-id; real senders reuse ids, so the key is wider."""
+        return (
+            self.organization_name,
+            self.report_id,
+            self.date_range_start.isoformat(),
+            self.date_range_end.isoformat(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MailMeta:
+    """What the envelope headers say; every field is optional (bare JSON has none)."""
+
+    from_: str | None = None
+    subject: str | None = None
+    message_id: str | None = None
+    report_domain: str | None = None
+    submitter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A candidate report found in a message, before decoding."""
+
+    content_type: str
+    filename: str | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """The outcome of reading one message: its reports and why any part was unusable."""
+
+    meta: MailMeta
+    reports: tuple[Report, ...]
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...] = ()

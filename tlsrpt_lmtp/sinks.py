@@ -1,0 +1,138 @@
+"""Where events go: JSON lines (stdout or a file) or syslog, through a structlog pipeline.
+
+The processors are small and ordered: add the schema version, add a UTC timestamp, put the
+stable keys first, render JSON. The sink only writes the rendered line.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import socket
+import sys
+import threading
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import structlog
+
+from tlsrpt_lmtp.events import SCHEMA, Event
+
+_FIRST = ("schema", "event", "timestamp")
+
+
+def add_schema(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event.setdefault("schema", SCHEMA)
+    return event
+
+
+def order_keys(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    ordered = {k: event[k] for k in _FIRST if k in event}
+    ordered.update((k, v) for k, v in event.items() if k not in ordered)
+    return ordered
+
+
+PROCESSORS: list[Any] = [
+    add_schema,
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    order_keys,
+    structlog.processors.JSONRenderer(ensure_ascii=False),
+]
+
+
+class Writer(Protocol):
+    def write_line(self, line: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class StreamWriter:
+    """One JSON object per line, flushed per event so a SIEM shipper sees it at once."""
+
+    def __init__(self, stream: TextIO, *, owned: bool) -> None:
+        self._stream = stream
+        self._owned = owned
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, target: str) -> StreamWriter:
+        if target in ("-", "stdout"):
+            return cls(sys.stdout, owned=False)
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(path.open("a", encoding="utf-8"), owned=True)
+
+    def write_line(self, line: str) -> None:
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._owned:
+            self._stream.close()
+
+
+class SyslogWriter:
+    """The JSON event as the syslog message (facility mail), for rsyslog/syslog-ng to parse."""
+
+    def __init__(self, address: str, *, ident: str = "tlsrpt-lmtp") -> None:
+        target, socktype = _syslog_target(address)
+        self._handler = logging.handlers.SysLogHandler(
+            target, facility=logging.handlers.SysLogHandler.LOG_MAIL, socktype=socktype
+        )
+        self._handler.ident = f"{ident}: "
+
+    def write_line(self, line: str) -> None:
+        self._handler.emit(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+
+    def close(self) -> None:
+        self._handler.close()
+
+
+def _syslog_target(address: str) -> tuple[Any, socket.SocketKind]:
+    """'/dev/log', 'udp:HOST:PORT' or 'tcp:HOST:PORT' (port defaults to 514)."""
+    scheme, _, rest = address.partition(":")
+    if scheme in ("udp", "tcp") and rest:
+        if rest.endswith("]") or ":" not in rest:
+            host, port = rest, "514"
+        else:
+            host, _, port = rest.rpartition(":")
+        kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
+        return (host.strip("[]"), int(port)), kind
+    return address, socket.SOCK_DGRAM
+
+
+class _Logger:
+    """The structlog 'logger': receives the rendered line."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+
+    def msg(self, line: str) -> None:
+        self._writer.write_line(line)
+
+    info = warning = error = msg
+
+
+class Emitter:
+    """Callable that sends one event dict through the processors to the writer."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+        self._log = structlog.wrap_logger(
+            _Logger(writer), processors=PROCESSORS, cache_logger_on_first_use=True
+        )
+
+    def __call__(self, event: Event) -> None:
+        fields = dict(event)
+        name = fields.pop("event")
+        self._log.info(name, **fields)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def open_emitter(log_format: str, target: str) -> Emitter:
+    if log_format == "syslog":
+        return Emitter(SyslogWriter(target))
+    return Emitter(StreamWriter.open(target))
