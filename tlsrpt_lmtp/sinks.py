@@ -83,7 +83,9 @@ class SyslogWriter:
         self._handler.ident = f"{ident}: "
 
     def write_line(self, line: str) -> None:
-        self._handler.emit(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+        self._handler.emit(
+            logging.makeLogRecord({"msg": line, "levelno": logging.INFO, "levelname": "INFO"})
+        )
 
     def close(self) -> None:
         self._handler.close()

@@ -1,0 +1,162 @@
+"""The LMTP server as a real process on loopback, driven by a raw LMTP client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lmtp_client import LMTPClient, address_of, start_server
+from tests.test_pipeline import report_json
+
+RCPT = "tlsrpt@reports.example.test"
+
+
+def report_mail(rid: str = "r1", extra_line: bytes = b"") -> bytes:
+    return (
+        b"From: reporter@example.net\r\nTo: " + RCPT.encode() + b"\r\n"
+        b"Subject: Report Domain: example.org Submitter: example.net Report-ID: <"
+        + rid.encode()
+        + b">\r\nTLS-Report-Domain: example.org\r\nTLS-Report-Submitter: example.net\r\n"
+        b"Content-Type: application/tlsrpt+json\r\n\r\n"
+        + report_json(rid=rid)
+        + b"\r\n"
+        + extra_line
+    )
+
+
+def events(data_dir: Path) -> list[dict[str, object]]:
+    path = data_dir / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class Server:
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.data_dir = data_dir
+        self.proc, self.listen = start_server(
+            data_dir, f"--log-file={data_dir / 'events.jsonl'}", f"--recipient={RCPT}", *args
+        )
+
+    def client(self) -> LMTPClient:
+        c = LMTPClient(address_of(self.listen))
+        c.cmd("LHLO test.example")
+        return c
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=10)
+        finally:
+            if self.proc.stderr:
+                self.proc.stderr.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path)
+    yield s
+    if s.proc.poll() is None:
+        s.stop()
+
+
+def test_report_is_delivered_and_logged(server: Server) -> None:
+    c = server.client()
+    replies = c.deliver("reporter@example.net", [RCPT], report_mail())
+    c.close()
+    assert [code for code, _ in replies] == [250]
+    names = [e["event"] for e in events(server.data_dir)]
+    assert names == ["tlsrpt.report", "tlsrpt.policy", "tlsrpt.failure"]
+    assert list((server.data_dir / "archive").glob("*/*.eml"))
+
+
+def test_each_recipient_gets_its_own_reply(server: Server) -> None:
+    c = server.client()
+    replies = c.deliver("r@example.net", [RCPT, RCPT.upper()], report_mail())
+    c.close()
+    assert [code for code, _ in replies] == [250, 250]
+    reports = [e for e in events(server.data_dir) if e["event"] == "tlsrpt.report"]
+    assert len(reports) == 1 and reports[0]["total_failure_session_count"] == 3
+    assert reports[0]["report_domain"] == "example.org"
+
+
+def test_unknown_recipient_is_refused_at_rcpt(server: Server) -> None:
+    c = server.client()
+    c.cmd("MAIL FROM:<r@example.net>")
+    code, text = c.cmd("RCPT TO:<someone@else.example>")
+    c.close()
+    assert (code, text.split()[0]) == (550, "5.1.1")
+
+
+def test_size_is_advertised_and_enforced(tmp_path: Path) -> None:
+    s = Server(tmp_path, "--max-message-size=2000")
+    try:
+        c = LMTPClient(address_of(s.listen))
+        _code, text = c.cmd("LHLO test.example")
+        assert "SIZE 2000" in text
+        assert c.cmd("MAIL FROM:<r@example.net> SIZE=5000")[0] == 552
+        c.cmd("RSET")
+        replies = c.deliver("r@example.net", [RCPT], report_mail() + b"x" * 3000 + b"\r\n")
+        c.close()
+        assert [code for code, _ in replies] == [552]
+    finally:
+        s.stop()
+
+
+def test_long_lines_do_not_bounce(server: Server) -> None:
+    c = server.client()
+    replies = c.deliver("r@example.net", [RCPT], report_mail(extra_line=b"y" * 5000 + b"\r\n"))
+    c.close()
+    assert [code for code, _ in replies] == [250]
+
+
+def test_mail_without_report_is_accepted_and_quarantined(server: Server) -> None:
+    c = server.client()
+    replies = c.deliver("r@example.net", [RCPT], b"Subject: not a report\r\n\r\nhello\r\n")
+    c.close()
+    assert [code for code, _ in replies] == [250]
+    [invalid] = [e for e in events(server.data_dir) if e["event"] == "tlsrpt.invalid"]
+    assert invalid["subject"] == "not a report"
+    assert list((server.data_dir / "quarantine").glob("*/*.eml"))
+
+
+def test_undurable_archive_answers_451_to_every_recipient(tmp_path: Path) -> None:
+    (tmp_path / "archive").write_text("a file where the archive directory should be")
+    s = Server(tmp_path)
+    try:
+        c = s.client()
+        replies = c.deliver("r@example.net", [RCPT, RCPT.upper()], report_mail())
+        c.close()
+    finally:
+        s.stop()
+    assert [(code, text.split()[0]) for code, text in replies] == [(451, "4.3.0")] * 2
+    assert events(tmp_path) == []
+
+
+def test_unix_socket_and_clean_shutdown(tmp_path: Path) -> None:
+    sock = tmp_path / "lmtp.sock"
+    s = Server(tmp_path, f"--listen=unix:{sock}")
+    c = s.client()
+    assert [code for code, _ in c.deliver("r@example.net", [RCPT], report_mail())] == [250]
+    c.close()
+    assert s.stop() == 0
+    assert not sock.exists()
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[lmtp]\nlisten = "127.0.0.1:25"\nrecipent = ["typo"]\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "tlsrpt_lmtp", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert out.returncode == 2
+    assert "unknown key 'recipent' in [lmtp]" in out.stderr

@@ -1,0 +1,157 @@
+"""The ingest pipeline with a real archive and store in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tlsrpt_lmtp.archive import ArchiveError, Area
+from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.pipeline import Pipeline
+
+COMMON = {"schema", "event", "report_id", "organization_name", "date_range_start"}
+
+
+def report_json(
+    org: str = "Example Inc.", rid: str = "r1", day: str = "2026-11-20", **kw: object
+) -> bytes:
+    doc = {
+        "organization-name": org,
+        "date-range": {"start-datetime": f"{day}T00:00:00Z", "end-datetime": f"{day}T23:59:59Z"},
+        "contact-info": "tlsrpt@example.net",
+        "report-id": rid,
+        "policies": [
+            {
+                "policy": {
+                    "policy-type": "sts",
+                    "policy-string": ["version: STSv1", "mode: enforce", "mx: mx.example.org"],
+                    "policy-domain": "example.org",
+                    "mx-host": ["mx.example.org"],
+                },
+                "summary": {"total-successful-session-count": 10, "total-failure-session-count": 3},
+                "failure-details": [
+                    {
+                        "result-type": "certificate-expired",
+                        "sending-mta-ip": "192.0.2.1",
+                        "receiving-mx-hostname": "mx.example.org",
+                        "receiving-ip": "198.51.100.7",
+                        "failed-session-count": 3,
+                    }
+                ],
+            }
+        ],
+    }
+    doc.update(kw)
+    return json.dumps(doc).encode()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def named(self, name: str) -> list[Event]:
+        return [e for e in self.events if e["event"] == name]
+
+
+@pytest.fixture
+def rec() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, rec: Recorder) -> Pipeline:
+    p = Pipeline.open(tmp_path, rec)
+    yield p  # type: ignore[misc]
+    p.close()
+
+
+def test_report_is_archived_stored_and_emitted(pipeline: Pipeline, rec: Recorder) -> None:
+    raw = report_json()
+    result = pipeline.ingest(raw, source="test")
+    assert result.valid and result.reports == 1 and result.duplicates == 0
+    assert pipeline.archive.path(result.archive_id).read_bytes() == raw
+    [report] = rec.named("tlsrpt.report")
+    assert report["archive_id"] == result.archive_id
+    assert report["total_successful_session_count"] == 10
+    assert report["total_failure_session_count"] == 3
+    assert report["duplicate"] is False
+    [policy] = rec.named("tlsrpt.policy")
+    assert policy["policy_domain"] == "example.org" and policy["mx_host"] == ["mx.example.org"]
+    [failure] = rec.named("tlsrpt.failure")
+    assert failure["result_type"] == "certificate-expired"
+    assert failure["sending_mta_ip"] == "192.0.2.1"
+    rows = pipeline.store.query("SELECT result_type, failed_session_count FROM failures")
+    assert [tuple(r) for r in rows] == [("certificate-expired", 3)]
+
+
+def test_duplicate_is_logged_once_without_policy_events(pipeline: Pipeline, rec: Recorder) -> None:
+    pipeline.ingest(report_json(), source="test")
+    rec.events.clear()
+    # Same report, different bytes (e.g. re-sent with other whitespace): still a duplicate.
+    again = pipeline.ingest(report_json() + b"\n", source="test")
+    assert again.duplicates == 1
+    assert [e["event"] for e in rec.events] == ["tlsrpt.report"]
+    assert rec.events[0]["duplicate"] is True
+    assert len(pipeline.store.query("SELECT * FROM reports")) == 1
+
+
+def test_dedup_key_is_wider_than_report_id(pipeline: Pipeline, rec: Recorder) -> None:
+    """QUIRKS §7: Google reuses an id pattern; another org or day is another report."""
+    pipeline.ingest(report_json(rid="same"), source="t")
+    pipeline.ingest(report_json(rid="same", org="Other Org"), source="t")
+    pipeline.ingest(report_json(rid="same", day="2026-11-21"), source="t")
+    assert [e["duplicate"] for e in rec.named("tlsrpt.report")] == [False, False, False]
+    assert len(pipeline.store.query("SELECT * FROM reports")) == 3
+
+
+def test_message_without_report_is_quarantined_and_logged(
+    pipeline: Pipeline, rec: Recorder
+) -> None:
+    raw = b"From: someone@example.com\r\nSubject: hello\r\nMessage-ID: <x@y>\r\n\r\njust text\r\n"
+    result = pipeline.ingest(raw, source="test")
+    assert not result.valid
+    assert pipeline.archive.where(result.archive_id) is Area.QUARANTINE
+    [invalid] = rec.named("tlsrpt.invalid")
+    assert invalid["reason"] == "no report attachment found"
+    assert invalid["from"] == "someone@example.com" and invalid["subject"] == "hello"
+    assert invalid["message_id"] == "<x@y>"
+    assert invalid.keys() | {"schema"} >= COMMON
+    [row] = pipeline.store.query("SELECT status, reason FROM messages")
+    assert tuple(row) == ("invalid", "no report attachment found")
+
+
+def test_reprocess_takes_a_message_out_of_quarantine(pipeline: Pipeline, rec: Recorder) -> None:
+    result = pipeline.ingest(b"{not json", source="test")
+    assert pipeline.archive.where(result.archive_id) is Area.QUARANTINE
+    # Simulate a fixed parser by re-running different bytes under the same key.
+    pipeline.process(report_json(), result.archive_id, source="reprocess")
+    assert pipeline.archive.where(result.archive_id) is Area.ARCHIVE
+
+
+def test_archive_failure_raises_and_emits_nothing(tmp_path: Path, rec: Recorder) -> None:
+    pipeline = Pipeline.open(tmp_path / "data", rec)
+    (tmp_path / "data" / "archive").write_text("not a directory")
+    with pytest.raises(ArchiveError):
+        pipeline.ingest(report_json(), source="test")
+    assert rec.events == []
+    assert list((tmp_path / "data").rglob("*.tmp")) == []
+    pipeline.close()
+
+
+def test_same_bytes_archive_once(pipeline: Pipeline) -> None:
+    a = pipeline.ingest(report_json(), source="t").archive_id
+    b = pipeline.ingest(report_json(), source="t").archive_id
+    assert a == b
+    assert len(list(pipeline.archive.scan(Area.ARCHIVE))) == 1
+
+
+def test_archive_file_is_private_and_synced(pipeline: Pipeline) -> None:
+    key = pipeline.ingest(report_json(), source="t").archive_id
+    mode = os.stat(pipeline.archive.path(key)).st_mode & 0o777
+    assert mode & 0o007 == 0
