@@ -7,10 +7,11 @@ import asyncio
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tlsrpt_lmtp import __version__
 from tlsrpt_lmtp.archive import Archive, ArchiveError, Area
-from tlsrpt_lmtp.config import Config, ConfigError, load
+from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
 from tlsrpt_lmtp.sources import iter_messages
@@ -51,11 +52,75 @@ def _parser() -> argparse.ArgumentParser:
     )
     pa.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
 
+    _policy_parsers(sub, common)
+
     r = sub.add_parser("reprocess", parents=[common], help="re-run archived messages")
     r.add_argument(
         "--quarantine", action="store_true", help="re-run the quarantine instead of the archive"
     )
     return p
+
+
+def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    pol = argparse.ArgumentParser(add_help=False, parents=[common])
+    pol.add_argument("--nameserver", action="append", dest="nameservers", metavar="IP[:PORT]")
+    pol.add_argument("--dane-resolver", metavar="IP[:PORT]", help="DNSSEC-validating resolver")
+    pol.add_argument("--ca-file", help="trust store for policy hosts (default: the system's)")
+    pol.add_argument(
+        "--enforce-testing", action="store_true", default=None, help="treat mode testing as enforce"
+    )
+    pol.add_argument(
+        "--tlsrpt-attributes",
+        action="store_true",
+        default=None,
+        help="send Postfix 3.10 TLSRPT attributes on every map name (Postfix < 3.10 defers mail!)",
+    )
+    p = sub.add_parser("policy", help="MTA-STS policy daemon for Postfix and Exim")
+    psub = p.add_subparsers(dest="policy_command", required=True)
+    s = psub.add_parser("serve", parents=[pol], help="answer Postfix socketmap and Exim lookups")
+    s.add_argument("--listen", help="socketmap HOST:PORT or unix:/path (default 127.0.0.1:8461)")
+    s.add_argument("--exim-listen", help="Exim line protocol (default 127.0.0.1:8462; '' = off)")
+    q = psub.add_parser("query", parents=[pol], help="resolve one domain and show the answers")
+    q.add_argument("domain")
+
+
+def _policy_main(args: argparse.Namespace) -> int:
+    from tlsrpt_lmtp.sts import daemon
+
+    names = (
+        "listen",
+        "exim_listen",
+        "nameservers",
+        "dane_resolver",
+        "ca_file",
+        "enforce_testing",
+        "tlsrpt_attributes",
+        "data_dir",
+        "log_format",
+        "log_file",
+        "syslog_address",
+    )
+    try:
+        config = load_policy(args.config, {k: getattr(args, k, None) for k in names})
+        target = config.syslog_address if config.log_format == "syslog" else config.log_file
+        if args.policy_command == "query":
+            target = "-" if args.log_file is None else target
+        emitter = open_emitter(config.log_format, target)
+        service = daemon.build_service(config, emitter)
+    except (ConfigError, OSError) as exc:
+        print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.policy_command == "query":
+            print(asyncio.run(daemon.query(config, service, args.domain)))
+            return 0
+        asyncio.run(daemon.serve(config, service))
+    except OSError as exc:
+        print(f"tlsrpt-lmtp: cannot listen: {exc.strerror}", file=sys.stderr)
+        return 2
+    finally:
+        emitter.close()
+    return 0
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -85,6 +150,8 @@ def _open_pipeline(config: Config) -> Pipeline:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "policy":
+        return _policy_main(args)
     try:
         config = _config(args)
         pipeline = _open_pipeline(config)

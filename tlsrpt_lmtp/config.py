@@ -24,7 +24,7 @@ import os
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
 
@@ -52,6 +52,27 @@ class Config:
     syslog_address: str = "/dev/log"
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """`tlsrpt-lmtp policy serve|query`: the [policy] table, plus [storage] data_dir and [log]."""
+
+    listen: str = "127.0.0.1:8461"
+    exim_listen: str = "127.0.0.1:8462"  # "" turns the Exim line listener off
+    nameservers: tuple[str, ...] = ()  # empty: /etc/resolv.conf
+    dane_resolver: str = ""  # a DNSSEC-validating resolver; empty: no DANE check
+    ca_file: str = ""  # trust store for policy hosts; empty: the system's
+    tlsrpt_maps: tuple[str, ...] = ("sts-tlsrpt",)
+    tlsrpt_attributes: bool = False
+    enforce_testing: bool = False
+    cache_size: int = 10_000
+    dns_timeout: float = 5.0
+    fetch_timeout: float = 10.0
+    data_dir: Path = Path()
+    log_format: str = "json"
+    log_file: str = "-"
+    syslog_address: str = "/dev/log"
+
+
 # TOML table → (key in table → Config field)
 _LAYOUT: dict[str, dict[str, str]] = {
     "lmtp": {
@@ -62,21 +83,60 @@ _LAYOUT: dict[str, dict[str, str]] = {
     "storage": {"data_dir": "data_dir", "max_decompressed": "max_decompressed"},
     "log": {"format": "log_format", "file": "log_file", "syslog_address": "syslog_address"},
 }
-_TYPES = {f.name: f.type for f in fields(Config)}
+_POLICY_LAYOUT: dict[str, dict[str, str]] = {
+    "policy": {
+        name: name
+        for name in (
+            "listen",
+            "exim_listen",
+            "nameservers",
+            "dane_resolver",
+            "ca_file",
+            "tlsrpt_maps",
+            "tlsrpt_attributes",
+            "enforce_testing",
+            "cache_size",
+            "dns_timeout",
+            "fetch_timeout",
+        )
+    },
+    "storage": {"data_dir": "data_dir", "max_decompressed": ""},
+    "log": _LAYOUT["log"],
+    "lmtp": dict.fromkeys(_LAYOUT["lmtp"], ""),
+}
+T = TypeVar("T", Config, PolicyConfig)
+_OTHER_SECTIONS = ("milter", "alerts", "dkim")
 
 
 def load(path: Path | None, overrides: dict[str, Any]) -> Config:
     """Defaults, then the file (if any), then the non-None overrides (the flags)."""
-    values: dict[str, Any] = {"data_dir": default_data_dir()}
-    if path is not None:
-        values.update(_read_file(path))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    config = replace(Config(), **{k: _coerce(k, v) for k, v in values.items()})
+    config = _load(Config(), _LAYOUT, path, overrides)
     _check(config)
     return config
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
+    config = _load(PolicyConfig(), _POLICY_LAYOUT, path, overrides)
+    if config.log_format not in ("json", "syslog"):
+        raise ConfigError(f"log format must be 'json' or 'syslog', not {config.log_format!r}")
+    for address in (config.listen, config.exim_listen):
+        if address:
+            parse_listen(address)
+    return config
+
+
+def _load(
+    defaults: T, layout: dict[str, dict[str, str]], path: Path | None, overrides: dict[str, Any]
+) -> T:
+    values: dict[str, Any] = {"data_dir": default_data_dir()}
+    if path is not None:
+        values.update(_read_file(path, layout))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    types = {f.name: str(f.type) for f in fields(defaults)}
+    return replace(defaults, **{k: _coerce(k, v, types[k]) for k, v in values.items()})
+
+
+def _read_file(path: Path, layout: dict[str, dict[str, str]]) -> dict[str, Any]:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -84,31 +144,38 @@ def _read_file(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     values: dict[str, Any] = {}
+    known = {**_LAYOUT, **_POLICY_LAYOUT}
     for table, content in doc.items():
-        layout = _LAYOUT.get(table)
-        if layout is None or not isinstance(content, dict):
-            if table in ("policy", "milter", "alerts", "dkim"):
-                continue  # read by the other commands
+        if table in _OTHER_SECTIONS:
+            continue  # read by the other commands
+        if table not in known or not isinstance(content, dict):
             raise ConfigError(f"{path}: unknown section [{table}]")
         for key, value in content.items():
-            if key not in layout:
+            if key not in known[table]:
                 raise ConfigError(f"{path}: unknown key {key!r} in [{table}]")
-            values[layout[key]] = value
+            field = layout.get(table, {}).get(key)
+            if field:  # keys of other commands' sections are checked, not used
+                values[field] = value
     return values
 
 
-def _coerce(name: str, value: Any) -> Any:
-    kind = str(_TYPES[name])
+def _coerce(name: str, value: Any, kind: str) -> Any:
     try:
         if kind == "Path":
             return Path(value).expanduser()
-        if kind == "int":
+        if kind in ("int", "float"):
             if isinstance(value, bool):
                 raise ValueError
-            return int(value)
+            return int(value) if kind == "int" else float(value)
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
         if kind.startswith("tuple"):
             items = [value] if isinstance(value, str) else list(value)
-            return tuple(str(v).strip().lower() for v in items)
+            return tuple(
+                str(v).strip() if name == "nameservers" else str(v).strip().lower() for v in items
+            )
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: invalid value {value!r}") from None

@@ -1,0 +1,97 @@
+"""`tlsrpt-lmtp policy serve` and `policy query`: wiring the service to its adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+import sys
+from collections.abc import Callable
+
+from tlsrpt_lmtp.config import PolicyConfig
+from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.sts.cache import PolicyCache
+from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
+from tlsrpt_lmtp.sts.domain import policy_domain
+from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
+from tlsrpt_lmtp.sts.reply import exim_line, postfix_reply
+from tlsrpt_lmtp.sts.server import ReplyOptions, line_handler, listen, socketmap_handler
+from tlsrpt_lmtp.sts.service import PolicyService
+
+
+def build_service(config: PolicyConfig, emit: Callable[[Event], None]) -> PolicyService:
+    resolver = make_resolver(config.nameservers, config.dns_timeout)
+    dane = (
+        make_resolver((config.dane_resolver,), config.dns_timeout) if config.dane_resolver else None
+    )
+    dns_client = DnsClient(resolver, dane)
+    fetcher = Fetcher(
+        dns_client.addresses, tls_context(config.ca_file or None), timeout=config.fetch_timeout
+    )
+    cache = PolicyCache(config.data_dir / "policy-cache.sqlite3", size=config.cache_size)
+    return PolicyService(dns_client, fetcher, cache, emit)
+
+
+def reply_options(config: PolicyConfig) -> ReplyOptions:
+    return ReplyOptions(
+        tlsrpt_maps=frozenset(config.tlsrpt_maps),
+        tlsrpt_all=config.tlsrpt_attributes,
+        enforce_testing=config.enforce_testing,
+    )
+
+
+async def serve(config: PolicyConfig, service: PolicyService) -> None:
+    options = reply_options(config)
+    servers = [await listen(config.listen, socketmap_handler(service, options))]
+    if config.exim_listen:
+        servers.append(await listen(config.exim_listen, line_handler(service, options)))
+    where = config.listen + (f", Exim lines on {config.exim_listen}" if config.exim_listen else "")
+    print(f"tlsrpt-lmtp: policy socketmap on {where}", file=sys.stderr, flush=True)
+    refresher = asyncio.ensure_future(service.refresh_loop())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        refresher.cancel()
+        for server in servers:
+            server.close()
+        service.cache.close()
+
+
+async def query(config: PolicyConfig, service: PolicyService, key: str) -> str:
+    """What an administrator debugging a domain wants to see, as text."""
+    before = _cache_state(service, key)
+    answer = await service.lookup(key)
+    after = _cache_state(service, key)
+    options = reply_options(config)
+    lines = [f"domain:        {answer.domain or '(none: ' + (answer.reason or '') + ')'}"]
+    lines.append(f"result:        {answer.kind}" + (f" ({answer.reason})" if answer.reason else ""))
+    if answer.policy is not None:
+        lines.append(f"policy id:     {answer.policy_id}")
+        lines += ["policy:"] + [f"    {line}" for line in answer.policy.lines]
+    lines.append(f"cache before:  {before}")
+    lines.append(f"cache after:   {after}")
+    plain = postfix_reply(answer, tlsrpt=False, enforce_testing=options.enforce_testing)
+    full = postfix_reply(answer, tlsrpt=True, enforce_testing=options.enforce_testing)
+    lines.append(f"postfix < 3.10 gets: {plain}")
+    lines.append(f"postfix >= 3.10 (TLSRPT attributes) gets: {full}")
+    lines.append(f"exim gets:     {exim_line(answer, enforce_testing=options.enforce_testing)}")
+    service.cache.close()
+    return "\n".join(lines)
+
+
+def _cache_state(service: PolicyService, key: str) -> str:
+    domain = policy_domain(key)
+    entry = service.cache.get(domain) if domain else None
+    if entry is None:
+        return "no cached policy"
+
+    def when(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+
+    return (
+        f"id {entry.policy_id}, fetched {when(entry.fetched_at)}, expires {when(entry.expires_at)}"
+    )

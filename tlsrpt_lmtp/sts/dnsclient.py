@@ -1,0 +1,125 @@
+"""DNS for the policy daemon (dnspython, async): TXT discovery, addresses, DANE presence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import dns.asyncresolver
+import dns.exception
+import dns.flags
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from tlsrpt_lmtp.sts.record import join_rr
+
+
+class Dane(StrEnum):
+    PRESENT = "present"  # DNSSEC-validated usable TLSA on the MX hosts
+    ABSENT = "absent"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class TxtLookup:
+    records: tuple[bytes, ...]
+    error: str | None = None  # set when the answer is not definitive (timeout, SERVFAIL)
+    ttl: int = 300
+
+
+def make_resolver(nameservers: tuple[str, ...], timeout: float) -> dns.asyncresolver.Resolver:
+    """Nameservers as 'IP' or 'IP:PORT' / '[v6]:PORT'; none means /etc/resolv.conf."""
+    resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+    if nameservers:
+        resolver.nameservers = [_nameserver(ns) for ns in nameservers]
+    resolver.lifetime = timeout
+    resolver.timeout = min(timeout, 2.0)
+    return resolver
+
+
+def _nameserver(text: str) -> dns.nameserver.Nameserver:
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    return dns.nameserver.Do53Nameserver(host.strip("[]"), int(port or 53))
+
+
+class DnsClient:
+    def __init__(
+        self, resolver: dns.asyncresolver.Resolver, dane: dns.asyncresolver.Resolver | None
+    ):
+        self._r = resolver
+        self._dane = dane
+        if dane is not None:
+            dane.use_edns(0, dns.flags.DO, 1232)
+            dane.flags = dns.flags.RD | dns.flags.AD
+
+    async def sts_txt(self, domain: str) -> TxtLookup:
+        try:
+            answer = await self._r.resolve(f"_mta-sts.{domain}.", "TXT")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return TxtLookup(())
+        except dns.exception.DNSException as exc:
+            return TxtLookup((), error=f"DNS lookup of _mta-sts.{domain} failed: {_why(exc)}")
+        assert answer.rrset is not None
+        records = tuple(join_rr(list(rr.strings)) for rr in answer.rrset)
+        return TxtLookup(records, ttl=answer.rrset.ttl)
+
+    async def addresses(self, host: str) -> list[str]:
+        found: list[str] = []
+        errors: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                answer = await self._r.resolve(f"{host}.", rdtype)
+                found += [rr.to_text() for rr in answer]
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+                continue
+            except dns.exception.DNSException as exc:
+                errors.append(_why(exc))
+        if not found and errors:
+            raise OSError(f"cannot resolve {host}: {errors[0]}")
+        return found
+
+    @property
+    def checks_dane(self) -> bool:
+        return self._dane is not None
+
+    async def dane(self, domain: str) -> Dane:
+        """PRESENT if the domain's MX hosts have DNSSEC-validated usable TLSA (RFC 7672)."""
+        if self._dane is None:
+            return Dane.ABSENT
+        try:
+            mx = await self._secure(f"{domain}.", "MX")
+            if mx is None:
+                return Dane.ABSENT
+            hosts = [rr.exchange.to_text().rstrip(".") for rr in mx] or [domain]
+            for host in hosts:
+                tlsa = await self._secure(f"_25._tcp.{host}.", "TLSA")
+                if tlsa and any(rr.usage in (2, 3) for rr in tlsa):
+                    return Dane.PRESENT
+        except dns.exception.DNSException:
+            return Dane.ERROR
+        return Dane.ABSENT
+
+    async def _secure(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
+        """The answer if DNSSEC-validated (AD) and non-empty, else None."""
+        assert self._dane is not None
+        try:
+            answer = await self._dane.resolve(name, rdtype, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            return None
+        if not answer.response.flags & dns.flags.AD or answer.rrset is None:
+            return None
+        return answer
+
+
+def _why(exc: dns.exception.DNSException) -> str:
+    if isinstance(exc, dns.resolver.LifetimeTimeout | dns.exception.Timeout):
+        return "timeout"
+    if isinstance(exc, dns.resolver.NoNameservers):
+        return "no nameserver answered (SERVFAIL)"
+    return type(exc).__name__

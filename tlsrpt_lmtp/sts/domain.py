@@ -1,0 +1,61 @@
+"""Turning a lookup key into a policy domain (RFC 8461 §3.4), sans-I/O."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import idna
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+class DomainError(ValueError):
+    pass
+
+
+def to_a_label(name: str) -> str:
+    """Lower-case A-label form of a host name; raises DomainError if it is not one."""
+    name = name.strip().rstrip(".")
+    if not name:
+        raise DomainError("empty name")
+    if not name.isascii():
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise DomainError(f"not a valid IDN: {exc}") from None
+    name = name.lower()
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(x) for x in labels):
+        raise DomainError(f"{name!r} is not a host name")
+    if labels[-1].isdigit():
+        raise DomainError(f"{name!r} looks like an address")
+    return name
+
+
+def policy_domain(key: str) -> str | None:
+    """The domain to look up for a Postfix/Exim key, or None when there is no MTA-STS for it.
+
+    None for parent-domain keys ('.example.com', which Postfix tries after the domain
+    itself and which MTA-STS never applies to, §3.4), address literals and non-names.
+    '[host]:port' (a nexthop without MX lookup) is the host's own domain.
+    """
+    key = key.strip()
+    if not key or key.startswith("."):
+        return None
+    if key.startswith("["):
+        host, sep, _ = key[1:].partition("]")
+        if not sep:
+            return None
+        key = host
+    elif key.count(":") == 1:
+        key = key.partition(":")[0]
+    try:
+        ipaddress.ip_address(key.removeprefix("ipv6:").removeprefix("IPv6:"))
+        return None
+    except ValueError:
+        pass
+    try:
+        return to_a_label(key)
+    except DomainError:
+        return None

@@ -1,0 +1,134 @@
+"""The HTTPS policy fetch (RFC 8461 §3.3): strict TLS, no redirects, text/plain, 64 KiB.
+
+A thin adapter: the policy host is resolved through the same DNS as discovery, the TLS
+connection is opened to that address with SNI and certificate checks for
+`mta-sts.<domain>`, and h11 speaks HTTP/1.1 over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+
+from tlsrpt_lmtp import __version__
+from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE
+
+WELL_KNOWN = "/.well-known/mta-sts.txt"
+
+
+class FetchError(Exception):
+    """The policy could not be fetched; result_type is the TLSRPT result type."""
+
+    def __init__(self, reason: str, result_type: str = "sts-policy-fetch-error") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.result_type = result_type
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class Fetcher:
+    resolve: Callable[[str], Awaitable[list[str]]]
+    context: ssl.SSLContext
+    timeout: float = 10.0
+    port: int = 443
+
+    async def fetch(self, domain: str) -> bytes:
+        host = f"mta-sts.{domain}"
+        try:
+            return await asyncio.wait_for(self._fetch(host), self.timeout)
+        except TimeoutError:
+            raise FetchError(f"fetching https://{host}{WELL_KNOWN} timed out") from None
+
+    async def _fetch(self, host: str) -> bytes:
+        try:
+            addresses = await self.resolve(host)
+        except OSError as exc:
+            raise FetchError(str(exc)) from None
+        if not addresses:
+            raise FetchError(f"{host} has no address")
+        last: FetchError | None = None
+        for address in addresses:
+            try:
+                return await self._get(address, host)
+            except FetchError as exc:
+                if exc.result_type != "sts-policy-fetch-error" or "connect" not in exc.reason:
+                    raise
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _get(self, address: str, host: str) -> bytes:
+        try:
+            reader, writer = await asyncio.open_connection(
+                address, self.port, ssl=self.context, server_hostname=host
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise FetchError(
+                f"certificate of {host} is not valid: {exc.verify_message}", "sts-webpki-invalid"
+            ) from None
+        except ssl.SSLError as exc:
+            raise FetchError(
+                f"TLS with {host} failed: {exc.reason}", "sts-webpki-invalid"
+            ) from None
+        except OSError as exc:
+            raise FetchError(f"cannot connect to {host} [{address}]: {exc.strerror}") from None
+        try:
+            return await self._exchange(reader, writer, host)
+        finally:
+            writer.close()
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str
+    ) -> bytes:
+        conn = h11.Connection(h11.CLIENT)
+        request = h11.Request(
+            method="GET",
+            target=WELL_KNOWN,
+            headers=[
+                ("Host", host),
+                ("User-Agent", f"tlsrpt-lmtp/{__version__}"),
+                ("Accept", "text/plain"),
+                ("Connection", "close"),
+            ],
+        )
+        writer.write(conn.send(request) + conn.send(h11.EndOfMessage()))
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(16384)
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Response):
+                _check_response(event, host)
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_POLICY_SIZE:
+                    raise FetchError(f"policy at {host} is larger than {MAX_POLICY_SIZE} bytes")
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return bytes(body)
+
+
+def _check_response(response: h11.Response, host: str) -> None:
+    if response.status_code != 200:
+        # §3.3: only 200 is valid, and redirects MUST NOT be followed.
+        raise FetchError(f"https://{host}{WELL_KNOWN} answered HTTP {response.status_code}")
+    headers = {k.decode().lower(): v.decode("latin-1") for k, v in response.headers}
+    media = headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != "text/plain":
+        raise FetchError(f"policy at {host} is {media or 'untyped'}, not text/plain")
+    length = headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_POLICY_SIZE:
+        raise FetchError(f"policy at {host} is larger than {MAX_POLICY_SIZE} bytes")

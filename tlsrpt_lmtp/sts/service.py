@@ -1,0 +1,257 @@
+"""Policy resolution with a cache that never downgrades (RFC 8461 §3.3, §5.1).
+
+- A cached policy is applied until its max_age, whatever DNS or HTTPS say meanwhile.
+- The TXT id is re-checked in the background at most every `recheck` seconds; a new id
+  triggers a fetch, and the new policy replaces the old one only once fetched and valid.
+- Policies are re-fetched proactively before they expire (daily, or at half their max_age).
+- A failed fetch is retried at most every `retry_after` seconds per domain and id.
+- Concurrent lookups of one uncached domain share one DNS query and one fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.sts.cache import Entry, PolicyCache
+from tlsrpt_lmtp.sts.dnsclient import Dane, DnsClient
+from tlsrpt_lmtp.sts.domain import policy_domain
+from tlsrpt_lmtp.sts.fetch import FetchError
+from tlsrpt_lmtp.sts.policy import Mode, PolicyError, parse_policy
+from tlsrpt_lmtp.sts.record import parse_txt
+from tlsrpt_lmtp.sts.reply import Answer, Kind
+
+Emit = Callable[[Event], None]
+
+
+class PolicyFetcher(Protocol):
+    """What the service needs of the HTTPS side (sts.fetch.Fetcher)."""
+
+    async def fetch(self, domain: str) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    recheck: float = 300.0  # seconds between background TXT checks of a cached policy
+    retry_after: float = 300.0  # §3.3: no more than one failed fetch per 5 min per id
+    refresh_every: float = 86400.0  # proactive refresh, or at half of max_age if shorter
+    negative_min: float = 300.0  # how long "no policy" is believed (bounded TXT TTL)
+    negative_max: float = 3600.0
+    dns_error_ttl: float = 60.0  # "no policy" after a DNS failure, before asking again
+    dane_ttl: float = 300.0
+
+
+class PolicyService:
+    def __init__(
+        self,
+        dns: DnsClient,
+        fetcher: PolicyFetcher,
+        cache: PolicyCache,
+        emit: Emit,
+        *,
+        timing: Timing = Timing(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.dns = dns
+        self.fetcher = fetcher
+        self.cache = cache
+        self.emit = emit
+        self.timing = timing
+        self.clock = clock
+        self._inflight: dict[str, asyncio.Task[Answer]] = {}
+        self._failures: dict[tuple[str, str], float] = {}
+        self._dane: dict[str, tuple[float, Dane]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def lookup(self, key: str) -> Answer:
+        domain = policy_domain(key)
+        if domain is None:
+            return Answer(Kind.NO_POLICY, reason="not a policy domain")
+        now = self.clock()
+        entry = self.cache.get(domain)
+        if entry is not None and now < entry.expires_at:
+            if now - entry.checked_at >= self.timing.recheck:
+                self._spawn(domain, self._recheck(entry))
+            return await self._applicable(domain, entry)
+        until = self.cache.no_policy_until(domain)
+        if until is not None and now < until:
+            return Answer(Kind.NO_POLICY, domain)
+        task = self._inflight.get(domain)
+        if task is None:
+            task = asyncio.ensure_future(self._discover(domain, entry))
+            self._inflight[domain] = task
+            task.add_done_callback(lambda _: self._inflight.pop(domain, None))
+        answer = await asyncio.shield(task)
+        if answer.kind is Kind.POLICY:
+            cached = self.cache.get(domain)
+            if cached is not None:
+                return await self._applicable(domain, cached)
+        return answer
+
+    async def _applicable(self, domain: str, entry: Entry) -> Answer:
+        answer = Answer(Kind.POLICY, domain, entry.policy, entry.policy_id)
+        if entry.policy.mode is Mode.NONE or not self.dns.checks_dane:
+            return answer
+        dane = await self._dane_status(domain)
+        if dane is Dane.PRESENT:
+            return Answer(Kind.DANE, domain, entry.policy, entry.policy_id, "DANE TLSA present")
+        if dane is Dane.ERROR:
+            return Answer(Kind.TEMP, domain, reason=f"DNSSEC status of {domain} unknown")
+        return answer
+
+    async def _dane_status(self, domain: str) -> Dane:
+        now = self.clock()
+        hit = self._dane.get(domain)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        status = await self.dns.dane(domain)
+        ttl = self.timing.dns_error_ttl if status is Dane.ERROR else self.timing.dane_ttl
+        self._dane[domain] = (now + ttl, status)
+        return status
+
+    async def _discover(self, domain: str, expired: Entry | None) -> Answer:
+        txt = await self.dns.sts_txt(domain)
+        now = self.clock()
+        if txt.error is not None:
+            self.cache.set_no_policy(domain, now + self.timing.dns_error_ttl)
+            return Answer(Kind.NO_POLICY, domain, reason=txt.error)
+        found = parse_txt(list(txt.records))
+        if found.record is None:
+            ttl = min(max(txt.ttl, self.timing.negative_min), self.timing.negative_max)
+            self.cache.set_no_policy(domain, now + ttl)
+            if expired is not None:
+                self.cache.drop(domain)
+            return Answer(Kind.NO_POLICY, domain, reason=found.reason)
+        return await self._fetch(domain, found.record.id, expired)
+
+    async def _fetch(self, domain: str, policy_id: str, previous: Entry | None) -> Answer:
+        now = self.clock()
+        failed_at = self._failures.get((domain, policy_id))
+        if failed_at is not None and now - failed_at < self.timing.retry_after:
+            return self._fallback(domain, previous, now, "fetch failed recently")
+        try:
+            body = await self.fetcher.fetch(domain)
+            policy = parse_policy(body)
+        except FetchError as exc:
+            return self._failed(domain, policy_id, previous, exc.result_type, exc.reason)
+        except PolicyError as exc:
+            return self._failed(domain, policy_id, previous, "sts-policy-invalid", str(exc))
+        self._failures.pop((domain, policy_id), None)
+        now = self.clock()
+        entry = Entry(domain, policy_id, policy, body, fetched_at=now, checked_at=now)
+        self.cache.put(entry)
+        self._log_change(previous, entry)
+        return Answer(Kind.POLICY, domain, policy, policy_id)
+
+    def _failed(
+        self, domain: str, policy_id: str, previous: Entry | None, result_type: str, reason: str
+    ) -> Answer:
+        now = self.clock()
+        self._failures[(domain, policy_id)] = now
+        usable = previous is not None and now < previous.expires_at
+        self.emit(
+            {
+                "event": "sts.fetch_error",
+                **_fields(domain, previous),
+                "policy_id": policy_id,
+                "result_type": result_type,
+                "reason": reason,
+                "cached_policy_applied": usable,
+            }
+        )
+        return self._fallback(domain, previous, now, reason)
+
+    def _fallback(self, domain: str, previous: Entry | None, now: float, reason: str) -> Answer:
+        if previous is not None and now < previous.expires_at:
+            return Answer(Kind.POLICY, domain, previous.policy, previous.policy_id)
+        return Answer(Kind.NO_POLICY, domain, reason=reason)
+
+    def _log_change(self, previous: Entry | None, entry: Entry) -> None:
+        base = {**_fields(entry.domain, entry), "policy_id": entry.policy_id}
+        if previous is None:
+            self.emit({"event": "sts.policy_fetched", **base})
+            return
+        changes = {
+            name: [old, new]
+            for name, old, new in (
+                ("policy_id", previous.policy_id, entry.policy_id),
+                ("mode", str(previous.policy.mode), str(entry.policy.mode)),
+                ("mx", list(previous.policy.mx), list(entry.policy.mx)),
+                ("max_age", previous.policy.max_age, entry.policy.max_age),
+            )
+            if old != new
+        }
+        if changes:
+            self.emit({"event": "sts.policy_changed", **base, "changes": changes})
+
+    async def _recheck(self, entry: Entry) -> None:
+        txt = await self.dns.sts_txt(entry.domain)
+        found = parse_txt(list(txt.records)) if txt.error is None else None
+        # §3.1/§5.1: a missing or broken TXT record does not drop a cached policy.
+        if found is None or found.record is None or found.record.id == entry.policy_id:
+            self.cache.checked(entry, self.clock())
+            return
+        await self._fetch(entry.domain, found.record.id, entry)
+
+    async def refresh(self, entry: Entry) -> None:
+        """Proactive refresh (§3.3, §10.2): fetch again regardless of the TXT id."""
+        txt = await self.dns.sts_txt(entry.domain)
+        found = parse_txt(list(txt.records)) if txt.error is None else None
+        policy_id = found.record.id if found and found.record else entry.policy_id
+        answer = await self._fetch(entry.domain, policy_id, entry)
+        fresh = self.cache.get(entry.domain)
+        if fresh is not None and fresh.fetched_at > entry.fetched_at:
+            return
+        if entry.policy.mode is not Mode.NONE:
+            self.emit(
+                {
+                    "event": "sts.refresh_failed",
+                    **_fields(entry.domain, entry),
+                    "policy_id": entry.policy_id,
+                    "expires_at": entry.expires_at,
+                    "reason": answer.reason or "refresh failed",
+                }
+            )
+
+    def due_for_refresh(self, now: float) -> list[Entry]:
+        due = []
+        for entry in self.cache.entries():
+            every = min(self.timing.refresh_every, entry.policy.max_age / 2)
+            if now < entry.expires_at and now - entry.fetched_at >= every:
+                due.append(entry)
+        return due
+
+    async def refresh_loop(self, interval: float = 600.0, concurrency: int = 10) -> None:
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(entry: Entry) -> None:
+            async with limit:
+                await self.refresh(entry)
+
+        while True:
+            now = self.clock()
+            self.cache.purge_expired(now)
+            await asyncio.gather(*(one(e) for e in self.due_for_refresh(now)))
+            await asyncio.sleep(interval)
+
+    def _spawn(self, domain: str, coro: Awaitable[Any]) -> None:
+        key = f"recheck:{domain}"
+        if any(t.get_name() == key for t in self._background):
+            coro.close()  # type: ignore[attr-defined]
+            return
+        task = asyncio.ensure_future(coro)
+        task.set_name(key)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _fields(domain: str, entry: Entry | None) -> Event:
+    return {
+        "domain": domain,
+        "mode": str(entry.policy.mode) if entry else None,
+        "mx": list(entry.policy.mx) if entry else None,
+    }
