@@ -33,7 +33,7 @@ SIZES: dict[str, tuple[int, int]] = {
     # size name: (number of emails, failure details per report)
     "small": (2000, 0),
     "medium": (200, 50),
-    "large": (5, 10_000),
+    "large": (10, 10_000),
 }
 BOMB_BYTES = 1 << 30
 CRLF = b"\r\n"
@@ -121,7 +121,9 @@ def _failure_detail(rng: random.Random, domain: str) -> dict[str, Any]:
             ("X509_V_ERR_CERT_HAS_EXPIRED", "bad https response code: 404", "TLSA mismatch")
         )
     elif roll < 0.4:
-        detail["additional-information"] = f"https://reports.{domain}/info?id={rng.getrandbits(32):08x}"
+        detail["additional-information"] = (
+            f"https://reports.{domain}/info?id={rng.getrandbits(32):08x}"
+        )
     return detail
 
 
@@ -130,8 +132,12 @@ def _policy(rng: random.Random, domain: str, n_failures: int) -> dict[str, Any]:
     policy: dict[str, Any] = {"policy-type": kind, "policy-domain": domain}
     if kind == "sts":
         mode = rng.choice(("enforce", "testing"))
-        policy["policy-string"] = ["version: STSv1", f"mode: {mode}", f"mx: *.{domain}",
-                                   f"max_age: {rng.choice((86400, 604800, 2592000))}"]
+        policy["policy-string"] = [
+            "version: STSv1",
+            f"mode: {mode}",
+            f"mx: *.{domain}",
+            f"max_age: {rng.choice((86400, 604800, 2592000))}",
+        ]
         policy["mx-host"] = [f"*.{domain}"]
     elif kind == "tlsa":
         policy["policy-string"] = [f"3 1 1 {rng.getrandbits(256):064X}"]
@@ -257,10 +263,14 @@ def write_bomb_email(path: Path, rng: random.Random, total: int = BOMB_BYTES) ->
 
 def generate(out: Path, seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """Write the corpus under ``out`` unless a matching manifest says it is already there."""
-    manifest = {"generator": GENERATOR_VERSION, "seed": seed, "sizes": SIZES,
-                "bomb_bytes": BOMB_BYTES}
+    manifest = {
+        "generator": GENERATOR_VERSION,
+        "seed": seed,
+        "sizes": SIZES,
+        "bomb_bytes": BOMB_BYTES,
+    }
     manifest_path = out / "manifest.json"
-    wanted = json.loads(json.dumps(manifest))
+    wanted: dict[str, Any] = json.loads(json.dumps(manifest))  # tuples as JSON lists
     if manifest_path.exists() and json.loads(manifest_path.read_text()) == wanted:
         return wanted
     manifest_path.unlink(missing_ok=True)

@@ -1,9 +1,8 @@
-"""Child processes: a measured worker (peak RSS via wait4) and LMTP servers on loopback."""
+"""Child processes: one measurement worker at a time, and LMTP servers on loopback."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,34 +17,30 @@ LOOPBACK = "127.0.0.1"
 
 @dataclass(frozen=True)
 class Measured:
-    """A worker's JSON report, its exit code and its peak RSS (ru_maxrss of that child)."""
+    """A worker's JSON report (its last stdout line), exit code and stderr."""
 
     report: dict[str, Any]
     returncode: int
-    maxrss_kib: int
     stderr: str
 
 
 def run_measured(argv: list[str], log: Path, timeout: float = 300.0) -> Measured:
-    """Run ``argv`` from the repo root; reap it with wait4() so ru_maxrss is this child's alone."""
+    """Run one worker from the repo root; its stderr is kept in ``log``.
+
+    Peak RSS comes from the worker's own VmHWM, not from wait4()'s ru_maxrss: Linux carries
+    the parent's high-water mark into a child across (v)fork + exec, so ru_maxrss of a small
+    worker reads as the parent's size.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
-    out_path = log.with_suffix(".out")
-    with out_path.open("wb") as out, log.open("wb") as err:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=err)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if deadline and time.monotonic() > deadline:
-                proc.kill()
-                deadline = 0.0
-            time.sleep(0.02)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stdout = out_path.read_text().strip().splitlines()
-    report: dict[str, Any] = json.loads(stdout[-1]) if stdout else {}
-    stderr = log.read_text(errors="replace")
-    return Measured(report, proc.returncode, usage.ru_maxrss, stderr)
+    try:
+        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:  # run() has killed the child already
+        log.write_text(f"killed after {timeout:g} s\n")
+        return Measured({}, -1, f"killed after {timeout:g} s")
+    log.write_text(done.stderr)
+    lines = done.stdout.strip().splitlines()
+    report: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+    return Measured(report, done.returncode, done.stderr)
 
 
 def free_port() -> int:

@@ -3,8 +3,8 @@
     python -m bench.worker --impl {ours,parsedmarc,floor} [--data-dir DIR] FILE...
 
 Prints one JSON object: files, seconds (the ingest loop only, after imports and setup),
-outcome counts, the first non-"ok" outcome's detail, and the process's VmHWM. The parent
-takes peak RSS from wait4() instead, which covers the whole process lifetime.
+outcome counts, the first non-"ok" outcome's detail, and the process's peak RSS (VmHWM,
+read last, so it covers interpreter start, imports, setup, the loop and close).
 
 Only the standard library is imported at module level: ``parsedmarc`` runs in the peer venv,
 ``ours`` in the project venv.
@@ -51,7 +51,7 @@ def _parsedmarc() -> tuple[Ingest, Callable[[], None]]:
         try:
             parsed = parsedmarc.parse_report_email(raw, offline=True)
         except parsedmarc.ParserError as exc:
-            return f"refused: {type(exc).__name__}: {str(exc)[:120]}"
+            return f"refused: {type(exc).__name__}: {str(exc)[:240]}"
         return OK if parsed["report_type"] == "smtp_tls" else f"type {parsed['report_type']}"
 
     return ingest, lambda: None
@@ -59,20 +59,23 @@ def _parsedmarc() -> tuple[Ingest, Callable[[], None]]:
 
 def _ours(data_dir: Path) -> tuple[Ingest, Callable[[], None]]:
     """This project's pipeline: archive (fsync), extract, decompress, parse, dedup, emit."""
-    from tlsrpt_lmtp.pipeline import Pipeline
+    from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 
     pipeline = Pipeline.open(data_dir=data_dir, emit=lambda event: None)
 
+    def outcome(result: IngestResult) -> str:
+        if not result.reports:
+            return f"refused: {(result.errors or ('no report found',))[0][:240]}"
+        if result.errors:
+            return f"partial: {result.errors[0][:240]}"
+        if result.duplicates:
+            return f"duplicate: {result.duplicates} of {result.reports}"
+        return OK
+
     def ingest(raw: bytes) -> str:
-        result = pipeline.ingest(raw, source="bench")
-        return outcome_of(result)
+        return outcome(pipeline.ingest(raw, source="bench"))
 
     return ingest, pipeline.close
-
-
-def outcome_of(result: object) -> str:
-    """Map a pipeline result to OK or a short label (adapted to tlsrpt_lmtp.pipeline)."""
-    return repr(result)[:160]
 
 
 def _vmhwm_kib() -> int:
@@ -96,13 +99,19 @@ def measure(impl: str, files: list[Path], data_dir: Path | None) -> dict[str, An
         try:
             outcome = ingest(path.read_bytes())
         except Exception as exc:  # a crash is an outcome too; the table shows it
-            outcome = f"exception: {type(exc).__name__}: {str(exc)[:120]}"
+            outcome = f"exception: {type(exc).__name__}: {str(exc)[:240]}"
         outcomes[OK if outcome == OK else outcome.split(":")[0]] += 1
         problem = problem or ("" if outcome == OK else outcome)
     close()
     seconds = time.perf_counter() - started
-    return {"impl": impl, "files": len(files), "seconds": seconds, "outcomes": dict(outcomes),
-            "problem": problem, "vmhwm_kib": _vmhwm_kib()}
+    return {
+        "impl": impl,
+        "files": len(files),
+        "seconds": seconds,
+        "outcomes": dict(outcomes),
+        "problem": problem,
+        "vmhwm_kib": _vmhwm_kib(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ bytes would fail the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +17,14 @@ from tlsrpt_lmtp.archive import Archive, ArchiveError, Area
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
 from tlsrpt_lmtp.events import Event, invalid_event, iso, report_events
 from tlsrpt_lmtp.mime import extract
-from tlsrpt_lmtp.model import Extracted, MailMeta
+from tlsrpt_lmtp.model import Extracted, MailMeta, Report
 from tlsrpt_lmtp.store import Store
 
 __all__ = ["ArchiveError", "IngestResult", "Pipeline"]
 
 Emit = Callable[[Event], None]
+# Called once per newly stored (non-duplicate) report; returns further events (e.g. alerts).
+ReportHook = Callable[[Report, MailMeta, str], Iterable[Event]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +48,14 @@ class Pipeline:
         *,
         max_decompressed: int = DEFAULT_LIMIT,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        hooks: Sequence[ReportHook] = (),
     ) -> None:
         self.archive = archive
         self.store = store
         self.emit = emit
         self.max_decompressed = max_decompressed
         self._clock = clock
+        self.hooks = list(hooks)
 
     @classmethod
     def open(cls, data_dir: Path, emit: Emit, *, max_decompressed: int = DEFAULT_LIMIT) -> Pipeline:
@@ -91,6 +95,10 @@ class Pipeline:
                 report, ex.meta, archive_id=archive_id, source=source, duplicate=not is_new
             ):
                 self.emit(event)
+            if is_new:
+                for hook in self.hooks:
+                    for event in hook(report, ex.meta, archive_id):
+                        self.emit(event)
         for reason in ex.errors:
             self.emit(invalid_event(reason, ex.meta, archive_id=archive_id, source=source))
         status = "report" if ex.reports else "invalid"

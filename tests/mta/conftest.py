@@ -9,7 +9,7 @@ import os
 import pwd
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -55,17 +55,16 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def sample_loader() -> Iterator[type[Sample]]:
-    _require_samples()
-    yield Sample
+def load_sample() -> Callable[[str], Sample]:
+    """Load a real report email from ../shared/samples/real, or skip if it is not there."""
 
+    def load(name: str) -> Sample:
+        _require_samples()
+        if not (SAMPLES_DIR / name).is_file():
+            pytest.skip(f"sample {name} not found in {SAMPLES_DIR}")
+        return Sample.load(name)
 
-def load_sample(name: str) -> Sample:
-    _require_samples()
-    path = SAMPLES_DIR / name
-    if not path.is_file():
-        pytest.skip(f"sample {name} not found in {SAMPLES_DIR}")
-    return Sample.load(name)
+    return load
 
 
 @pytest.fixture

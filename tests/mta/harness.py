@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -400,17 +400,35 @@ class LmtpServer:
 
     # --- the archive, broken on purpose ------------------------------------------------------
 
+    @property
+    def _moved_archive(self) -> Path:
+        return self.data_dir / "archive.moved-away"
+
     def break_archive(self) -> None:
         """Replace ``DATA/archive`` by a regular file, so that every archive write fails."""
         assert self.proc is None, "stop the server before breaking its archive"
-        assert self.archive_dir.is_dir(), f"no archive directory at {self.archive_dir}"
-        self.archive_dir.rename(self.data_dir / "archive.moved-away")
+        if self.archive_dir.is_dir():
+            self.archive_dir.rename(self._moved_archive)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.archive_dir.write_text("not a directory: archive writes must fail\n")
 
     def restore_archive(self) -> None:
         assert self.proc is None, "stop the server before restoring its archive"
         self.archive_dir.unlink()
-        (self.data_dir / "archive.moved-away").rename(self.archive_dir)
+        if self._moved_archive.is_dir():
+            self._moved_archive.rename(self.archive_dir)
+
+    def start_with_broken_archive(self) -> None:
+        """Run the server once so that it sets up its data dir, then restart it archive-less."""
+        self.start()
+        self.stop()
+        self.break_archive()
+        self.start()
+
+    def repair_and_restart(self) -> None:
+        self.stop()
+        self.restore_archive()
+        self.start()
 
     # --- events ------------------------------------------------------------------------------
 
@@ -430,12 +448,15 @@ class LmtpServer:
     def report_events(self, report_id: str) -> list[dict[str, Any]]:
         return [e for e in self.events("tlsrpt.report") if e.get("report_id") == report_id]
 
-    def wait_for_report(self, report_id: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    def wait_for_report(
+        self, report_id: str, *, mta: MtaInstance | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """Wait for the report event; on time-out show this server's and ``mta``'s logs."""
         return wait_until(
             lambda: next(iter(self.report_events(report_id)), None),
             what=f"a tlsrpt.report event for report_id {report_id!r}",
             timeout=timeout,
-            diagnostics=self.diagnostics,
+            diagnostics=lambda: self.diagnostics() + (mta.diagnostics() if mta else ""),
         )
 
     def diagnostics(self) -> str:
@@ -545,7 +566,11 @@ class MtaInstance(ABC):
         return wait_until(probe, what=what, timeout=timeout, diagnostics=self.diagnostics)
 
     def wait_for_deferral(
-        self, recipient: str = REPORT_RCPT, *, containing: str = "", timeout: float = DEFAULT_TIMEOUT
+        self,
+        recipient: str = REPORT_RCPT,
+        *,
+        containing: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> str:
         return self.wait_for_log(
             self.deferral_line(recipient), containing=containing, timeout=timeout
@@ -559,7 +584,9 @@ class MtaInstance(ABC):
     def wait_for_bounce(
         self, recipient: str, *, containing: str = "", timeout: float = DEFAULT_TIMEOUT
     ) -> str:
-        return self.wait_for_log(self.bounce_line(recipient), containing=containing, timeout=timeout)
+        return self.wait_for_log(
+            self.bounce_line(recipient), containing=containing, timeout=timeout
+        )
 
     def wait_queue_empty(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         wait_until(
@@ -660,8 +687,10 @@ class PostfixInstance(MtaInstance):
         wait_until(
             lambda: smtp_banner(self.smtp_port),
             what=f"Postfix smtpd on {LOOPBACK}:{self.smtp_port}",
-            diagnostics=lambda: section("maillog", read_text(self.maillog))
-            + section("postfix status on a tty", run_on_tty(self._cmd("status"))),
+            diagnostics=lambda: (
+                section("maillog", read_text(self.maillog))
+                + section("postfix status on a tty", run_on_tty(self._cmd("status")))
+            ),
         )
 
     def _cmd(self, action: str) -> list[str | Path]:
@@ -868,9 +897,7 @@ class EximInstance(MtaInstance):
             pending = tuple(
                 ln.strip() for ln in lines[1:] if ln.strip() and not ln.strip().startswith("D ")
             )
-            deferrals = [
-                ln for ln in self.log_text().splitlines() if f" {queue_id} == " in ln
-            ]
+            deferrals = [ln for ln in self.log_text().splitlines() if f" {queue_id} == " in ln]
             entries.append(
                 QueueEntry(
                     queue_id=queue_id,
@@ -890,8 +917,11 @@ class EximInstance(MtaInstance):
     def diagnostics(self) -> str:
         return (
             super().diagnostics()
-            + section("exim paniclog (the -C privilege warning is expected)",
-                      read_text(self.logdir / "paniclog"), 10)
+            + section(
+                "exim paniclog (the -C privilege warning is expected)",
+                read_text(self.logdir / "paniclog"),
+                10,
+            )
             + section("exim stderr", read_text(self.stderr_file), 10)
         )
 
@@ -935,23 +965,32 @@ def assert_delivered_once(server: LmtpServer, sample: Sample) -> dict[str, Any]:
 
 
 def assert_policy_events(server: LmtpServer, sample: Sample) -> None:
-    """One tlsrpt.policy event per policy and one tlsrpt.failure per failure detail."""
+    """One tlsrpt.policy event per policy (same types, same order) and one tlsrpt.failure event
+    per failure detail, all tagged with the report's id."""
+    expected_types = [p.get("policy", {}).get("policy-type") for p in sample.policies]
+
+    def of_report(kind: str) -> list[dict[str, Any]]:
+        return [e for e in server.events(kind) if e.get("report_id") == sample.report_id]
+
     wait_until(
-        lambda: len(server.events("tlsrpt.policy")) >= len(sample.policies),
-        what=f"{len(sample.policies)} tlsrpt.policy event(s)",
+        lambda: len(of_report("tlsrpt.policy")) >= len(expected_types),
+        what=f"{len(expected_types)} tlsrpt.policy event(s) for {sample.report_id!r}",
         timeout=5,
         diagnostics=server.diagnostics,
     )
-    assert len(server.events("tlsrpt.policy")) == len(sample.policies), server.diagnostics()
-    assert len(server.events("tlsrpt.failure")) == sample.failure_detail_count, (
-        server.diagnostics()
+    policy_types = [e.get("policy_type") for e in of_report("tlsrpt.policy")]
+    assert policy_types == expected_types, server.diagnostics()
+    failures = of_report("tlsrpt.failure")
+    assert len(failures) == sample.failure_detail_count, (
+        f"expected {sample.failure_detail_count} tlsrpt.failure event(s), got {len(failures)}"
+        + server.diagnostics()
     )
 
 
 def deliver_report(mta: MtaInstance, server: LmtpServer, sample: Sample) -> dict[str, Any]:
     """Send ``sample`` through a running MTA to a running server and check what arrives."""
     mta.send(sample.message())
-    event = server.wait_for_report(sample.report_id)
+    event = server.wait_for_report(sample.report_id, mta=mta)
     assert_report_event(event, sample)
     assert_policy_events(server, sample)
     mta.wait_for_delivery()
@@ -982,16 +1021,7 @@ def queue_then_recover(
     )
     repair()
     mta.flush()
-    server.wait_for_report(sample.report_id)
+    server.wait_for_report(sample.report_id, mta=mta)
     mta.wait_for_delivery()
     mta.wait_queue_empty()
     assert_delivered_once(server, sample)
-
-
-@contextlib.contextmanager
-def running(server: LmtpServer) -> Iterator[LmtpServer]:
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
