@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.lmtp_client import LMTPClient, address_of, start_server
+from tests.lmtp_client import (
+    LMTPClient,
+    address_of,
+    filled,
+    small_filesystem,
+    start_server,
+    wait_for,
+)
 from tests.test_pipeline import report_json
 
 RCPT = "tlsrpt@reports.example.test"
@@ -30,11 +38,22 @@ def report_mail(rid: str = "r1", extra_line: bytes = b"") -> bytes:
     )
 
 
-def events(data_dir: Path) -> list[dict[str, object]]:
+def events(data_dir: Path, *, at_least: int = 0) -> list[dict[str, object]]:
+    """The events written so far; waits (bounded) until there are `at_least` of them,
+    since a delivery is acknowledged once archived and its events follow."""
     path = data_dir / "events.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def read() -> list[dict[str, object]]:
+        text = path.read_text() if path.exists() else ""
+        return [json.loads(line) for line in text.splitlines()]
+
+    wait_for(lambda: len(read()) >= at_least)
+    return read()
+
+
+def statuses(data_dir: Path) -> list[str]:
+    with sqlite3.connect(data_dir / "tlsrpt.sqlite3") as db:
+        return [row[0] for row in db.execute("SELECT status FROM messages")]
 
 
 class Server:
@@ -71,9 +90,9 @@ def test_report_is_delivered_and_logged(server: Server) -> None:
     replies = c.deliver("reporter@example.net", [RCPT], report_mail())
     c.close()
     assert [code for code, _ in replies] == [250]
-    names = [e["event"] for e in events(server.data_dir)]
+    names = [e["event"] for e in events(server.data_dir, at_least=3)]
     assert names == ["tlsrpt.report", "tlsrpt.policy", "tlsrpt.failure"]
-    assert list((server.data_dir / "archive").glob("*/*.eml"))
+    assert statuses(server.data_dir) == ["report"]
 
 
 def test_each_recipient_gets_its_own_reply(server: Server) -> None:
@@ -81,7 +100,7 @@ def test_each_recipient_gets_its_own_reply(server: Server) -> None:
     replies = c.deliver("r@example.net", [RCPT, RCPT.upper()], report_mail())
     c.close()
     assert [code for code, _ in replies] == [250, 250]
-    reports = [e for e in events(server.data_dir) if e["event"] == "tlsrpt.report"]
+    reports = [e for e in events(server.data_dir, at_least=3) if e["event"] == "tlsrpt.report"]
     assert len(reports) == 1 and reports[0]["total_failure_session_count"] == 3
     assert reports[0]["report_domain"] == "example.org"
 
@@ -121,22 +140,28 @@ def test_mail_without_report_is_accepted_and_quarantined(server: Server) -> None
     replies = c.deliver("r@example.net", [RCPT], b"Subject: not a report\r\n\r\nhello\r\n")
     c.close()
     assert [code for code, _ in replies] == [250]
-    [invalid] = [e for e in events(server.data_dir) if e["event"] == "tlsrpt.invalid"]
+    [invalid] = [e for e in events(server.data_dir, at_least=1) if e["event"] == "tlsrpt.invalid"]
     assert invalid["subject"] == "not a report"
-    assert list((server.data_dir / "quarantine").glob("*/*.eml"))
+    assert statuses(server.data_dir) == ["invalid"]
 
 
-def test_undurable_archive_answers_451_to_every_recipient(tmp_path: Path) -> None:
-    (tmp_path / "archive").write_text("a file where the archive directory should be")
-    s = Server(tmp_path)
-    try:
-        c = s.client()
-        replies = c.deliver("r@example.net", [RCPT, RCPT.upper()], report_mail())
-        c.close()
-    finally:
-        s.stop()
-    assert [(code, text.split()[0]) for code, text in replies] == [(451, "4.3.0")] * 2
-    assert events(tmp_path) == []
+def test_full_disk_answers_451_to_every_recipient_then_recovers(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with small_filesystem(data, "4m"):
+        s = Server(data)
+        try:
+            with filled(data):
+                c = s.client()
+                replies = c.deliver("r@example.net", [RCPT, RCPT.upper()], report_mail())
+                c.close()
+            assert [(code, text.split()[0]) for code, text in replies] == [(451, "4.3.0")] * 2
+            assert events(data) == []
+            c = s.client()
+            assert [code for code, _ in c.deliver("r@example.net", [RCPT], report_mail())] == [250]
+            c.close()
+            assert events(data, at_least=3)[0]["event"] == "tlsrpt.report"
+        finally:
+            s.stop()
 
 
 def test_unix_socket_and_clean_shutdown(tmp_path: Path) -> None:

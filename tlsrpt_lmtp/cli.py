@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tlsrpt_lmtp import __version__
-from tlsrpt_lmtp.archive import Archive, ArchiveError, Area
+from tlsrpt_lmtp.archive import ArchiveError, Status
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
 
     _policy_parsers(sub, common)
+
+    sh = sub.add_parser("show", parents=[common], help="print an archived raw message")
+    sh.add_argument("archive_id", help="the archive_id of an event")
 
     r = sub.add_parser("reprocess", parents=[common], help="re-run archived messages")
     r.add_argument(
@@ -163,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(config, pipeline)
         if args.command == "parse":
             return _parse(pipeline, args.paths)
-        return _reprocess(pipeline, Area.QUARANTINE if args.quarantine else Area.ARCHIVE)
+        if args.command == "show":
+            return _show(pipeline, args.archive_id)
+        return _reprocess(pipeline, Status.INVALID if args.quarantine else Status.REPORT)
     finally:
         pipeline.close()
 
@@ -202,10 +207,21 @@ def _parse(pipeline: Pipeline, paths: list[Path]) -> int:
     return 0
 
 
-def _reprocess(pipeline: Pipeline, area: Area) -> int:
-    archive: Archive = pipeline.archive
-    results = [pipeline.process(raw, key, source="reprocess") for key, raw in archive.scan(area)]
+def _reprocess(pipeline: Pipeline, status: Status) -> int:
+    results = pipeline.process_pending()
+    results += [
+        pipeline.process(raw, key, source="reprocess") for key, raw in pipeline.archive.scan(status)
+    ]
     _summary(results)
+    return 0
+
+
+def _show(pipeline: Pipeline, archive_id: str) -> int:
+    raw = pipeline.archive.get(archive_id.lower())
+    if raw is None:
+        print(f"tlsrpt-lmtp: no archived message {archive_id}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(raw)
     return 0
 
 

@@ -159,6 +159,27 @@ def _read_file(path: Path, layout: dict[str, dict[str, str]]) -> dict[str, Any]:
     return values
 
 
+def read_table(path: Path | None, table: str, kinds: dict[str, str]) -> dict[str, Any]:
+    """The keys of one ``_OTHER_SECTIONS`` table (``[milter]``, ``[dkim]``), for the module that
+    owns it: values coerced like the rest (``kinds``: key → "str", "int", "float", "bool",
+    "tuple[str, ...]"), an unknown key is an error. No file or no such table: ``{}``."""
+    if path is None:
+        return {}
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    content = doc.get(table, {})
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: [{table}] must be a table")
+    unknown = sorted(set(content) - set(kinds))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} in [{table}]")
+    return {key: _coerce(key, value, kinds[key]) for key, value in content.items()}
+
+
 def _coerce(name: str, value: Any, kind: str) -> Any:
     try:
         if kind == "Path":

@@ -1,8 +1,8 @@
 """The LMTP adapter: aiosmtpd's LMTP protocol in front of the ingest pipeline.
 
-The pipeline runs in one worker thread (fsync and SQLite block; one thread keeps the store
-single-writer). LMTP wants one reply per recipient after DATA (RFC 2033 §4.2); the message
-is archived once, so every recipient gets the same answer.
+A delivery is answered once its message is durably archived (stage 1 of the pipeline);
+parsing and storing follow in the worker thread. LMTP wants one reply per recipient after
+DATA (RFC 2033 §4.2); the message is archived once, so every recipient gets the same answer.
 """
 
 from __future__ import annotations
@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import signal
-from concurrent.futures import ThreadPoolExecutor
+import sys
+import threading
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 
 from tlsrpt_lmtp.config import Config, parse_listen
 from tlsrpt_lmtp.pipeline import ArchiveError, Pipeline
+
+_MAX_BATCH = 256
 
 # aiosmtpd refuses lines over 1001 bytes with "500 Line too long"; a report with a long
 # JSON line must not bounce, so lines are bounded by the message size limit instead.
@@ -28,13 +32,87 @@ class _LMTP(LMTP):
     line_length_limit = _LINE_LIMIT
 
 
-class ReportHandler:
-    """aiosmtpd handler: recipient check at RCPT, archive-then-process at DATA."""
+class IngestWorker:
+    """One thread runs the pipeline. Every message queued while it was busy is archived in
+    one fsynced commit (group commit), the waiting deliveries are answered, and only then is
+    the batch parsed and stored, while the next messages arrive."""
 
-    def __init__(self, pipeline: Pipeline, recipients: tuple[str, ...]) -> None:
+    def __init__(self, pipeline: Pipeline, loop: asyncio.AbstractEventLoop) -> None:
         self.pipeline = pipeline
+        self._loop = loop
+        self._queue: queue.SimpleQueue[tuple[bytes, asyncio.Future[str]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+
+    def submit(self, raw: bytes) -> asyncio.Future[str]:
+        """A future for the archive id, or ArchiveError if the message is not stored."""
+        future: asyncio.Future[str] = self._loop.create_future()
+        self._queue.put((raw, future))
+        return future
+
+    def stop(self) -> None:
+        """Finish everything queued so far, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch, stopping = self._take()
+            if batch:
+                self._ingest(batch)
+            if stopping:
+                return
+
+    def _take(self) -> tuple[list[tuple[bytes, asyncio.Future[str]]], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < _MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _ingest(self, batch: list[tuple[bytes, asyncio.Future[str]]]) -> None:
+        try:
+            keys = self.pipeline.archive_many([(raw, "lmtp") for raw, _ in batch])
+        except Exception as exc:  # ArchiveError, or a bug: either way the MTA retries
+            for _, future in batch:
+                self._resolve(future, exc)
+            return
+        for (_, future), key in zip(batch, keys, strict=True):
+            self._resolve(future, key)
+        for (raw, _), key in zip(batch, keys, strict=True):
+            try:
+                self.pipeline.process(raw, key, source="lmtp")
+            except Exception as exc:  # stays pending: processed again at the next start
+                print(f"tlsrpt-lmtp: processing {key} failed: {exc!r}", file=sys.stderr)
+
+    def _resolve(self, future: asyncio.Future[str], outcome: str | BaseException) -> None:
+        def settle() -> None:
+            if future.done():  # the client went away meanwhile
+                return
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self._loop.call_soon_threadsafe(settle)
+
+
+class ReportHandler:
+    """aiosmtpd handler: recipient check at RCPT, archive at DATA, then reply."""
+
+    def __init__(self, worker: IngestWorker, recipients: tuple[str, ...]) -> None:
+        self.worker = worker
         self.recipients = frozenset(r.lower() for r in recipients)
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -48,39 +126,32 @@ class ReportHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        raw: bytes = envelope.original_content
         self._in_flight += 1
         self._idle.clear()
         try:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._worker, self._ingest, raw)
+            key = await self.worker.submit(envelope.original_content)
+            reply = f"250 2.0.0 stored as {key[:16]}"
+        except ArchiveError as exc:
+            reply = f"451 4.3.0 cannot store message, try again later ({exc.strerror})"
+        except Exception:
+            reply = "451 4.3.0 internal error, try again later"
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
-        if isinstance(result, ArchiveError):
-            reply = f"451 4.3.0 cannot store message, try again later ({result.strerror})"
-        elif isinstance(result, Exception):
-            reply = "451 4.3.0 internal error, try again later"
-        else:
-            reply = f"250 2.0.0 stored as {result.archive_id[:16]}"
-        return "\r\n".join(f"{reply}" for _ in envelope.rcpt_tos)
-
-    def _ingest(self, raw: bytes) -> Any:
-        try:
-            return self.pipeline.ingest(raw, source="lmtp")
-        except Exception as exc:  # reported as 451: archived bytes are retried idempotently
-            return exc
+        # RFC 2033 §4.2: one reply per accepted recipient; the message was stored once.
+        return "\r\n".join(reply for _ in envelope.rcpt_tos)
 
     async def drain(self) -> None:
         await self._idle.wait()
-        self._worker.shutdown(wait=True)
 
 
 async def serve(config: Config, pipeline: Pipeline, *, ready: Any = None) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, finish deliveries in flight, return."""
     loop = asyncio.get_running_loop()
-    handler = ReportHandler(pipeline, config.recipients)
+    await loop.run_in_executor(None, pipeline.process_pending)
+    worker = IngestWorker(pipeline, loop)
+    handler = ReportHandler(worker, config.recipients)
 
     def factory() -> _LMTP:
         return _LMTP(
@@ -114,6 +185,7 @@ async def serve(config: Config, pipeline: Pipeline, *, ready: Any = None) -> Non
         await handler.drain()
         # Let the protocol tasks push the replies of the deliveries just finished.
         await asyncio.sleep(0.05)
+        await loop.run_in_executor(None, worker.stop)
         if path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

@@ -12,7 +12,7 @@ import contextlib
 import email.parser
 import re
 from dataclasses import replace
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT, PayloadError, decode_payload, sniff
@@ -61,7 +61,8 @@ def extract(raw: bytes, *, limit: int = DEFAULT_LIMIT) -> Extracted:
         warnings.append("not-multipart-report")
     elif str(msg.get_param("report-type") or "").lower() != "tlsrpt":
         warnings.append("report-type-not-tlsrpt")
-    if any(type(d).__name__ == "CloseBoundaryNotFoundDefect" for d in msg.defects):
+    defects = (d for part in msg.walk() for d in part.defects)
+    if any(type(d).__name__ == "CloseBoundaryNotFoundDefect" for d in defects):
         warnings.append("mime-close-boundary-missing")
     return _from_attachments(meta, find_attachments(msg), tuple(warnings), limit)
 
@@ -131,10 +132,21 @@ def header_text(msg: Message, name: str) -> str | None:
     value = msg.get(name)
     if value is None:
         return None
-    text = _FOLD.sub(" ", str(value))
+    text = _FOLD.sub(" ", _header_str(value))
     with contextlib.suppress(UnicodeError, LookupError, ValueError):
         text = str(make_header(decode_header(text)))
     return text.strip() or None
+
+
+def _header_str(value: object) -> str:
+    """Raw 8-bit header bytes (RFC 6532 allows UTF-8) come back as a Header that would print
+    them as U+FFFD; read them as UTF-8 instead."""
+    if not isinstance(value, Header):
+        return str(value)
+    return "".join(
+        chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
+        for chunk, _charset in decode_header(value)
+    )
 
 
 def _domain_header(msg: Message, name: str) -> str | None:

@@ -1,9 +1,11 @@
 """The one ingest pipeline every entry point uses (LMTP, milter, file import, reprocess).
 
-raw bytes → durable archive → extract reports from MIME → decompress → parse → dedup/store
-→ events. Only the first step may fail the delivery (ArchiveError → the MTA retries); every
-later failure ends in quarantine and a ``tlsrpt.invalid`` event, because a retry of the same
-bytes would fail the same way.
+Stage 1, ``archive``: raw bytes → the durable archive (one fsynced commit, possibly for a
+whole batch). Only this stage may fail a delivery (ArchiveError → the MTA retries).
+Stage 2, ``process``: extract the reports from MIME → decompress → parse → dedup and store
+→ events. Bad input never raises here: it ends in quarantine with a ``tlsrpt.invalid``
+event, because a retry of the same bytes would fail the same way. A message whose stage 2
+was interrupted (crash) stays ``pending`` and is processed at the next start.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tlsrpt_lmtp.archive import Archive, ArchiveError, Area
+from tlsrpt_lmtp.archive import Archive, ArchiveError, Status
+from tlsrpt_lmtp.db import Database
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
 from tlsrpt_lmtp.events import Event, invalid_event, iso, report_events
 from tlsrpt_lmtp.mime import extract
@@ -25,6 +28,7 @@ __all__ = ["ArchiveError", "IngestResult", "Pipeline"]
 Emit = Callable[[Event], None]
 # Called once per newly stored (non-duplicate) report; returns further events (e.g. alerts).
 ReportHook = Callable[[Report, MailMeta, str], Iterable[Event]]
+DB_NAME = "tlsrpt.sqlite3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,55 +46,79 @@ class IngestResult:
 class Pipeline:
     def __init__(
         self,
-        archive: Archive,
-        store: Store,
+        db: Database,
         emit: Emit,
         *,
         max_decompressed: int = DEFAULT_LIMIT,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         hooks: Sequence[ReportHook] = (),
     ) -> None:
-        self.archive = archive
-        self.store = store
+        self.db = db
+        self.archive = Archive(db)
+        self.store = Store(db)
         self.emit = emit
         self.max_decompressed = max_decompressed
         self._clock = clock
         self.hooks = list(hooks)
 
     @classmethod
-    def open(cls, data_dir: Path, emit: Emit, *, max_decompressed: int = DEFAULT_LIMIT) -> Pipeline:
+    def open(
+        cls,
+        data_dir: Path,
+        emit: Emit,
+        *,
+        max_decompressed: int = DEFAULT_LIMIT,
+        hooks: Sequence[ReportHook] = (),
+    ) -> Pipeline:
         return cls(
-            Archive(data_dir),
-            Store(data_dir / "tlsrpt.sqlite3"),
-            emit,
-            max_decompressed=max_decompressed,
+            Database(data_dir / DB_NAME), emit, max_decompressed=max_decompressed, hooks=hooks
         )
 
     def close(self) -> None:
-        self.store.close()
+        self.db.close()
 
     def ingest(self, raw: bytes, *, source: str) -> IngestResult:
-        """Archive durably (raises ArchiveError if impossible), then process."""
-        archive_id = self.archive.put(raw)
+        """Both stages for one message (raises ArchiveError if it cannot be stored)."""
+        [archive_id] = self.archive_many([(raw, source)])
         return self.process(raw, archive_id, source=source)
 
+    def archive_many(self, items: Sequence[tuple[bytes, str]]) -> list[str]:
+        """Stage 1 for a batch of (raw, source): one durable commit for all of them."""
+        return self.archive.put(items, iso(self._clock()))
+
     def process(self, raw: bytes, archive_id: str, *, source: str) -> IngestResult:
-        """Everything after the archive; never raises for bad input."""
+        """Stage 2; never raises for bad input."""
         try:
             extracted = extract(raw, limit=self.max_decompressed)
         except Exception as exc:  # a parser bug must not lose or bounce the message
             extracted = Extracted(MailMeta(), (), (f"internal error while parsing: {exc!r}",))
         return self._store_and_emit(extracted, archive_id, source)
 
+    def process_pending(self) -> list[IngestResult]:
+        """Finish messages archived but not processed (the process stopped in between)."""
+        return [
+            self.process(raw, key, source="recovery")
+            for key, raw in self.archive.scan(Status.PENDING)
+        ]
+
     def _store_and_emit(self, ex: Extracted, archive_id: str, source: str) -> IngestResult:
         received = iso(self._clock())
-        fresh = duplicates = 0
-        for report in ex.reports:
-            is_new = self.store.add_report(
-                report, meta=ex.meta, archive_id=archive_id, received_at=received
+        fresh: list[bool] = []
+        with self.db.transaction(durable=False) as c:
+            for report in ex.reports:
+                fresh.append(
+                    self.store.add_report(
+                        c, report, meta=ex.meta, archive_id=archive_id, received_at=received
+                    )
+                )
+            self.store.finish_message(
+                c,
+                archive_id,
+                status=Status.REPORT if ex.reports else Status.INVALID,
+                reason="; ".join(ex.errors) or None,
+                meta=ex.meta,
             )
-            fresh += is_new
-            duplicates += not is_new
+        for report, is_new in zip(ex.reports, fresh, strict=True):
             for event in report_events(
                 report, ex.meta, archive_id=archive_id, source=source, duplicate=not is_new
             ):
@@ -101,14 +129,5 @@ class Pipeline:
                         self.emit(event)
         for reason in ex.errors:
             self.emit(invalid_event(reason, ex.meta, archive_id=archive_id, source=source))
-        status = "report" if ex.reports else "invalid"
-        self.store.record_message(
-            archive_id,
-            received_at=received,
-            source=source,
-            status=status,
-            reason="; ".join(ex.errors) or None,
-            meta=ex.meta,
-        )
-        self.archive.move(archive_id, Area.ARCHIVE if ex.reports else Area.QUARANTINE)
-        return IngestResult(archive_id, fresh + duplicates, duplicates, ex.errors)
+        duplicates = fresh.count(False)
+        return IngestResult(archive_id, len(fresh), duplicates, ex.errors)
