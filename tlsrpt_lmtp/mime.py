@@ -9,13 +9,12 @@ the report itself, which lets file import share this code.
 from __future__ import annotations
 
 import contextlib
-import email.parser
 import re
 from dataclasses import replace
-from email.header import Header, decode_header, make_header
-from email.message import Message
+from email.header import decode_header, make_header
 
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT, PayloadError, decode_payload, sniff
+from tlsrpt_lmtp.mimeparts import Leaf, Parts, parts
 from tlsrpt_lmtp.model import Attachment, Extracted, MailMeta, Report
 from tlsrpt_lmtp.report import ReportError, parse_report
 
@@ -39,56 +38,49 @@ _GENERIC_TYPES = frozenset(
 )
 _REPORT_SUFFIXES = (".json", ".json.gz", ".gz", ".zip")
 _FOLD = re.compile(r"\r?\n[ \t]+")
-_parser = email.parser.BytesParser()
 
 
 def extract(raw: bytes, *, limit: int = DEFAULT_LIMIT) -> Extracted:
     """Read one message (or one bare report file) into its reports and errors."""
     if sniff(raw) is not None:
-        return _from_attachments(
-            MailMeta(), [Attachment("application/octet-stream", None, raw)], (), limit
-        )
-    msg = _parser.parsebytes(raw)
+        bare = Attachment("application/octet-stream", None, raw)
+        return _from_attachments(MailMeta(), [bare], (), limit)
+    msg = parts(raw)
     meta = mail_meta(msg)
-    if not msg.keys():
+    if not msg.headers:
         return Extracted(meta, (), ("not an email message and not a report file",))
     warnings: list[str] = []
     if not meta.report_domain:
         warnings.append("tls-report-domain-header-missing")
     if not meta.submitter:
         warnings.append("tls-report-submitter-header-missing")
-    if msg.get_content_type() != "multipart/report":
+    if msg.content_type != "multipart/report":
         warnings.append("not-multipart-report")
-    elif str(msg.get_param("report-type") or "").lower() != "tlsrpt":
+    elif msg.params.get("report-type", "").lower() != "tlsrpt":
         warnings.append("report-type-not-tlsrpt")
-    defects = (d for part in msg.walk() for d in part.defects)
-    if any(type(d).__name__ == "CloseBoundaryNotFoundDefect" for d in defects):
+    if msg.close_boundary_missing:
         warnings.append("mime-close-boundary-missing")
     return _from_attachments(meta, find_attachments(msg), tuple(warnings), limit)
 
 
-def find_attachments(msg: Message) -> list[Attachment]:
+def find_attachments(msg: Parts) -> list[Attachment]:
     """Parts that claim to be a report; failing that, any part whose bytes look like one."""
-    leaves = [p for p in msg.walk() if not p.is_multipart()]
-    claimed = [p for p in leaves if _claims_report(p)]
-    chosen = claimed or leaves
+    claimed = [leaf for leaf in msg.leaves if _claims_report(leaf)]
     found = []
-    for part in chosen:
-        data = part.get_payload(decode=True)
-        if not isinstance(data, bytes) or not data:
+    for leaf in claimed or msg.leaves:
+        if not leaf.payload:
             continue
-        if not claimed and sniff(data) is None:
+        if not claimed and sniff(leaf.payload) is None:
             continue
-        found.append(Attachment(part.get_content_type(), part.get_filename(), data))
+        found.append(Attachment(leaf.content_type, leaf.filename, leaf.payload))
     return found
 
 
-def _claims_report(part: Message) -> bool:
-    ctype = part.get_content_type()
-    if ctype in REPORT_TYPES:
+def _claims_report(leaf: Leaf) -> bool:
+    if leaf.content_type in REPORT_TYPES:
         return True
-    name = (part.get_filename() or "").lower()
-    return name.endswith(_REPORT_SUFFIXES) and (ctype in _GENERIC_TYPES or "!" in name)
+    name = (leaf.filename or "").lower()
+    return name.endswith(_REPORT_SUFFIXES) and (leaf.content_type in _GENERIC_TYPES or "!" in name)
 
 
 def _from_attachments(
@@ -118,37 +110,27 @@ def _with_warnings(report: Report, extra: tuple[str, ...]) -> Report:
     return replace(report, warnings=tuple(merged))
 
 
-def mail_meta(msg: Message) -> MailMeta:
+def mail_meta(msg: Parts) -> MailMeta:
+    h = msg.headers
     return MailMeta(
-        from_=header_text(msg, "From"),
-        subject=header_text(msg, "Subject"),
-        message_id=header_text(msg, "Message-ID"),
-        report_domain=_domain_header(msg, "TLS-Report-Domain"),
-        submitter=_domain_header(msg, "TLS-Report-Submitter"),
+        from_=header_text(h.get("from")),
+        subject=header_text(h.get("subject")),
+        message_id=header_text(h.get("message-id")),
+        report_domain=_domain(header_text(h.get("tls-report-domain"))),
+        submitter=_domain(header_text(h.get("tls-report-submitter"))),
     )
 
 
-def header_text(msg: Message, name: str) -> str | None:
-    value = msg.get(name)
+def header_text(value: str | None) -> str | None:
+    """Unfolded, with RFC 2047 encoded-words decoded."""
     if value is None:
         return None
-    text = _FOLD.sub(" ", _header_str(value))
-    with contextlib.suppress(UnicodeError, LookupError, ValueError):
-        text = str(make_header(decode_header(text)))
+    text = _FOLD.sub(" ", value)
+    if "=?" in text:
+        with contextlib.suppress(UnicodeError, LookupError, ValueError):
+            text = str(make_header(decode_header(text)))
     return text.strip() or None
 
 
-def _header_str(value: object) -> str:
-    """Raw 8-bit header bytes (RFC 6532 allows UTF-8) come back as a Header that would print
-    them as U+FFFD; read them as UTF-8 instead."""
-    if not isinstance(value, Header):
-        return str(value)
-    return "".join(
-        chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
-        for chunk, _charset in decode_header(value)
-    )
-
-
-def _domain_header(msg: Message, name: str) -> str | None:
-    text = header_text(msg, name)
+def _domain(text: str | None) -> str | None:
     return text.strip(" <>").rstrip(".").lower() if text else None

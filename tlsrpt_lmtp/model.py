@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class FailureDetail:
+class FailureDetail(NamedTuple):
+    """A named tuple, not a dataclass: reports carry up to tens of thousands of these, and
+    a tuple is built three times faster than a frozen dataclass."""
+
     result_type: str
     sending_mta_ip: str | None
     receiving_mx_hostname: str | None

@@ -12,6 +12,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from tlsrpt_lmtp.model import FailureDetail, Policy, Report
 
 KNOWN_POLICY_TYPES = frozenset({"sts", "tlsa", "no-policy-found"})
@@ -68,11 +70,16 @@ def parse_report(body: bytes, *, header_domain: str | None = None) -> Report:
         warn.add("utf8-bom")
         body = body[3:]
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"report body is not JSON: {exc}") from None
-    except RecursionError:
-        raise ReportError("report body is not JSON: nested too deeply") from None
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson is strict UTF-8 I-JSON; the stdlib also reads UTF-16/32 and big numbers.
+        try:
+            doc = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ReportError(f"report body is not JSON: {exc}") from None
+        except RecursionError:
+            raise ReportError("report body is not JSON: nested too deeply") from None
+        warn.add("json-not-utf8-i-json")
     return report_from_json(doc, header_domain=header_domain, warn=warn)
 
 
@@ -270,7 +277,52 @@ def _is_detail(value: Any, warn: _Warnings) -> bool:
     return False
 
 
-def _detail(raw: dict[str, Any], warn: _Warnings) -> FailureDetail:
+_DETAIL_KEYS = frozenset(
+    {
+        "result-type",
+        "sending-mta-ip",
+        "receiving-mx-hostname",
+        "receiving-mx-helo",
+        "receiving-ip",
+        "failed-session-count",
+        "additional-information",
+        "failure-reason-code",
+    }
+)
+
+
+def _detail(d: dict[str, Any], warn: _Warnings) -> FailureDetail:
+    # Reports can hold thousands of details: the common, well-formed case stays cheap.
+    if not d.keys() <= _DETAIL_KEYS:
+        d = _canonical_keys(d, warn)
+    result = _text(d.get("result-type"))
+    if not result:
+        warn.add("result-type-missing")
+        result = "unknown"
+    result = result.lower()
+    if result not in KNOWN_RESULT_TYPES:
+        warn.add("result-type-unknown")
+    count = d.get("failed-session-count")
+    if type(count) is not int or count < 0:
+        if count is None:
+            warn.add("failed-session-count-missing")
+            count = 0
+        else:
+            count = _count(count, warn, "detail")
+    get = d.get
+    return FailureDetail(
+        result,
+        _ip(get("sending-mta-ip"), warn),
+        _host(get("receiving-mx-hostname")),
+        _text(get("receiving-mx-helo")) or None,
+        _ip(get("receiving-ip"), warn),
+        count,
+        _text(get("additional-information")) or None,
+        _text(get("failure-reason-code")) or None,
+    )
+
+
+def _canonical_keys(raw: dict[str, Any], warn: _Warnings) -> dict[str, Any]:
     d: dict[str, Any] = {}
     for key, val in raw.items():
         canonical = _DETAIL_ALIASES.get(key)
@@ -279,26 +331,7 @@ def _detail(raw: dict[str, Any], warn: _Warnings) -> FailureDetail:
             d.setdefault(canonical, val)
         else:
             d[key] = val
-    result = _text(d.get("result-type"))
-    if not result:
-        warn.add("result-type-missing")
-        result = "unknown"
-    result = result.lower()
-    if result not in KNOWN_RESULT_TYPES:
-        warn.add("result-type-unknown")
-    count_raw = d.get("failed-session-count")
-    if count_raw is None:
-        warn.add("failed-session-count-missing")
-    return FailureDetail(
-        result_type=result,
-        sending_mta_ip=_ip(d.get("sending-mta-ip"), warn),
-        receiving_mx_hostname=_host(d.get("receiving-mx-hostname")),
-        receiving_mx_helo=_text(d.get("receiving-mx-helo")) or None,
-        receiving_ip=_ip(d.get("receiving-ip"), warn),
-        failed_session_count=_count(count_raw, warn, "detail") if count_raw is not None else 0,
-        additional_information=_text(d.get("additional-information")) or None,
-        failure_reason_code=_text(d.get("failure-reason-code")) or None,
-    )
+    return d
 
 
 def _count(value: Any, warn: _Warnings, where: str) -> int:
@@ -324,6 +357,8 @@ def _count(value: Any, warn: _Warnings, where: str) -> int:
 
 
 def _ip(value: Any, warn: _Warnings) -> str | None:
+    if type(value) is str and value:
+        return value.strip()
     text = _text(value)
     if text == "":
         warn.add("empty-ip")
@@ -332,11 +367,13 @@ def _ip(value: Any, warn: _Warnings) -> str | None:
 
 
 def _host(value: Any) -> str | None:
-    text = _text(value)
+    text = value.strip() if type(value) is str else _text(value)
     return text.rstrip(".").lower() if text else None
 
 
 def _text(value: Any) -> str | None:
+    if type(value) is str:
+        return value.strip()
     if value is None:
         return None
     if isinstance(value, str):
