@@ -173,10 +173,20 @@ def test_corrupt_or_truncated_gzip_is_refused_clearly(
         decode_payload(data)
 
 
-def test_second_gzip_member_that_is_truncated_is_refused() -> None:
-    data = gzip_member(REPORT) + gzip_member(b"{}")[:12]
+@pytest.mark.parametrize(
+    "broken",
+    [gzip_member(b"{}")[:12], gzip_member(b"{}")[:10] + b"\xff" * 20],
+    ids=["truncated", "corrupt"],
+)
+def test_broken_second_gzip_member_keeps_the_first_members_report(broken: bytes) -> None:
+    payload = decode_payload(gzip_member(REPORT) + broken)
+    assert payload.json_bytes == REPORT
+    assert payload.warnings == ("gzip-trailing-data",)
+
+
+def test_truncated_only_member_is_refused() -> None:
     with pytest.raises(PayloadError, match="truncated"):
-        decode_payload(data)
+        decode_payload(gzip_member(REPORT)[:-12])
 
 
 # --------------------------------------------------------------------------------------------

@@ -655,3 +655,14 @@ def test_raw_utf8_headers_are_read_as_utf8() -> None:
 
 def test_mail_meta_of_parsed_headers() -> None:
     assert mail_meta(parts(b"Subject: hello\r\n\r\nbody\r\n")) == MailMeta(subject="hello")
+
+
+def test_submitter_unrelated_to_contact_info_is_flagged() -> None:
+    body = json.dumps(report_dict(contact="tlsrpt@other.example")).encode()
+    raw = (
+        b"TLS-Report-Domain: example.com\r\nTLS-Report-Submitter: reporter.example\r\n"
+        b"Content-Type: application/tlsrpt+json\r\n\r\n" + body + b"\r\n"
+    )
+    assert "submitter-contact-mismatch" in only_report(extract(raw)).warnings
+    related = raw.replace(b"other.example", b"corp.reporter.example")
+    assert "submitter-contact-mismatch" not in only_report(extract(related)).warnings

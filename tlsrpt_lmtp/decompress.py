@@ -65,10 +65,17 @@ def decode_payload(data: bytes, *, limit: int = DEFAULT_LIMIT) -> Payload:
 
 
 def _gunzip(data: bytes, limit: int) -> tuple[bytes, list[str]]:
-    return _capped(lambda: _gzip_chunks(data), limit, "gzip")
+    try:
+        return _capped(lambda: _gzip_chunks(data), limit, "gzip")
+    except PayloadError as exc:
+        if "corrupt" not in str(exc) and "truncated" not in str(exc):
+            raise
+        # A broken later member must not cost the report the first one holds.
+        body, warnings = _capped(lambda: _gzip_chunks(data, first_only=True), limit, "gzip")
+        return body, [*warnings, "gzip-trailing-data"]
 
 
-def _gzip_chunks(data: bytes) -> Iterator[bytes | str]:
+def _gzip_chunks(data: bytes, *, first_only: bool = False) -> Iterator[bytes | str]:
     """Decompress gzip members in order; yields bytes, or a warning code as a str."""
     rest = data
     while rest:
@@ -89,6 +96,8 @@ def _gzip_chunks(data: bytes) -> Iterator[bytes | str]:
         if not d.eof:
             raise PayloadError("gzip data is truncated")
         rest = d.unused_data
+        if first_only:
+            return
         if rest and not rest.startswith(_GZIP_MAGIC):
             # QUIRKS.md §18: bytes after the stream broke other parsers; they carry nothing.
             yield "gzip-trailing-data"

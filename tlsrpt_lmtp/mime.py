@@ -98,11 +98,27 @@ def _from_attachments(
             label = f" {att.filename}" if att.filename else ""
             errors.append(f"attachment{label}: {exc}")
             continue
-        extra = (*warnings, *payload.warnings)
+        extra = (*warnings, *payload.warnings, *_submitter_check(meta, report))
         if extra:
             report = _with_warnings(report, extra)
         reports.append(report)
     return Extracted(meta, tuple(reports), tuple(errors), warnings)
+
+
+def _submitter_check(meta: MailMeta, report: Report) -> tuple[str, ...]:
+    """RFC 8460 §5.3: the submitter MUST be the contact-info domain (a subdomain either way
+    is accepted: Mail.ru writes corp.mail.ru and mail.ru)."""
+    contact = (report.contact_info or "").rpartition("@")[2].strip(" <>").lower()
+    if not meta.submitter or not contact:
+        return ()
+    if related_domains(meta.submitter, contact):
+        return ()
+    return ("submitter-contact-mismatch",)
+
+
+def related_domains(a: str, b: str) -> bool:
+    """Equal, or one a subdomain of the other."""
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
 
 
 def _with_warnings(report: Report, extra: tuple[str, ...]) -> Report:
