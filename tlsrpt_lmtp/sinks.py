@@ -15,11 +15,17 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+import orjson
 import structlog
 
 from tlsrpt_lmtp.events import SCHEMA, Event
 
 _FIRST = ("schema", "event", "timestamp")
+
+
+def _dumps(event: Any, **_: Any) -> str:
+    # orjson writes UTF-8 as is (no \u escapes) and is several times faster than json.
+    return orjson.dumps(event, default=str).decode()
 
 
 def add_schema(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -37,7 +43,7 @@ PROCESSORS: list[Any] = [
     add_schema,
     structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
     order_keys,
-    structlog.processors.JSONRenderer(ensure_ascii=False),
+    structlog.processors.JSONRenderer(serializer=_dumps),
 ]
 
 
