@@ -19,6 +19,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -307,6 +308,7 @@ class LmtpServer:
     python: str = sys.executable
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     starts: int = field(default=0, init=False)
+    _blocker: sqlite3.Connection | None = field(default=None, init=False, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -319,10 +321,6 @@ class LmtpServer:
     @property
     def stderr_file(self) -> Path:
         return self.workdir / "lmtp-server.stderr"
-
-    @property
-    def archive_dir(self) -> Path:
-        return self.data_dir / "archive"
 
     def command(self) -> list[str]:
         argv = [self.python, "-m", "tlsrpt_lmtp", "serve", "--listen", self.endpoint.listen_arg]
@@ -389,6 +387,7 @@ class LmtpServer:
 
     def kill(self) -> None:
         """Teardown: make sure the process is gone, without judging how it ended."""
+        self.unblock_archive()
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -398,37 +397,30 @@ class LmtpServer:
                 proc.kill()
                 proc.wait(timeout=5)
 
-    # --- the archive, broken on purpose ------------------------------------------------------
+    # --- the archive, made unwritable on purpose ---------------------------------------------
 
-    @property
-    def _moved_archive(self) -> Path:
-        return self.data_dir / "archive.moved-away"
+    def database(self) -> Path:
+        """The server's SQLite file, which holds the archive (after the first start)."""
+        found = sorted(self.data_dir.glob("*.sqlite3"))
+        assert len(found) == 1, f"expected one *.sqlite3 in {self.data_dir}, found {found}"
+        return found[0]
 
-    def break_archive(self) -> None:
-        """Replace ``DATA/archive`` by a regular file, so that every archive write fails."""
-        assert self.proc is None, "stop the server before breaking its archive"
-        if self.archive_dir.is_dir():
-            self.archive_dir.rename(self._moved_archive)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.archive_dir.write_text("not a directory: archive writes must fail\n")
+    def block_archive(self) -> None:
+        """Hold the database's write lock from outside, as another writer would.
 
-    def restore_archive(self) -> None:
-        assert self.proc is None, "stop the server before restoring its archive"
-        self.archive_dir.unlink()
-        if self._moved_archive.is_dir():
-            self._moved_archive.rename(self.archive_dir)
+        The server cannot archive while the lock is held: its ``BEGIN IMMEDIATE`` gives up after
+        SQLite's busy timeout and it must answer 451 4.3.0 (and log no report).
+        """
+        assert self._blocker is None, "archive already blocked"
+        conn = sqlite3.connect(self.database(), timeout=10, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        self._blocker = conn
 
-    def start_with_broken_archive(self) -> None:
-        """Run the server once so that it sets up its data dir, then restart it archive-less."""
-        self.start()
-        self.stop()
-        self.break_archive()
-        self.start()
-
-    def repair_and_restart(self) -> None:
-        self.stop()
-        self.restore_archive()
-        self.start()
+    def unblock_archive(self) -> None:
+        conn, self._blocker = self._blocker, None
+        if conn is not None:
+            conn.execute("ROLLBACK")
+            conn.close()
 
     # --- events ------------------------------------------------------------------------------
 
