@@ -33,6 +33,8 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = True
+    # RFC 8461 §3.3 / RFC 6125: the name must be a SAN dNSName; never fall back to the CN.
+    ctx.hostname_checks_common_name = False
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
