@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from tlsrpt_lmtp import __version__
+from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.archive import ArchiveError, Status
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
 from tlsrpt_lmtp.sources import iter_messages
+from tlsrpt_lmtp.views import cli as views_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
 
     _policy_parsers(sub, common)
+
+    views_cli.add_parser(sub, common)
 
     sh = sub.add_parser("show", parents=[common], help="print an archived raw message")
     sh.add_argument("archive_id", help="the archive_id of an event")
@@ -155,9 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "policy":
         return _policy_main(args)
+    if args.command == "summary":  # reads the store; never opens it for writing
+        return views_cli.run(args)
+    hook: AlertHook | None = None
     try:
         config = _config(args)
         pipeline = _open_pipeline(config)
+        if args.command == "serve":  # alerts are for what arrives, not for backfills
+            hook = build_hook(args.config, config.data_dir, pipeline.emit)
+            pipeline.hooks.append(hook)
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
@@ -170,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show(pipeline, args.archive_id)
         return _reprocess(pipeline, Status.INVALID if args.quarantine else Status.REPORT)
     finally:
+        if hook is not None:
+            hook.close()
         pipeline.close()
 
 

@@ -55,7 +55,7 @@ class ResultGroup:
     @property
     def policy(self) -> str:
         if self.policy_type == "sts":
-            return f"sts/{self.mode}" if self.mode else "sts/?"
+            return f"sts/{self.mode or 'unknown'}"
         return self.policy_type
 
 
@@ -77,7 +77,8 @@ class OrgSummary:
     reports: int
     successful: int
     failed: int
-    unattributed: int
+    unattributed: int  # summary failures that no failure detail accounts for
+    over_detailed: int  # failure-detail sessions beyond the summaries
     first: datetime
     last: datetime
     sources: tuple[Source, ...]
@@ -228,6 +229,7 @@ def _orgs(rows: Rows) -> tuple[OrgSummary, ...]:
                 o.successful,
                 o.failed,
                 o.unattributed,
+                o.over_detailed,
                 _dt(o.first_start),
                 _dt(o.last_end),
                 tuple(sources),

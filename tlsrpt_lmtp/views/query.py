@@ -65,6 +65,7 @@ class OrgRow:
     successful: int
     failed: int
     unattributed: int
+    over_detailed: int
     first_start: str
     last_end: str
 
@@ -119,7 +120,7 @@ _RESULT_TYPES = """SELECT sel.domain, sel.ptype, sel.mode, f.result_type,
     FROM sel JOIN failures AS f ON f.policy = sel.pid
     GROUP BY sel.domain, sel.ptype, sel.mode, f.result_type"""
 _ORGS = """SELECT org, COUNT(DISTINCT rid), SUM(ok), SUM(failed), SUM(MAX(failed - detailed, 0)),
-    MIN(start), MAX(stop) FROM sel GROUP BY org"""
+    SUM(MAX(detailed - failed, 0)), MIN(start), MAX(stop) FROM sel GROUP BY org"""
 _SOURCES = """SELECT sel.org, COALESCE(f.sending_mta_ip, ''),
     COALESCE(NULLIF(f.receiving_mx_hostname, ''), f.receiving_ip, ''), f.result_type,
     SUM(f.failed_session_count), COUNT(DISTINCT sel.rid), MIN(sel.start), MAX(sel.stop)

@@ -33,9 +33,15 @@ def fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-def _row(first: str, cells: Sequence[str], widths: Sequence[int], first_width: int) -> str:
+def _row(
+    first: str, cells: Sequence[str], widths: Sequence[int], first_width: int, *, left: int = -1
+) -> str:
+    """First column left-aligned and cut to fit; the others right-aligned, but cell ``left``."""
     parts = [fit(first, first_width).ljust(first_width)]
-    parts += [c.rjust(w) for c, w in zip(cells, widths, strict=True)]
+    parts += [
+        fit(c, w).ljust(w) if i == left else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    ]
     return "  ".join(parts).rstrip()
 
 
@@ -50,22 +56,30 @@ def _by_result(groups: Sequence[ResultGroup]) -> list[str]:
         "BY RESULT (worst success rate first; failures by result type from the failure details)",
         _row(
             "Policy domain",
-            ["Policy".ljust(_R_POLICY), "Reports", "Sessions", "Failed", "Success"],
+            ["Policy", "Reports", "Sessions", "Failed", "Success"],
             (_R_POLICY, *_R_WIDTHS),
             _R_FIRST,
+            left=0,
         ),
     ]
     for g in groups:
         cells = [num(g.reports), num(g.sessions), num(g.failed), pct(g.success_rate)]
-        policy = fit(g.policy, _R_POLICY).ljust(_R_POLICY)
-        lines.append(_row(domain_label(g.domain), [policy, *cells], (_R_POLICY, *_R_WIDTHS), _R_FIRST))
+        lines.append(
+            _row(
+                domain_label(g.domain),
+                [g.policy, *cells],
+                (_R_POLICY, *_R_WIDTHS),
+                _R_FIRST,
+                left=0,
+            )
+        )
         sub = [(f"  {c.result_type}", num(c.reports), num(c.sessions)) for c in g.result_types]
         if g.unattributed:
             sub.append((f"  {UNATTRIBUTED} (no detail given)", "", num(g.unattributed)))
         if g.over_detailed:
-            sub.append((f"  {OVER_DETAILED} (not in Failed)", "", f"+{num(g.over_detailed)}"))
+            sub.append((f"  {OVER_DETAILED}", "", f"+{num(g.over_detailed)}"))
         for name, reports, failed in sub:
-            cells = ["".ljust(_R_POLICY), reports, "", failed, ""]
+            cells = ["", reports, "", failed, ""]
             lines.append(_row(name, cells, (_R_POLICY, *_R_WIDTHS), _R_FIRST))
     if not groups:
         lines.append("(no reports in this period)")
@@ -101,21 +115,32 @@ def _org(o: OrgSummary) -> list[str]:
         pct(o.success_rate),
         covered(o.first, o.last),
     ]
-    lines = [_row(o.organization, cells, _S_WIDTHS, _S_FIRST)]
+    lines = [_row(o.organization, cells, _S_WIDTHS, _S_FIRST, left=4)]
     for s in o.sources:
-        right = f"{num(s.failed):>11} failed  {covered(s.first, s.last):>22}"
-        left = f"  {s.sending_ip or '(sending IP not given)'} → {s.receiving_mx or '(MX not given)'}"
-        lines.append(fit(left, WIDTH - len(right) - 2).ljust(WIDTH - len(right) - 2) + "  " + right)
+        right = f"{num(s.failed):>11} failed  {covered(s.first, s.last):<22}".rstrip()
+        room = WIDTH - 2 - len(f"{'':>11} failed  {'':<22}")
+        left = (
+            f"  {s.sending_ip or '(sending IP not given)'} → {s.receiving_mx or '(MX not given)'}"
+        )
+        lines.append(fit(left, room).ljust(room) + "  " + right)
         lines += _wrap(_types(s.result_types), "      ")
     if o.unattributed:
         lines.append(f"  {UNATTRIBUTED}: {num(o.unattributed)} failed sessions with no detail")
+    if o.over_detailed:
+        lines.append(f"  {OVER_DETAILED}: details list {num(o.over_detailed)} more failures")
     return lines
 
 
 def _by_source(orgs: Sequence[OrgSummary]) -> list[str]:
     lines = [
         "BY SENDING SOURCE (reporting organisation; failures per sending MTA IP → receiving MX)",
-        _row("Organisation", ["Reports", "Sessions", "Failed", "Success", "Covered"], _S_WIDTHS, _S_FIRST),
+        _row(
+            "Organisation",
+            ["Reports", "Sessions", "Failed", "Success", "Covered (UTC)"],
+            _S_WIDTHS,
+            _S_FIRST,
+            left=4,
+        ),
     ]
     for o in orgs:
         lines += _org(o)

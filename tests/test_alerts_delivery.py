@@ -1,0 +1,288 @@
+"""Alert delivery: a webhook on 127.0.0.1 that is down, slow, failing then working; mail
+through a fake ``sendmail`` that records its argv and standard input."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_views_support import Recorder, detail, raw, report, sts
+from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
+from tlsrpt_lmtp.config import ConfigError
+from tlsrpt_lmtp.pipeline import Pipeline
+
+
+class Server:
+    """An HTTP server on 127.0.0.1 answering from a plan: (delay seconds, status) per request.
+
+    A delay is a wait on a gate that `release()` opens, so a test can hold every answer back
+    until it has checked that ingestion returned without waiting for one."""
+
+    def __init__(self, plan: list[tuple[float, int]]) -> None:
+        self.plan = plan
+        self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        self.answered = 0
+        self.gate = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.bodies.append(body)
+                outer.headers.append(dict(self.headers))
+                delay, status = outer.plan.pop(0) if outer.plan else (0.0, 200)
+                if delay:
+                    outer.gate.wait(delay)
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+                outer.answered += 1
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.block_on_close = False
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def close(self) -> None:
+        self.release()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    s = Server(list(getattr(request, "param", [])))
+    yield s
+    s.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, alerts: str) -> None:
+        tmp_path.mkdir(parents=True)
+        config = tmp_path / "c.toml"
+        config.write_text(f"[alerts]\n{alerts}\n")
+        self.rec = Recorder()
+        self.pipeline = Pipeline.open(tmp_path / "data", self.rec)
+        self.hook: AlertHook = build_hook(config, tmp_path / "data", self.rec)
+        self.pipeline.hooks.append(self.hook)
+
+    def ingest(self, *domains: str, org: str = "Google Inc.", mode: str = "enforce") -> None:
+        """One report with a failing policy per domain."""
+        policies = [
+            sts(
+                d,
+                mode=mode,
+                ok=1000,
+                failed=2,
+                details=[detail("certificate-expired", 2, mx=f"mx.{d}")],
+            )
+            for d in domains
+        ]
+        self.pipeline.ingest(raw(report(*policies, org=org)), source="test")
+
+    def undelivered(self) -> list[dict[str, Any]]:
+        return self.rec.named("tlsrpt.alert_undelivered")
+
+    def close(self) -> None:
+        self.hook.close(timeout=5)
+        self.pipeline.close()
+
+
+@pytest.fixture
+def rig_factory(tmp_path: Path) -> Iterator[Any]:
+    rigs: list[Rig] = []
+
+    def make(alerts: str) -> Rig:
+        rigs.append(Rig(tmp_path / str(len(rigs)), alerts))
+        return rigs[-1]
+
+    yield make
+    for r in rigs:
+        r.close()
+
+
+# --------------------------------------------------------------------------------------------
+# webhook
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", [[(0.0, 500), (0.0, 200)]], indirect=True)
+def test_webhook_retries_after_500_and_delivers(server: Server, rig_factory: Any) -> None:
+    rig = rig_factory(
+        f'webhook_url = "{server.url}"\nwebhook_backoff = 0.05\n'
+        'webhook_headers = { Authorization = "Bearer t0ken" }'
+    )
+    rig.ingest("example.com")
+    assert rig.hook.join(10)
+    assert len(server.bodies) == 2 and server.bodies[0] == server.bodies[1]
+    body = json.loads(server.bodies[1])
+    [event] = rig.rec.named("tlsrpt.alert")
+    assert {k: body[k] for k in event} == event
+    assert body["schema"] == 1 and body["timestamp"].endswith("Z")
+    assert body["text"].startswith("[CRITICAL] example.com:")
+    assert server.headers[0]["Authorization"] == "Bearer t0ken"
+    assert server.headers[0]["Content-Type"] == "application/json"
+    assert rig.undelivered() == []
+
+
+@pytest.mark.parametrize("server", [[(30.0, 200), (30.0, 200)]], indirect=True)
+def test_slow_webhook_times_out_without_blocking_ingestion(
+    server: Server, rig_factory: Any
+) -> None:
+    rig = rig_factory(
+        f'webhook_url = "{server.url}"\nwebhook_timeout = 0.3\nwebhook_retries = 1\n'
+        "webhook_backoff = 0.05"
+    )
+    rig.ingest("example.com")
+    assert server.answered == 0  # ingestion returned while the webhook still holds its answer
+    assert rig.hook.join(10)
+    [dropped] = rig.undelivered()
+    assert dropped["channel"] == "webhook" and "timed out" in dropped["reason"]
+    assert "after 2 attempts" in dropped["reason"] and dropped["domain"] == "example.com"
+    assert len(server.bodies) == 2
+
+
+def test_webhook_down(rig_factory: Any) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/hook"
+    rig = rig_factory(f'webhook_url = "{url}"\nwebhook_retries = 2\nwebhook_backoff = 0.01')
+    rig.ingest("example.com")
+    assert rig.hook.join(10)
+    [dropped] = rig.undelivered()
+    assert "Connection refused" in dropped["reason"] and "after 3 attempts" in dropped["reason"]
+    assert len(rig.rec.named("tlsrpt.alert")) == 1  # the event log has the alert regardless
+
+
+@pytest.mark.parametrize("server", [[(0.0, 400)]], indirect=True)
+def test_webhook_client_error_is_not_retried(server: Server, rig_factory: Any) -> None:
+    rig = rig_factory(f'webhook_url = "{server.url}"\nwebhook_backoff = 0.01')
+    rig.ingest("example.com")
+    assert rig.hook.join(10)
+    assert len(server.bodies) == 1
+    assert rig.undelivered()[0]["reason"] == "HTTP 400, not retried"
+
+
+@pytest.mark.parametrize("server", [[(30.0, 200)] * 5], indirect=True)
+def test_full_queue_drops_with_a_log(
+    server: Server, rig_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = rig_factory(f'webhook_url = "{server.url}"\nqueue_size = 1\nwebhook_timeout = 5')
+    rig.ingest("a.example", "b.example", "c.example", "d.example")
+    assert server.answered == 0  # ingestion did not wait for the webhook
+    server.release()
+    assert rig.hook.join(15)
+    dropped = [e for e in rig.undelivered() if e["reason"].startswith("queue full")]
+    assert len(dropped) >= 2 and len(server.bodies) + len(dropped) == 4
+    assert "not delivered by webhook: queue full" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------
+# sendmail
+# --------------------------------------------------------------------------------------------
+
+
+def fake_sendmail(folder: Path, *, exit_code: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "sendmail"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$@" > "{folder}/argv.$$"\n'
+        f'cat > "{folder}/msg.$$"\n'
+        'echo "queue file write error" >&2\n'
+        f"exit {exit_code}\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def sent(folder: Path) -> list[tuple[str, EmailMessage]]:
+    out = []
+    for msg in sorted(folder.glob("msg.*")):
+        argv = (folder / msg.name.replace("msg", "argv")).read_text()
+        parsed = email.message_from_bytes(msg.read_bytes(), policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        out.append((argv, parsed))
+    return out
+
+
+def test_mail_through_sendmail(tmp_path: Path, rig_factory: Any) -> None:
+    script = fake_sendmail(tmp_path / "bin")
+    rig = rig_factory(
+        f'sendmail = "{script}"\nmail_to = ["postmaster@example.org", "ops@example.org"]\n'
+        'mail_from = "tlsrpt@example.org"'
+    )
+    rig.ingest("example.com")
+    assert rig.hook.join(10)
+    [(argv, msg)] = sent(tmp_path / "bin")
+    assert argv == "-t\n-i\n"
+    assert msg["To"] == "postmaster@example.org, ops@example.org"
+    assert msg["From"] == "tlsrpt@example.org" and msg["Auto-Submitted"] == "auto-generated"
+    assert msg["Subject"] == "[tlsrpt] CRITICAL example.com: certificate-expired"
+    body = msg.get_content()
+    assert "certificate of MX mx.example.com has expired" in body
+    assert "Report ID: Google Inc.-2026-05-10" in body and "Severity: critical" in body
+    assert rig.undelivered() == []
+
+
+def test_mail_headers_cannot_be_injected_from_a_report(tmp_path: Path, rig_factory: Any) -> None:
+    script = fake_sendmail(tmp_path / "bin")
+    rig = rig_factory(f'sendmail = "{script}"\nmail_to = ["postmaster@example.org"]')
+    rig.ingest("evil.example\r\nbcc: victim@elsewhere.example")
+    assert rig.hook.join(10)
+    [(_, msg)] = sent(tmp_path / "bin")
+    assert msg["Bcc"] is None and msg["To"] == "postmaster@example.org"
+    assert "\n" not in str(msg["Subject"]) and "evil.example bcc" in str(msg["Subject"])
+
+
+def test_mail_min_severity(tmp_path: Path, rig_factory: Any) -> None:
+    script = fake_sendmail(tmp_path / "bin")
+    rig = rig_factory(
+        f'sendmail = "{script}"\nmail_to = ["postmaster@example.org"]\n'
+        'mail_min_severity = "critical"'
+    )
+    rig.ingest("example.com", mode="testing")  # a warning (result-type, new-result-type)
+    assert rig.hook.join(10)
+    assert [e["severity"] for e in rig.rec.named("tlsrpt.alert")] == ["warning"]
+    assert sent(tmp_path / "bin") == []
+
+
+def test_failing_sendmail_is_logged(tmp_path: Path, rig_factory: Any) -> None:
+    script = fake_sendmail(tmp_path / "bin", exit_code=75)
+    rig = rig_factory(f'sendmail = "{script}"\nmail_to = ["postmaster@example.org"]')
+    rig.ingest("example.com")
+    assert rig.hook.join(10)
+    [dropped] = rig.undelivered()
+    assert dropped["channel"] == "mail"
+    assert "exited with 75: queue file write error" in dropped["reason"]
+
+
+def test_missing_sendmail_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[alerts]\nsendmail = "{tmp_path}/nope"\nmail_to = ["a@example.org"]\n')
+    with pytest.raises(ConfigError, match="not an executable program"):
+        build_hook(config, tmp_path, Recorder())

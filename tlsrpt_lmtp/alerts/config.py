@@ -1,0 +1,163 @@
+"""The [alerts] table of the config file, read as strictly as the rest (unknown key: error).
+
+[alerts]
+enabled = true
+rules = ["enforce-failure", "failure-rate", "new-result-type", "result-type"]
+repeat_window = "24h"
+failure_rate = 0.05
+failure_rate_min_sessions = 10
+result_types = ["sts-policy-fetch-error", "sts-webpki-invalid", ...]
+ignore_domains = []
+queue_size = 100
+webhook_url = ""
+webhook_headers = {}
+webhook_timeout = 10.0
+webhook_retries = 3
+webhook_backoff = 1.0
+webhook_min_severity = "warning"
+mail_to = []
+mail_from = ""
+sendmail = "/usr/sbin/sendmail"
+mail_timeout = 30.0
+mail_min_severity = "warning"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from tlsrpt_lmtp.config import ConfigError
+from tlsrpt_lmtp.views.period import PeriodError, parse_duration
+
+RULES = ("enforce-failure", "failure-rate", "new-result-type", "result-type")
+SEVERITIES = ("info", "warning", "critical")
+ACTIONABLE = (
+    "sts-policy-fetch-error",
+    "sts-policy-invalid",
+    "sts-webpki-invalid",
+    "certificate-expired",
+    "certificate-host-mismatch",
+    "certificate-not-trusted",
+    "starttls-not-supported",
+    "tlsa-invalid",
+    "dnssec-invalid",
+    "dane-required",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    enabled: bool = True
+    rules: tuple[str, ...] = RULES
+    repeat_window: timedelta = timedelta(hours=24)
+    failure_rate: float = 0.05
+    failure_rate_min_sessions: int = 10
+    result_types: tuple[str, ...] = ACTIONABLE
+    ignore_domains: tuple[str, ...] = ()
+    queue_size: int = 100
+    webhook_url: str = ""
+    webhook_headers: tuple[tuple[str, str], ...] = ()
+    webhook_timeout: float = 10.0
+    webhook_retries: int = 3
+    webhook_backoff: float = 1.0
+    webhook_min_severity: str = "warning"
+    mail_to: tuple[str, ...] = ()
+    mail_from: str = ""
+    sendmail: str = "/usr/sbin/sendmail"
+    mail_timeout: float = 30.0
+    mail_min_severity: str = "warning"
+
+
+_KEYS = {f.name for f in fields(AlertsConfig)}
+
+
+def load_alerts(path: Path | None) -> AlertsConfig:
+    """Defaults, overridden by the [alerts] table of ``path`` (other tables are not read here)."""
+    if path is None:
+        return AlertsConfig()
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = doc.get("alerts", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [alerts] must be a table")
+    return parse_alerts(table, where=f"{path}: [alerts]")
+
+
+def parse_alerts(table: dict[str, Any], *, where: str = "[alerts]") -> AlertsConfig:
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in _KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r}")
+        try:
+            values[key] = _coerce(key, value)
+        except (TypeError, ValueError, PeriodError) as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            raise ConfigError(f"{where}: invalid value for {key}: {value!r}{detail}") from None
+    config = replace(AlertsConfig(), **values)
+    _check(config, where)
+    return config
+
+
+def _coerce(key: str, value: Any) -> Any:
+    kind = type(getattr(AlertsConfig(), key))
+    if key == "repeat_window":
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            return parse_duration(value)
+        raise ValueError("seconds, or a duration such as 24h")
+    if key == "webhook_headers":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ValueError("a table of strings")
+        if any(c in "\r\n" for item in value.items() for part in item for c in part):
+            raise ValueError("line breaks are not allowed in headers")
+        return tuple((str(k), v) for k, v in value.items())
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError
+        if kind is int and value != int(value):
+            raise ValueError("an integer")
+        return kind(value)
+    if kind is tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise ValueError("a list of strings")
+        lower = key != "mail_to"
+        return tuple(v.strip().lower().rstrip(".") if lower else v.strip() for v in items)
+    if not isinstance(value, str):
+        raise TypeError
+    return value.strip().lower() if key.endswith("_severity") else value.strip()
+
+
+def _check(c: AlertsConfig, where: str) -> None:
+    unknown = [r for r in c.rules if r not in RULES]
+    if unknown:
+        raise ConfigError(f"{where}: unknown rule {unknown[0]!r} (rules are {', '.join(RULES)})")
+    for name in ("webhook_min_severity", "mail_min_severity"):
+        if getattr(c, name) not in SEVERITIES:
+            raise ConfigError(f"{where}: {name} must be one of {', '.join(SEVERITIES)}")
+    if not 0 <= c.failure_rate <= 1:
+        raise ConfigError(f"{where}: failure_rate is a share between 0 and 1, e.g. 0.05")
+    if c.failure_rate_min_sessions < 0 or c.webhook_retries < 0:
+        raise ConfigError(f"{where}: counts must not be negative")
+    if c.queue_size < 1 or c.webhook_timeout <= 0 or c.mail_timeout <= 0 or c.webhook_backoff < 0:
+        raise ConfigError(f"{where}: queue_size and timeouts must be positive")
+    if c.webhook_url and not c.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: webhook_url must be an http:// or https:// URL")
+    bad = [a for a in c.mail_to if "@" not in a or any(ch in a for ch in "\r\n,<> ")]
+    if bad:
+        raise ConfigError(f"{where}: mail_to needs plain addresses, not {bad[0]!r}")
+    if any(ch in c.mail_from for ch in "\r\n"):
+        raise ConfigError(f"{where}: mail_from must be one line")

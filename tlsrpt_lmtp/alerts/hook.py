@@ -1,0 +1,196 @@
+"""``build_hook``: the alerts as a pipeline hook, ``(Report, MailMeta, archive_id) -> events``.
+
+Wiring (tlsrpt_lmtp/cli.py, serve)::
+
+    from tlsrpt_lmtp.alerts.hook import build_hook
+    hook = build_hook(args.config, config.data_dir, emitter)   # may raise ConfigError
+    pipeline.hooks.append(hook)
+    ...
+    hook.close()                                                # after the server stopped
+
+The hook never raises (a bug in alerting must not turn a delivery into a 451): it logs and
+returns no event. Webhook and mail go through bounded queues in background threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tlsrpt_lmtp.alerts.config import SEVERITIES, AlertsConfig, load_alerts
+from tlsrpt_lmtp.alerts.mail import Mailer
+from tlsrpt_lmtp.alerts.outbox import Outbox, Payload
+from tlsrpt_lmtp.alerts.rules import Alert, evaluate
+from tlsrpt_lmtp.alerts.state import AlertState
+from tlsrpt_lmtp.alerts.webhook import Webhook
+from tlsrpt_lmtp.config import ConfigError
+from tlsrpt_lmtp.events import SCHEMA, Event, iso
+from tlsrpt_lmtp.model import MailMeta, Report
+
+log = logging.getLogger("tlsrpt_lmtp.alerts")
+
+Emit = Callable[[Event], None]
+Clock = Callable[[], datetime]
+
+
+def alert_event(alert: Alert, report: Report, archive_id: str, *, source: str) -> Event:
+    """A tlsrpt.alert event: the common fields of every event, then the alert's."""
+    return {
+        "event": "tlsrpt.alert",
+        "report_id": report.report_id,
+        "organization_name": report.organization_name,
+        "date_range_start": iso(report.date_range_start),
+        "date_range_end": iso(report.date_range_end),
+        "archive_id": archive_id,
+        "source": source,
+        "severity": alert.severity,
+        "rule": alert.rule,
+        "rules": list(alert.rules),
+        "domain": alert.domain,
+        "result_type": alert.result_type,
+        "message": alert.message,
+        "failed_session_count": alert.failed_session_count,
+        "receiving_mx": list(alert.receiving_mx),
+        "policy_type": alert.policy_type or None,
+        "policy_mode": alert.policy_mode,
+    }
+
+
+class AlertHook:
+    """Callable as a pipeline ReportHook; ``close()`` when the server stops."""
+
+    def __init__(
+        self,
+        config: AlertsConfig,
+        state: AlertState | None,
+        emit: Emit,
+        *,
+        clock: Clock,
+        source: str,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.emit = emit
+        self.clock = clock
+        self.source = source
+        self.outboxes: list[tuple[Outbox, str]] = []
+        if config.enabled and config.webhook_url:
+            hook = Webhook(
+                config.webhook_url,
+                timeout=config.webhook_timeout,
+                retries=config.webhook_retries,
+                backoff=config.webhook_backoff,
+                headers=config.webhook_headers,
+            )
+            box = Outbox("webhook", hook.deliver, size=config.queue_size, on_drop=self._dropped)
+            self.outboxes.append((box, config.webhook_min_severity))
+        if config.enabled and config.mail_to:
+            mailer = Mailer(
+                config.sendmail,
+                to=config.mail_to,
+                sender=config.mail_from,
+                timeout=config.mail_timeout,
+            )
+            box = Outbox("mail", mailer.deliver, size=config.queue_size, on_drop=self._dropped)
+            self.outboxes.append((box, config.mail_min_severity))
+
+    def __call__(self, report: Report, meta: MailMeta, archive_id: str) -> list[Event]:
+        if not self.config.enabled or self.state is None:
+            return []
+        try:
+            return self._alerts(report, archive_id)
+        except Exception:
+            log.exception("alert evaluation failed for report %r", report.report_id)
+            return []
+
+    def _alerts(self, report: Report, archive_id: str) -> list[Event]:
+        assert self.state is not None
+        candidates = evaluate(report, self.state.history(report), self.config)
+        now = self.clock()
+        events = []
+        for alert in candidates:
+            held = self.state.claim(alert, now, self.config.repeat_window)
+            if held is None:
+                continue
+            event = alert_event(alert, report, archive_id, source=self.source)
+            event["repeats_suppressed"] = held
+            events.append(event)
+            payload: Payload = {"schema": SCHEMA, "timestamp": iso(now), **event}
+            for box, minimum in self.outboxes:
+                if SEVERITIES.index(alert.severity) >= SEVERITIES.index(minimum):
+                    box.put(payload)
+        return events
+
+    def _dropped(self, channel: str, payload: Payload, reason: str) -> None:
+        log.warning(
+            "alert for %s (%s) not delivered by %s: %s",
+            payload.get("domain"),
+            payload.get("result_type") or payload.get("rule"),
+            channel,
+            reason,
+        )
+        try:
+            self.emit(
+                {
+                    "event": "tlsrpt.alert_undelivered",
+                    **{k: payload.get(k) for k in _KEEP},
+                    "channel": channel,
+                    "reason": reason,
+                }
+            )
+        except Exception:
+            log.exception("cannot log the undelivered alert")
+
+    def join(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued alert is delivered or given up (tests, shutdown)."""
+        return all(box.join(timeout) for box, _ in self.outboxes)
+
+    def close(self, timeout: float = 5.0) -> None:
+        for box, _ in self.outboxes:
+            box.close(timeout)
+        if self.state is not None:
+            self.state.close()
+
+
+_KEEP = (
+    "report_id",
+    "organization_name",
+    "date_range_start",
+    "date_range_end",
+    "archive_id",
+    "source",
+    "severity",
+    "rule",
+    "domain",
+    "result_type",
+)
+
+
+def build_hook(
+    config_path: Path | None,
+    data_dir: Path,
+    emit: Emit,
+    *,
+    clock: Clock | None = None,
+    source: str = "lmtp",
+) -> AlertHook:
+    """Read [alerts] from ``config_path`` (None: the defaults) and open the alert state in
+    ``data_dir``'s store. Raises ConfigError for a bad [alerts] table or a missing sendmail."""
+    config = load_alerts(config_path)
+    if config.enabled and config.mail_to and not _executable(config.sendmail):
+        raise ConfigError(
+            f"[alerts] sendmail: {config.sendmail!r} is not an executable program"
+            ' (set sendmail = "/path/to/sendmail" or remove mail_to)'
+        )
+    state = AlertState(data_dir / "tlsrpt.sqlite3") if config.enabled else None
+    return AlertHook(config, state, emit, clock=clock or (lambda: datetime.now(UTC)), source=source)
+
+
+def _executable(program: str) -> bool:
+    if os.sep in program:
+        return os.access(program, os.X_OK) and Path(program).is_file()
+    return shutil.which(program) is not None
