@@ -218,6 +218,6 @@ def parse_listen(listen: str) -> tuple[str, str | int]:
             raise ConfigError("listen: unix: needs a socket path")
         return "unix", path
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"listen: expected HOST:PORT or unix:/path, got {listen!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
