@@ -12,6 +12,7 @@ from typing import Any
 from tlsrpt_lmtp import __version__
 from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.archive import ArchiveError, Status
+from tlsrpt_lmtp.check import cli as check_cli
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     _policy_parsers(sub, common)
 
     views_cli.add_parser(sub, common)
+    check_cli.add_parser(sub, common)
 
     sh = sub.add_parser("show", parents=[common], help="print an archived raw message")
     sh.add_argument("archive_id", help="the archive_id of an event")
@@ -159,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "policy":
         return _policy_main(args)
+    if args.command == "check":
+        return check_cli.run(args)
     if args.command == "summary":  # reads the store; never opens it for writing
         return views_cli.run(args)
     hook: AlertHook | None = None
