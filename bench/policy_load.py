@@ -1,0 +1,343 @@
+"""Socketmap load client (and a small DNS load client), raw asyncio, bounded in count and time.
+
+    python -m bench.policy_load socketmap --port P --names FILE --connections N
+        [--count N] [--time-cap S] [--expect sts|none] [--map NAME]
+    python -m bench.policy_load dns --server IP:PORT --names FILE [--count N] [--window N]
+
+socketmap: N connections, each sequential as Postfix's socketmap client is: send one
+netstring ``"<map> <domain>"``, read the reply, send the next. The domains come from one
+shared list (each once, or cycled when --count is larger); every request's latency is kept.
+A reply counts as expected if it is exactly ``OK secure match=mx1.<domain>
+servername=hostname`` (--expect sts) or ``NOTFOUND `` (--expect none).
+
+dns: --window UDP sockets, each with one TXT query for ``_mta-sts.<domain>`` outstanding at
+a time (1 s timeout): how many answers per second a DNS server gives.
+
+Both print one JSON line. Only loopback targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import statistics
+import struct
+import time
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from itertools import cycle, islice
+from pathlib import Path
+from typing import Any
+
+MAX_REPLY = 100_000
+
+
+@dataclass
+class Result:
+    requests: int = 0
+    expected: int = 0
+    unexpected: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    capped: bool = False
+    first_unexpected: str = ""
+    replies: dict[str, int] = field(default_factory=dict)
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    cpu_s: float = 0.0  # the client's own CPU during the load (not its start-up)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def _loopback(host: str) -> str:
+    if not host.startswith("127."):
+        raise SystemExit("the load client only targets loopback (127.0.0.0/8)")
+    return host
+
+
+def _percentile(sorted_values: array[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def netstring(payload: bytes) -> bytes:
+    return b"%d:%s," % (len(payload), payload)
+
+
+def expected_reply(expect: str, domain: str) -> bytes:
+    if expect == "sts":
+        return f"OK secure match=mx1.{domain} servername=hostname".encode()
+    return b"NOTFOUND "
+
+
+class _Conn(asyncio.Protocol):
+    """One socketmap connection: one request in flight, the next sent on each reply.
+
+    Kept lean (requests and expected replies are encoded up front, and an expected reply is
+    recognised by one comparison) so that the client costs less per request than a daemon.
+    """
+
+    def __init__(self, load: _Load) -> None:
+        self.load = load
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.index = -1
+        self.outstanding = False
+        self.sent = 0.0
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._next()
+
+    def _next(self) -> None:
+        assert self.transport is not None
+        index = self.load.take()
+        if index is None:
+            self.transport.close()
+            return
+        self.index = index
+        self.outstanding = True
+        self.sent = time.perf_counter()
+        self.transport.write(self.load.requests[index])
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        load = self.load
+        if buf == load.replies[self.index]:  # the expected reply, whole
+            load.latencies.append(time.perf_counter() - self.sent)
+            load.result.expected += 1
+            buf.clear()
+            self.outstanding = False
+            self._next()
+            return
+        colon = buf.find(b":", 0, 8)
+        if colon < 0:
+            if len(buf) >= 8:
+                self._fail("malformed netstring")
+            return
+        size = int(buf[:colon])
+        if size > MAX_REPLY:
+            self._fail("reply too long")
+            return
+        end = colon + 1 + size
+        if len(buf) <= end:
+            return
+        latency = time.perf_counter() - self.sent
+        reply = bytes(buf[colon + 1 : end])
+        if buf[end : end + 1] != b"," or len(buf) > end + 1:
+            self._fail(f"bad framing after {reply[:40]!r}")
+            return
+        buf.clear()
+        self.outstanding = False
+        load.unexpected(self.index, reply, latency)
+        self._next()
+
+    def _fail(self, why: str) -> None:
+        self.load.result.errors += 1
+        self.load.result.first_unexpected = self.load.result.first_unexpected or why
+        assert self.transport is not None
+        self.outstanding = False
+        self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.outstanding:
+            self.outstanding = False
+            self.load.result.errors += 1
+            why = f"connection lost waiting for {self.load.names[self.index]}: {exc}"
+            self.load.result.first_unexpected = self.load.result.first_unexpected or why
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _Load:
+    def __init__(
+        self, names: list[str], count: int, deadline: float, map_name: str, expect: str
+    ) -> None:
+        self.names = names
+        self.requests = [netstring(f"{map_name} {name}".encode()) for name in names]
+        self.replies = [netstring(expected_reply(expect, name)) for name in names]
+        self.expected_kind = "OK" if expect == "sts" else "NOTFOUND"
+        self.work: Iterator[int] = islice(cycle(range(len(names))), count)
+        self.deadline = deadline
+        self.result = Result()
+        self.latencies: array[float] = array("d")
+        self.kinds: Counter[str] = Counter()
+
+    def take(self) -> int | None:
+        if time.monotonic() > self.deadline:
+            self.result.capped = True
+            return None
+        return next(self.work, None)
+
+    def unexpected(self, index: int, reply: bytes, latency: float) -> None:
+        self.latencies.append(latency)
+        self.result.unexpected += 1
+        self.kinds[reply.split(b" ", 1)[0].decode(errors="replace")] += 1
+        if not self.result.first_unexpected:
+            why = reply[:200].decode(errors="replace")
+            self.result.first_unexpected = f"{self.names[index]}: {why}"
+
+
+async def socketmap_load(
+    host: str, port: int, names: list[str], connections: int, count: int, cap: float, **kw: str
+) -> Result:
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    load = _Load(names, count, started + cap, kw.get("map_name", "sts"), kw.get("expect", "sts"))
+    conns: list[_Conn] = []
+    cpu = _cpu_seconds()
+    begin = time.perf_counter()
+    for _ in range(connections):
+        try:
+            _, conn = await loop.create_connection(lambda: _Conn(load), _loopback(host), port)
+        except OSError as exc:
+            load.result.errors += 1
+            load.result.first_unexpected = load.result.first_unexpected or f"connect: {exc}"
+            continue
+        conns.append(conn)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(c.closed for c in conns)), cap + 30)
+    result = load.result
+    result.seconds = time.perf_counter() - begin
+    result.cpu_s = _cpu_seconds() - cpu
+    result.requests = result.expected + result.unexpected
+    result.replies = {load.expected_kind: result.expected, **load.kinds}
+    if load.latencies:
+        ordered = array("d", sorted(load.latencies))
+        result.p50_ms = 1000 * statistics.median(ordered)
+        result.p99_ms = 1000 * _percentile(ordered, 0.99)
+        result.max_ms = 1000 * ordered[-1]
+    return result
+
+
+# ---- DNS ------------------------------------------------------------------------------------
+
+
+def _txt_query(name: str, qid: int) -> bytes:
+    """A plain TXT query (RD=1, no EDNS), built by hand: no dnspython needed here."""
+    qname = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 16, 1)
+
+
+class _DnsSlot(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.waiting: asyncio.Future[bytes] | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.waiting is not None and not self.waiting.done():
+            self.waiting.set_result(data)
+
+
+async def dns_load(
+    host: str, port: int, names: list[str], count: int, window: int, cap: float
+) -> Result:
+    loop = asyncio.get_running_loop()
+    work = islice(cycle(names), count)
+    deadline = time.monotonic() + cap
+    result = Result()
+    rcodes: Counter[str] = Counter()
+    latencies: array[float] = array("d")
+
+    async def slot() -> None:
+        transport, proto = await loop.create_datagram_endpoint(
+            _DnsSlot, remote_addr=(_loopback(host), port)
+        )
+        try:
+            for qid, name in enumerate(work):
+                if time.monotonic() > deadline:
+                    result.capped = True
+                    return
+                proto.waiting = loop.create_future()
+                sent = time.perf_counter()
+                transport.sendto(_txt_query(f"_mta-sts.{name}", qid & 0xFFFF))
+                try:
+                    reply = await asyncio.wait_for(proto.waiting, 1.0)
+                except TimeoutError:
+                    result.errors += 1
+                    continue
+                latencies.append(time.perf_counter() - sent)
+                result.requests += 1
+                rcodes[("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN")[reply[3] & 3]] += 1
+        finally:
+            transport.close()
+
+    cpu = _cpu_seconds()
+    begin = time.perf_counter()
+    await asyncio.gather(*(slot() for _ in range(window)))
+    result.seconds = time.perf_counter() - begin
+    result.cpu_s = _cpu_seconds() - cpu
+    result.replies = dict(rcodes)
+    if latencies:
+        ordered = array("d", sorted(latencies))
+        result.p50_ms = 1000 * statistics.median(ordered)
+        result.p99_ms = 1000 * _percentile(ordered, 0.99)
+        result.max_ms = 1000 * ordered[-1]
+    return result
+
+
+# ---- in-process use and CLI -----------------------------------------------------------------
+
+
+def result_from(data: dict[str, Any]) -> Result:
+    return Result(**{k: v for k, v in data.items() if k in Result.__dataclass_fields__})
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    sm = sub.add_parser("socketmap")
+    sm.add_argument("--host", default="127.0.0.1")
+    sm.add_argument("--port", type=int, required=True)
+    sm.add_argument("--connections", type=int, default=16)
+    sm.add_argument("--map", default="sts", help="socketmap name sent before each domain")
+    sm.add_argument("--expect", choices=("sts", "none"), default="sts")
+    dns = sub.add_parser("dns")
+    dns.add_argument("--server", required=True, help="IP:PORT")
+    dns.add_argument("--window", type=int, default=32, help="queries in flight")
+    for p in (sm, dns):
+        p.add_argument("--cpu", type=int, help="pin this client to one CPU")
+        p.add_argument("--names", type=Path, required=True, help="one domain a line")
+        p.add_argument("--count", type=int, default=0, help="requests (default: each name once)")
+        p.add_argument("--time-cap", type=float, default=30.0, help="seconds")
+    args = parser.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    names = args.names.read_text().split()
+    count = args.count or len(names)
+    if args.mode == "socketmap":
+        coro = socketmap_load(
+            args.host,
+            args.port,
+            names,
+            args.connections,
+            count,
+            args.time_cap,
+            map_name=args.map,
+            expect=args.expect,
+        )
+    else:
+        host, _, port = args.server.rpartition(":")
+        coro = dns_load(host, int(port), names, count, args.window, args.time_cap)
+    result = asyncio.run(asyncio.wait_for(coro, args.time_cap + 60))
+    print(json.dumps(asdict(result)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

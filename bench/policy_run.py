@@ -1,0 +1,692 @@
+"""MTA-STS policy daemon benchmark: ours vs postfix-mta-sts-resolver, one table.
+
+    .venv/bin/python -m bench.policy_run [--domains 1000] [--nosts 100000] [--repeat 3]
+
+Needs root (the test internet listens on ports 53 and 443 of 127.0.N.x). Both daemons run at
+the same time in their own processes against the same test internet (tests/netsim: dnspython
+authoritative DNS + HTTPS policy server, both in this process) through the same caching
+unbound, and are driven by the same load client (bench/policy_load.py, its own process).
+See bench/README.md, section "MTA-STS policy daemon".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import table
+from bench.policy_load import Result, result_from
+from bench.policy_peer import (
+    PEER_CACHE_GRACE,
+    STS_PEER_VERSION,
+    ensure_sts_peer_venv,
+    peer_config,
+)
+from bench.procs import LOOPBACK, REPO, free_port, run_measured
+from tests.netsim.dns import ValidatingResolver
+from tests.netsim.fixtures import NetSim
+
+OUT = Path(__file__).resolve().parent / "out" / "policy"
+DAEMONS = ("ours", "peer")
+PEER_NAME = f"postfix-mta-sts-resolver {STS_PEER_VERSION}"
+STS_ZONE = "sts.test"
+NOSTS_ZONE = "nosts.test"
+HIT_TARGET = 2.0  # x the peer's cache-hit requests/s at 16 connections
+HIT_P99_TARGET = 0.5  # of the peer's p99 at 16 connections
+COLD_TARGET = 2.0  # x the peer on uncached domains
+RSS_LIMIT_MIB = 80
+HIT_COUNT_LIMIT = 1_000_000  # requests per cache-hit run: the bound; its duration ends it
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ---- processes ------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a live process (0 if it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM from /proc/PID/status, in KiB."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+class Daemon:
+    """A policy daemon subprocess on 127.0.0.1:port, started and stopped by us alone."""
+
+    def __init__(self, name: str, argv: list[str], port: int, log: Path, env: dict[str, str]):
+        self.name = name
+        self.port = port
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                socket.create_connection((LOOPBACK, self.port), timeout=1.0).close()
+                return True
+            except OSError:
+                time.sleep(0.1)
+        return False
+
+    def pin(self, cpu: int) -> None:
+        """Every thread of the daemon onto one CPU (threads started later inherit it)."""
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), {cpu})
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class CachingResolver(ValidatingResolver):
+    """The netsim's unbound, but with its cache on and aggressive NSEC (RFC 8198).
+
+    The netsim resolver keeps no cache so that tests see every change at once; here nothing
+    changes during a phase. With aggressive NSEC, unbound answers NXDOMAIN for any name in a
+    signed zone from the NSEC records it already holds, so 100,000 distinct names without
+    MTA-STS do not all go to the (much slower) dnspython server. Flushed between phases.
+    """
+
+    def _config(self) -> str:
+        changes = {
+            "  cache-max-ttl: 0": "  cache-max-ttl: 86400",
+            "  cache-max-negative-ttl: 0": "  cache-max-negative-ttl: 3600",
+            "  aggressive-nsec: no": "  aggressive-nsec: yes",
+            "  outgoing-range: 128": "  outgoing-range: 1024",
+            "  num-queries-per-thread: 64": "  num-queries-per-thread: 1024",
+            "  log-servfail: yes": "  log-servfail: no",
+        }
+        lines = super()._config().splitlines()
+        return "\n".join(changes.get(line, line) for line in lines) + "\n"
+
+
+# ---- measurements ---------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """One load-client run against one daemon, with the CPU each process spent meanwhile."""
+
+    result: Result
+    cpu: dict[str, float] = field(default_factory=dict)
+    problem: str = ""
+    timed: bool = False  # a fixed-duration run: reaching the time cap is its normal end
+
+    @property
+    def complete(self) -> bool:
+        r = self.result
+        capped = r.capped and not self.timed
+        return not self.problem and not r.errors and not r.unexpected and not capped
+
+    def cpu_us(self, process: str) -> float | None:
+        """CPU microseconds ``process`` spent per answered request during this run."""
+        if not self.result.requests or process not in self.cpu:
+            return None
+        return 1e6 * self.cpu[process] / self.result.requests
+
+    def busy(self, process: str) -> float:
+        """Share of one core ``process`` used during this run."""
+        return self.cpu.get(process, 0.0) / self.result.seconds if self.result.seconds else 0.0
+
+
+@dataclass
+class Hits:
+    runs: list[Phase]
+
+    def median(self, attribute: str) -> float | None:
+        values = [getattr(p.result, attribute) for p in self.runs if p.result.requests]
+        if len(values) != len(self.runs):
+            return None
+        return statistics.median(v for v in values if v is not None)
+
+    def median_cpu_us(self, process: str) -> float | None:
+        values = [p.cpu_us(process) for p in self.runs]
+        return statistics.median(v for v in values if v is not None) if all(values) else None
+
+    @property
+    def rate(self) -> float | None:
+        rates = [p.result.rate for p in self.runs if p.result.requests]
+        return statistics.median(rates) if len(rates) == len(self.runs) else None
+
+    @property
+    def complete(self) -> bool:
+        return all(p.complete for p in self.runs)
+
+    def rate_cell(self) -> str:
+        rates = [p.result.rate for p in self.runs if p.result.requests]
+        if self.rate is None:
+            return table.MISSING
+        return f"{table.rate(self.rate)} [{min(rates):,.0f}-{max(rates):,.0f}]"
+
+    @property
+    def requests(self) -> int:
+        return sum(p.result.requests for p in self.runs)
+
+
+class Bench:
+    def __init__(self, out: Path, sim: NetSim, resolver: CachingResolver | None) -> None:
+        self.out = out
+        self.sim = sim
+        self.resolver = resolver
+        self.daemons: dict[str, Daemon] = {}
+        self.notes: list[str] = []
+        self.client_cpu: list[str] = []
+
+    def _pids(self) -> dict[str, int | None]:
+        pids: dict[str, int | None] = {name: d.pid for name, d in self.daemons.items()}
+        pids["netsim"] = os.getpid()
+        proc = self.resolver._proc if self.resolver is not None else None
+        pids["unbound"] = proc.pid if proc is not None else None
+        return pids
+
+    def client(self, argv: list[str], tag: str, cap: float) -> tuple[Result, str]:
+        log = self.out / "logs" / f"client-{tag}.log"
+        done = run_measured(
+            [sys.executable, "-m", "bench.policy_load", *argv], log, timeout=cap + 90
+        )
+        if done.returncode != 0 or not done.report:
+            lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
+            return Result(), f"load client failed: {lines[-1]}"
+        return result_from(done.report), ""
+
+    def load(
+        self,
+        name: str,
+        tag: str,
+        names: Path,
+        connections: int,
+        *,
+        count: int = 0,
+        cap: float,
+        expect: str,
+        timed: bool = False,
+    ) -> Phase:
+        daemon = self.daemons[name]
+        print(f"  {name:<4} {tag}: {connections} conn", file=sys.stderr, flush=True)
+        pids = self._pids()
+        before = {key: cpu_seconds(pid) for key, pid in pids.items()}
+        argv = ["socketmap", "--port", str(daemon.port), "--names", str(names)]
+        argv += ["--connections", str(connections), "--count", str(count)]
+        argv += ["--time-cap", str(cap), "--expect", expect, *self.client_cpu]
+        result, problem = self.client(argv, f"{name}-{tag}", cap)
+        cpu = {key: cpu_seconds(pid) - before[key] for key, pid in pids.items()}
+        cpu = {key: value for key, value in cpu.items() if key in (name, "netsim", "unbound")}
+        cpu["client"] = result.cpu_s
+        phase = Phase(result, cpu, problem, timed)
+        if not phase.complete:
+            r = result
+            self.notes.append(
+                f"{name} {tag}: {r.requests} answered ({r.expected} as expected), "
+                f"{r.unexpected} unexpected, {r.errors} errors, time cap hit: {r.capped}; "
+                f"first: {problem or r.first_unexpected}"
+            )
+        return phase
+
+    def dns_capacity(self, server: str, names: Path, count: int, tag: str) -> Phase:
+        print(f"  dns  {tag}", file=sys.stderr, flush=True)
+        pids = self._pids()
+        before = {key: cpu_seconds(pid) for key, pid in pids.items()}
+        argv = ["dns", "--server", server, "--names", str(names), "--count", str(count)]
+        result, problem = self.client([*argv, "--time-cap", "10"], f"dns-{tag}", 10)
+        cpu = {key: cpu_seconds(pid) - before[key] for key, pid in pids.items()}
+        cpu = {key: value for key, value in cpu.items() if key in ("netsim", "unbound")}
+        cpu["client"] = result.cpu_s
+        if problem or result.errors:
+            self.notes.append(f"dns {tag}: {problem or f'{result.errors} queries unanswered'}")
+        return Phase(result, cpu, problem)
+
+    def flush_dns(self) -> None:
+        if self.resolver is not None:
+            self.resolver.flush()
+
+
+# ---- the test internet ----------------------------------------------------------------------
+
+
+def sts_domain(i: int) -> str:
+    return f"s{i:05d}.{STS_ZONE}"
+
+
+def nosts_domain(i: int) -> str:
+    # "n" + digits sorts before "ns1" (the zone's only other name): one NSEC covers them all.
+    return f"n{i:06d}.{NOSTS_ZONE}"
+
+
+def build_internet(sim: NetSim, domains: int) -> None:
+    sim.dns.add_zone(STS_ZONE)
+    sim.dns.add_zone(NOSTS_ZONE)
+    for i in range(domains):
+        domain = sts_domain(i)
+        site = sim.publish_sts(domain, mode="enforce", mx=[f"mx1.{domain}"], max_age=86400)
+        # Load each site's TLS context now, not in whichever daemon's fetch comes first.
+        sim.https._context_for(sim.https._cert_for(site))
+    sim.dns._ensure_built()  # sign the zones now, not in the first query
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+COLUMNS = ("measurement", "ours", PEER_NAME, "ratio", "target", "verdict")
+
+
+def render(rows: Sequence[Sequence[str]]) -> str:
+    """bench/table.py's layout with this benchmark's columns."""
+    grid = [list(COLUMNS), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(COLUMNS))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return " | ".join((first, *rest))
+
+    rule = "-+-".join("-" * width for width in widths)
+    return "\n".join([line(grid[0]), rule, *(line(row) for row in grid[1:])])
+
+
+def ms(value: float | None) -> str:
+    return table.MISSING if value is None else f"{value:,.2f} ms"
+
+
+def us(value: float | None) -> str:
+    return table.MISSING if value is None else f"{value:,.0f} us"
+
+
+def _ok(passed: bool, complete: bool) -> bool:
+    return passed and complete
+
+
+def hit_rows(conns: int, pair: dict[str, Hits]) -> list[list[str]]:
+    ours, peer = pair["ours"], pair["peer"]
+    rate_pass = rate_verdict = p99_verdict = ""
+    if conns == 16:
+        rate_pass = f">= {HIT_TARGET:g}x peer"
+        ok = ours.rate is not None and peer.rate is not None
+        rate_verdict = table.verdict(
+            _ok(ok and ours.rate >= HIT_TARGET * peer.rate, ours.complete)  # type: ignore[operator]
+            if ours.rate is not None
+            else None
+        )
+        o99, p99 = ours.median("p99_ms"), peer.median("p99_ms")
+        p99_verdict = table.verdict(
+            None if o99 is None else _ok(p99 is not None and o99 <= HIT_P99_TARGET * p99, True)
+        )
+    label = f"cache hit, {conns} conn"
+    return [
+        [
+            f"{label}: requests/s ({ours.requests:,} / {peer.requests:,} requests)",
+            ours.rate_cell(),
+            peer.rate_cell(),
+            table.ratio(ours.rate, peer.rate),
+            rate_pass,
+            rate_verdict,
+        ],
+        [
+            f"{label}: p50 latency",
+            ms(ours.median("p50_ms")),
+            ms(peer.median("p50_ms")),
+            table.ratio(ours.median("p50_ms"), peer.median("p50_ms")),
+            "",
+            "",
+        ],
+        [
+            f"{label}: p99 latency",
+            ms(ours.median("p99_ms")),
+            ms(peer.median("p99_ms")),
+            table.ratio(ours.median("p99_ms"), peer.median("p99_ms")),
+            f"<= {HIT_P99_TARGET:g}x peer" if conns == 16 else "",
+            p99_verdict,
+        ],
+        [
+            f"{label}: daemon CPU per request",
+            us(ours.median_cpu_us("ours")),
+            us(peer.median_cpu_us("peer")),
+            table.ratio(ours.median_cpu_us("ours"), peer.median_cpu_us("peer")),
+            "",
+            "",
+        ],
+    ]
+
+
+def one_shot_rows(label: str, pair: dict[str, Phase], target: float | None) -> list[list[str]]:
+    """Each domain once: requests/s (with the target, if any), latency, daemon CPU."""
+    ours, peer = pair["ours"].result, pair["peer"].result
+    o_rate = ours.rate if ours.requests else None
+    p_rate = peer.rate if peer.requests else None
+    verdict = ""
+    if target is not None:
+        verdict = table.verdict(
+            None
+            if o_rate is None
+            else _ok(p_rate is not None and o_rate >= target * p_rate, pair["ours"].complete)
+        )
+    o_cpu, p_cpu = pair["ours"].cpu_us("ours"), pair["peer"].cpu_us("peer")
+    return [
+        [
+            f"{label}: requests/s",
+            table.rate(o_rate),
+            table.rate(p_rate),
+            table.ratio(o_rate, p_rate),
+            f">= {target:g}x peer" if target is not None else "",
+            verdict,
+        ],
+        [
+            f"{label}: p50 / p99 latency",
+            f"{ms(ours.p50_ms)} / {ms(ours.p99_ms)}",
+            f"{ms(peer.p50_ms)} / {ms(peer.p99_ms)}",
+            table.ratio(ours.p99_ms, peer.p99_ms),
+            "",
+            "",
+        ],
+        [
+            f"{label}: daemon CPU per request",
+            us(o_cpu),
+            us(p_cpu),
+            table.ratio(o_cpu, p_cpu),
+            "",
+            "",
+        ],
+    ]
+
+
+def rss_row(label: str, memory: dict[str, dict[str, int]], complete: bool) -> list[str]:
+    def cell(name: str) -> str:
+        found = memory.get(name, {})
+        if "VmRSS" not in found:
+            return table.MISSING
+        return f"{table.mib(found['VmRSS'])} (peak {table.mib(found['VmHWM'])})"
+
+    ours = memory.get("ours", {}).get("VmRSS")
+    passed = None if ours is None else _ok(ours < RSS_LIMIT_MIB * 1024, complete)
+    peer = memory.get("peer", {}).get("VmRSS")
+    return [
+        label,
+        cell("ours"),
+        cell("peer"),
+        table.ratio(ours, peer),
+        f"< {RSS_LIMIT_MIB} MiB",
+        table.verdict(passed),
+    ]
+
+
+def dns_row(label: str, phase: Phase) -> list[str]:
+    """What one DNS server answers per second; a lower bound if the query client was busy."""
+    r = phase.result
+    cell = table.rate(r.rate if r.requests else None, " q/s")
+    if r.requests and phase.busy("client") >= 0.9:
+        cell = f">= {cell} (client-bound)"
+    return [label, cell, "", "", "", ""]
+
+
+def cpu_note(tag: str, phases: dict[str, Phase]) -> str:
+    parts = []
+    for name, phase in phases.items():
+        wall = phase.result.seconds or 1.0
+        shares = ", ".join(f"{key} {100 * sec / wall:.0f}%" for key, sec in phase.cpu.items())
+        parts.append(f"{name} {wall:.1f} s wall: {shares}")
+        del phase
+    return f"CPU per process, {tag} (100% = one core): " + "; ".join(parts)
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="MTA-STS policy daemon benchmark: one table")
+    parser.add_argument("--domains", type=int, default=1000, help="published MTA-STS domains")
+    parser.add_argument("--nosts", type=int, default=100_000, help="domains without MTA-STS")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--cold-connections", type=int, default=16)
+    parser.add_argument("--hit-seconds", type=float, default=2.0, help="per cache-hit run")
+    parser.add_argument("--repeat", type=int, default=5, help="cache-hit runs (median)")
+    parser.add_argument("--cap", type=float, default=120.0, help="seconds per one-shot run")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the scheduler place the daemons and the load client (default: daemons on "
+        "CPU 0, load client on CPU 1; netsim and unbound unpinned)",
+    )
+    parser.add_argument(
+        "--dns",
+        choices=("unbound", "auth"),
+        default="unbound",
+        help="what both daemons ask: caching unbound in front of the netsim DNS, or the "
+        "netsim's dnspython server itself",
+    )
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("bench.policy_run needs root (the test internet uses ports 53/443)")
+
+    shutil.rmtree(OUT, ignore_errors=True)
+    (OUT / "logs").mkdir(parents=True)
+    peer_daemon = ensure_sts_peer_venv()
+
+    print("test internet ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    sim = NetSim(OUT / "netsim", resolver=False).start()
+    resolver: CachingResolver | None = None
+    bench = Bench(OUT, sim, None)
+    try:
+        build_internet(sim, args.domains)
+        sts_names = OUT / "sts-domains.txt"
+        sts_names.write_text("".join(f"{sts_domain(i)}\n" for i in range(args.domains)))
+        nosts_names = OUT / "nosts-domains.txt"
+        nosts_names.write_text("".join(f"{nosts_domain(i)}\n" for i in range(args.nosts)))
+        if args.dns == "unbound":
+            resolver = CachingResolver(
+                sim.addresses.resolver, sim.nameserver_port, OUT / "unbound", sim.dns
+            )
+            resolver.start()
+            bench.resolver = resolver
+            nameserver = resolver.address
+        else:
+            nameserver = sim.nameserver
+        # What the peer's c-ares (and aiohttp's resolver) read, bind-mounted in its namespace.
+        sim.resolv_conf.write_text(
+            f"nameserver {nameserver.rpartition(':')[0]}\noptions timeout:2 attempts:2\n"
+        )
+        print(f"  {args.domains} MTA-STS domains published, DNS: {nameserver}", file=sys.stderr)
+
+        print("dns capacity ...", file=sys.stderr, flush=True)
+        raw: dict[str, Any] = {}
+        raw["dns-auth"] = bench.dns_capacity(sim.nameserver, nosts_names, 10_000, "auth")
+        if resolver is not None:
+            raw["dns-unbound"] = bench.dns_capacity(
+                resolver.address, nosts_names, 50_000, "unbound"
+            )
+
+        print("daemons ...", file=sys.stderr, flush=True)
+        ours_port, peer_port = free_port(), free_port()
+        data_dir = OUT / "ours-data"
+        ours_argv = [sys.executable, "-m", "tlsrpt_lmtp", "policy", "serve"]
+        ours_argv += ["--listen", f"{LOOPBACK}:{ours_port}", "--exim-listen", ""]
+        ours_argv += ["--data-dir", str(data_dir), "--nameserver", nameserver]
+        ours_argv += ["--ca-file", str(sim.ca_file), "--log-file", os.devnull]
+        config = OUT / "mta-sts-daemon.yml"
+        config.write_text(peer_config(LOOPBACK, peer_port))
+        peer_argv = sim.in_dns_namespace([str(peer_daemon), "-c", str(config)])
+        env = dict(os.environ)
+        peer_env = {**env, "SSL_CERT_FILE": str(sim.ca_file)}
+        peer_env.pop("SSL_CERT_DIR", None)
+        bench.daemons["ours"] = Daemon("ours", ours_argv, ours_port, OUT / "logs/ours.log", env)
+        bench.daemons["peer"] = Daemon(
+            "peer", peer_argv, peer_port, OUT / "logs/peer.log", peer_env
+        )
+        for name, daemon in bench.daemons.items():
+            if not daemon.wait_ready():
+                raise SystemExit(f"{name} did not start; see {OUT / 'logs' / (name + '.log')}")
+            if args.pin:
+                daemon.pin(0)
+        if args.pin:
+            bench.client_cpu = ["--cpu", "1"]
+        setup_seconds = time.monotonic() - started
+
+        print("uncached MTA-STS domains ...", file=sys.stderr, flush=True)
+        cold: dict[str, Phase] = {}
+        for name in DAEMONS:
+            bench.flush_dns()
+            cold[name] = bench.load(
+                name, "cold", sts_names, args.cold_connections, cap=args.cap, expect="sts"
+            )
+        raw["cold"] = cold
+
+        print("cache hits ...", file=sys.stderr, flush=True)
+        hits: dict[int, dict[str, Hits]] = {}
+        for conns in args.connections:
+            hits[conns] = {name: Hits([]) for name in DAEMONS}
+        for run in range(args.repeat):
+            order = DAEMONS if run % 2 == 0 else DAEMONS[::-1]
+            for conns in args.connections:
+                for name in order:
+                    hits[conns][name].runs.append(
+                        bench.load(
+                            name,
+                            f"hit-c{conns}-r{run}",
+                            sts_names,
+                            conns,
+                            count=HIT_COUNT_LIMIT,
+                            cap=args.hit_seconds,
+                            timed=True,
+                            expect="sts",
+                        )
+                    )
+        raw["hits"] = hits
+        memory_before = {name: memory_kib(d.pid) for name, d in bench.daemons.items()}
+
+        print("domains without MTA-STS ...", file=sys.stderr, flush=True)
+        nosts: dict[str, Phase] = {}
+        memory: dict[str, dict[str, int]] = {}
+        for name in DAEMONS:
+            bench.flush_dns()
+            nosts[name] = bench.load(
+                name, "nosts", nosts_names, args.cold_connections, cap=args.cap, expect="none"
+            )
+            memory[name] = memory_kib(bench.daemons[name].pid)
+        raw["nosts"] = nosts
+        raw["memory-before-nosts"] = memory_before
+        raw["memory-after-nosts"] = memory
+    finally:
+        for daemon in bench.daemons.values():
+            daemon.stop()
+        if resolver is not None:
+            resolver.stop()
+        sim.stop()
+
+    rows: list[list[str]] = []
+    for conns in args.connections:
+        rows += hit_rows(conns, hits[conns])
+    rows += one_shot_rows(
+        f"{args.domains:,} uncached MTA-STS domains, {args.cold_connections} conn",
+        cold,
+        COLD_TARGET,
+    )
+    rows += one_shot_rows(
+        f"{args.nosts:,} domains without MTA-STS, {args.cold_connections} conn", nosts, None
+    )
+    rows.append(
+        rss_row(
+            f"daemon RSS after the {args.nosts:,} domains (VmRSS, peak VmHWM)",
+            memory,
+            nosts["ours"].complete,
+        )
+    )
+    rows.append(
+        [
+            "daemon RSS before them (after cold + cache hits)",
+            table.mib(memory_before["ours"].get("VmRSS")),
+            table.mib(memory_before["peer"].get("VmRSS")),
+            table.ratio(memory_before["ours"].get("VmRSS"), memory_before["peer"].get("VmRSS")),
+            "",
+            "",
+        ]
+    )
+    rows.append(
+        dns_row("DNS capacity: netsim authoritative (dnspython), NXDOMAIN", raw["dns-auth"])
+    )
+    if "dns-unbound" in raw:
+        rows.append(
+            dns_row("DNS capacity: caching unbound (aggressive NSEC), NXDOMAIN", raw["dns-unbound"])
+        )
+
+    total = time.monotonic() - started
+    print(
+        f"\nMTA-STS policy daemon benchmark: {os.cpu_count()} cores shared by both daemons, "
+        f"the load client, the netsim (DNS + HTTPS, one process) and unbound; Python "
+        f"{platform.python_version()}; DNS for both daemons: {args.dns} ({nameserver}); "
+        f"cache-hit rows are medians of {args.repeat} runs of {args.hit_seconds:g} s "
+        f"[min-max]; ratio = ours / peer; peer cache_grace "
+        f"{PEER_CACHE_GRACE} s; setup {setup_seconds:.0f} s, total {total:.0f} s"
+    )
+    print(render(rows))
+    bench.notes.append(cpu_note("uncached domains", cold))
+    bench.notes.append(cpu_note("no MTA-STS", nosts))
+    for conns, pair in hits.items():
+        for name, runs in pair.items():
+            busiest = max((p.busy("client") for p in runs.runs), default=0.0)
+            daemon = statistics.median(p.busy(name) for p in runs.runs) if runs.runs else 0.0
+            if busiest >= 0.9:
+                bench.notes.append(
+                    f"{name} cache hits {conns} conn: the load client used up to "
+                    f"{busiest:.0%} of its core (daemon median {daemon:.0%}): client-bound"
+                )
+    mid = args.connections[len(args.connections) // 2]
+    bench.notes.append(
+        cpu_note(f"cache hits {mid} conn run 0", {n: hits[mid][n].runs[0] for n in DAEMONS})
+    )
+    for key in ("dns-auth", "dns-unbound"):
+        if key in raw:
+            bench.notes.append(cpu_note(key, {"DNS query client": raw[key]}))
+    for note in bench.notes:
+        print(f"note: {note}")
+    (OUT / "results.json").write_text(json.dumps(raw, default=_jsonable, indent=2))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Hits):
+        return {"runs": [asdict(p) for p in value.runs]}
+    return asdict(value)
+
+
+if __name__ == "__main__":
+    main()
