@@ -22,7 +22,7 @@ from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.netstring import Decoder, encode
 from tlsrpt_lmtp.sts.policy import Mode
 from tlsrpt_lmtp.sts.reply import Answer, Kind, postfix_reply
-from tlsrpt_lmtp.sts.server import ReplyOptions, line_handler, listen, socketmap_handler
+from tlsrpt_lmtp.sts.server import ReplyOptions, line_handler, listen, listen_socketmap
 from tlsrpt_lmtp.sts.service import PolicyService
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ def test_item_18_new_txt_id_fetches_the_new_policy(netsim: NetSim, rig: Rig) -> 
         rig.clock.advance(rig.service.timing.recheck + 1)
         first = await rig.service.lookup("change.test")  # answered from cache; recheck spawned
         assert first.policy_id == "one"
-        await asyncio.gather(*rig.service._background)
+        await rig.service.settle()
         return await rig.service.lookup("change.test")
 
     answer = run(recheck_after_id_change())
@@ -266,7 +266,7 @@ def test_item_20_cached_policy_applies_while_dns_or_https_fail(
     async def later() -> Answer:
         rig.clock.advance(DAY * 0.9)
         await rig.service.lookup("sticky.test")
-        await asyncio.gather(*rig.service._background)
+        await rig.service.settle()
         return await rig.service.lookup("sticky.test")
 
     assert enforced(run(later()))
@@ -310,7 +310,7 @@ def test_item_23_fetched_none_replaces_an_enforce_policy(netsim: NetSim, rig: Ri
     async def after() -> Answer:
         rig.clock.advance(rig.service.timing.recheck + 1)
         await rig.service.lookup("retire.test")
-        await asyncio.gather(*rig.service._background)
+        await rig.service.settle()
         return await rig.service.lookup("retire.test")
 
     answer = run(after())
@@ -384,7 +384,7 @@ def test_socketmap_answers_pipelined_requests_in_order(netsim: NetSim, rig: Rig)
     options = ReplyOptions()
 
     async def exchange() -> tuple[bytes, bytes]:
-        server = await listen("127.0.0.1:0", socketmap_handler(rig.service, options))
+        server = await listen_socketmap("127.0.0.1:0", rig.service, options)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         keys = ["sts sm.test", "sts .sm.test", "sts-tlsrpt sm.test", "sts [192.0.2.1]"]

@@ -34,7 +34,9 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class _Lru(Generic[K, V]):
+class Lru(Generic[K, V]):
+    """A dict bounded to `size` entries, least recently used out first."""
+
     def __init__(self, size: int) -> None:
         self._d: OrderedDict[K, V] = OrderedDict()
         self._size = size
@@ -60,8 +62,9 @@ class _Lru(Generic[K, V]):
 
 class PolicyCache:
     def __init__(self, path: Path | None, *, size: int = 10_000) -> None:
-        self._mem: _Lru[str, Entry] = _Lru(size)
-        self._negative: _Lru[str, float] = _Lru(size)
+        self.size = size
+        self._mem: Lru[str, Entry] = Lru(size)
+        self._negative: Lru[str, float] = Lru(size)
         self._db: sqlite3.Connection | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +80,10 @@ class PolicyCache:
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
+
+    def peek(self, domain: str) -> Entry | None:
+        """Memory only: no SQLite on the hot path."""
+        return self._mem.get(domain)
 
     def get(self, domain: str) -> Entry | None:
         entry = self._mem.get(domain)

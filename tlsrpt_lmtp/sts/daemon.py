@@ -15,7 +15,7 @@ from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.reply import exim_line, postfix_reply
-from tlsrpt_lmtp.sts.server import ReplyOptions, line_handler, listen, socketmap_handler
+from tlsrpt_lmtp.sts.server import ReplyOptions, line_handler, listen, listen_socketmap
 from tlsrpt_lmtp.sts.service import PolicyService
 
 
@@ -42,7 +42,7 @@ def reply_options(config: PolicyConfig) -> ReplyOptions:
 
 async def serve(config: PolicyConfig, service: PolicyService) -> None:
     options = reply_options(config)
-    servers = [await listen(config.listen, socketmap_handler(service, options))]
+    servers = [await listen_socketmap(config.listen, service, options)]
     if config.exim_listen:
         servers.append(await listen(config.exim_listen, line_handler(service, options)))
     where = config.listen + (f", Exim lines on {config.exim_listen}" if config.exim_listen else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -33,6 +34,7 @@ def to_a_label(name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def policy_domain(key: str) -> str | None:
     """The domain to look up for a Postfix/Exim key, or None when there is no MTA-STS for it.
 
@@ -50,11 +52,12 @@ def policy_domain(key: str) -> str | None:
         key = host
     elif key.count(":") == 1:
         key = key.partition(":")[0]
-    try:
-        ipaddress.ip_address(key.removeprefix("ipv6:").removeprefix("IPv6:"))
-        return None
-    except ValueError:
-        pass
+    if ":" in key or key[-1:].isdigit():  # only then can it be an address literal
+        try:
+            ipaddress.ip_address(key.removeprefix("ipv6:").removeprefix("IPv6:"))
+            return None
+        except ValueError:
+            pass
     try:
         return to_a_label(key)
     except DomainError:

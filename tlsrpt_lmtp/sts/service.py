@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tlsrpt_lmtp.events import Event
-from tlsrpt_lmtp.sts.cache import Entry, PolicyCache
+from tlsrpt_lmtp.sts.cache import Entry, Lru, PolicyCache
 from tlsrpt_lmtp.sts.dnsclient import Dane, DnsClient
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.fetch import FetchError
@@ -63,23 +63,36 @@ class PolicyService:
         self.timing = timing
         self.clock = clock
         self._inflight: dict[str, asyncio.Task[Answer]] = {}
-        self._failures: dict[tuple[str, str], float] = {}
-        self._dane: dict[str, tuple[float, Dane]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        # Bounded like the cache: neither may grow with the number of domains ever seen.
+        self._failures: Lru[tuple[str, str], float] = Lru(cache.size)
+        self._dane: Lru[str, tuple[float, Dane]] = Lru(cache.size)
+        self._background: dict[str, asyncio.Task[Any]] = {}
 
-    async def lookup(self, key: str) -> Answer:
+    def cached_answer(self, key: str) -> Answer | None:
+        """The answer if it needs no I/O (the hot path of a busy MTA), else None."""
         domain = policy_domain(key)
         if domain is None:
             return Answer(Kind.NO_POLICY, reason="not a policy domain")
         now = self.clock()
-        entry = self.cache.get(domain)
+        entry = self.cache.peek(domain)
         if entry is not None and now < entry.expires_at:
             if now - entry.checked_at >= self.timing.recheck:
                 self._spawn(domain, self._recheck(entry))
-            return await self._applicable(domain, entry)
+            return self._applicable(domain, entry, now)
         until = self.cache.no_policy_until(domain)
         if until is not None and now < until:
             return Answer(Kind.NO_POLICY, domain)
+        return None
+
+    async def lookup(self, key: str) -> Answer:
+        answer = self.cached_answer(key)
+        if answer is not None:
+            return answer
+        domain = policy_domain(key)
+        assert domain is not None
+        entry = self.cache.get(domain)  # not in memory: perhaps persisted
+        if entry is not None and self.clock() < entry.expires_at:
+            return await self._applicable_async(domain, entry)
         task = self._inflight.get(domain)
         if task is None:
             task = asyncio.ensure_future(self._discover(domain, entry))
@@ -89,28 +102,30 @@ class PolicyService:
         if answer.kind is Kind.POLICY:
             cached = self.cache.get(domain)
             if cached is not None:
-                return await self._applicable(domain, cached)
+                return await self._applicable_async(domain, cached)
         return answer
 
-    async def _applicable(self, domain: str, entry: Entry) -> Answer:
+    def _applicable(self, domain: str, entry: Entry, now: float) -> Answer | None:
+        """The policy's answer, unless DANE must be checked and its status is not known."""
         answer = Answer(Kind.POLICY, domain, entry.policy, entry.policy_id)
         if entry.policy.mode is Mode.NONE or not self.dns.checks_dane:
             return answer
-        dane = await self._dane_status(domain)
-        if dane is Dane.PRESENT:
-            return Answer(Kind.DANE, domain, entry.policy, entry.policy_id, "DANE TLSA present")
-        if dane is Dane.ERROR:
-            return Answer(Kind.TEMP, domain, reason=f"DNSSEC status of {domain} unknown")
-        return answer
+        hit = self._dane.get(domain)
+        if hit is None or now >= hit[0]:
+            return None
+        return _with_dane(answer, hit[1])
+
+    async def _applicable_async(self, domain: str, entry: Entry) -> Answer:
+        answer = self._applicable(domain, entry, self.clock())
+        if answer is not None:
+            return answer
+        status = await self._dane_status(domain)
+        return _with_dane(Answer(Kind.POLICY, domain, entry.policy, entry.policy_id), status)
 
     async def _dane_status(self, domain: str) -> Dane:
-        now = self.clock()
-        hit = self._dane.get(domain)
-        if hit is not None and now < hit[0]:
-            return hit[1]
         status = await self.dns.dane(domain)
         ttl = self.timing.dns_error_ttl if status is Dane.ERROR else self.timing.dane_ttl
-        self._dane[domain] = (now + ttl, status)
+        self._dane.put(domain, (self.clock() + ttl, status))
         return status
 
     async def _discover(self, domain: str, expired: Entry | None) -> Answer:
@@ -140,7 +155,7 @@ class PolicyService:
             return self._failed(domain, policy_id, previous, exc.result_type, exc.reason)
         except PolicyError as exc:
             return self._failed(domain, policy_id, previous, "sts-policy-invalid", str(exc))
-        self._failures.pop((domain, policy_id), None)
+        self._failures.pop((domain, policy_id))
         now = self.clock()
         entry = Entry(domain, policy_id, policy, body, fetched_at=now, checked_at=now)
         self.cache.put(entry)
@@ -151,7 +166,7 @@ class PolicyService:
         self, domain: str, policy_id: str, previous: Entry | None, result_type: str, reason: str
     ) -> Answer:
         now = self.clock()
-        self._failures[(domain, policy_id)] = now
+        self._failures.put((domain, policy_id), now)
         usable = previous is not None and now < previous.expires_at
         self.emit(
             {
@@ -238,15 +253,29 @@ class PolicyService:
             await asyncio.gather(*(one(e) for e in self.due_for_refresh(now)))
             await asyncio.sleep(interval)
 
-    def _spawn(self, domain: str, coro: Awaitable[Any]) -> None:
-        key = f"recheck:{domain}"
-        if any(t.get_name() == key for t in self._background):
-            coro.close()  # type: ignore[attr-defined]
+    def _spawn(self, domain: str, coro: Coroutine[Any, Any, None]) -> None:
+        if domain in self._background:
+            coro.close()
             return
         task = asyncio.ensure_future(coro)
-        task.set_name(key)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background[domain] = task
+        task.add_done_callback(lambda _: self._background.pop(domain, None))
+
+    async def settle(self) -> None:
+        """Wait for the background TXT re-checks under way (for tests and shutdown)."""
+        while self._background:
+            await asyncio.gather(*self._background.values())
+
+
+def _with_dane(answer: Answer, status: Dane) -> Answer:
+    """RFC 8461 §2: never override DANE; and do not guess when DNSSEC cannot be read."""
+    if status is Dane.PRESENT:
+        return Answer(
+            Kind.DANE, answer.domain, answer.policy, answer.policy_id, "DANE TLSA present"
+        )
+    if status is Dane.ERROR:
+        return Answer(Kind.TEMP, answer.domain, reason=f"DNSSEC status of {answer.domain} unknown")
+    return answer
 
 
 def _fields(domain: str, entry: Entry | None) -> Event:
