@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.lmtp_client import NO_DKIM
 from tests.test_lmtp import report_mail
 from tests.test_pipeline import report_json
 from tlsrpt_lmtp.config import ConfigError, load
@@ -19,7 +20,10 @@ from tlsrpt_lmtp.config import ConfigError, load
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tlsrpt_lmtp", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tlsrpt_lmtp", *args, *NO_DKIM],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -90,8 +90,10 @@ def test_report_is_delivered_and_logged(server: Server) -> None:
     replies = c.deliver("reporter@example.net", [RCPT], report_mail())
     c.close()
     assert [code for code, _ in replies] == [250]
-    names = [e["event"] for e in events(server.data_dir, at_least=3)]
-    assert names == ["tlsrpt.report", "tlsrpt.policy", "tlsrpt.failure"]
+    names = [e["event"] for e in events(server.data_dir, at_least=4)]
+    assert names[:3] == ["tlsrpt.report", "tlsrpt.policy", "tlsrpt.failure"]
+    # a certificate-expired failure under an enforce policy also raises alerts
+    assert set(names[3:]) == {"tlsrpt.alert"}
     assert statuses(server.data_dir) == ["report"]
 
 

@@ -14,6 +14,8 @@ from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.archive import ArchiveError, Status
 from tlsrpt_lmtp.check import cli as check_cli
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy
+from tlsrpt_lmtp.dkim import checker_from_file
+from tlsrpt_lmtp.milter import cli as milter_cli
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
 from tlsrpt_lmtp.sources import iter_messages
@@ -31,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--max-decompressed", type=int, metavar="BYTES", help="cap on a decompressed report"
+    )
+    common.add_argument(
+        "--dkim-policy",
+        choices=("off", "verify", "enforce"),
+        help="RFC 8460 §3 DKIM check of reports (overrides [dkim] policy; default verify)",
     )
 
     p = argparse.ArgumentParser(
@@ -59,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     views_cli.add_parser(sub, common)
     check_cli.add_parser(sub, common)
+    milter_cli.add_parser(sub, common)
 
     sh = sub.add_parser("show", parents=[common], help="print an archived raw message")
     sh.add_argument("archive_id", help="the archive_id of an event")
@@ -151,10 +159,13 @@ def _config(args: argparse.Namespace) -> Config:
     return load(args.config, overrides)
 
 
-def _open_pipeline(config: Config) -> Pipeline:
+def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
+    dkim = checker_from_file(args.config, policy=args.dkim_policy)
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
     emitter = open_emitter(config.log_format, target)
-    return Pipeline.open(config.data_dir, emitter, max_decompressed=config.max_decompressed)
+    return Pipeline.open(
+        config.data_dir, emitter, max_decompressed=config.max_decompressed, dkim=dkim
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,12 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _policy_main(args)
     if args.command == "check":
         return check_cli.run(args)
+    if args.command == "milter":
+        return milter_cli.run(args)
     if args.command == "summary":  # reads the store; never opens it for writing
         return views_cli.run(args)
     hook: AlertHook | None = None
     try:
         config = _config(args)
-        pipeline = _open_pipeline(config)
+        pipeline = _open_pipeline(config, args)
         if args.command == "serve":  # alerts are for what arrives, not for backfills
             hook = build_hook(args.config, config.data_dir, pipeline.emit)
             pipeline.hooks.append(hook)

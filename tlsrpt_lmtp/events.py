@@ -7,9 +7,12 @@ bump SCHEMA when a change is not backwards compatible. ``timestamp`` is added by
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlsrpt_lmtp.model import MailMeta, Policy, Report
+
+if TYPE_CHECKING:
+    from tlsrpt_lmtp.dkim import DkimVerdict
 
 SCHEMA = 1
 Event = dict[str, Any]
@@ -37,8 +40,24 @@ def submitter_of(report: Report, meta: MailMeta) -> str | None:
     return contact.rpartition("@")[2].strip(" <>").lower() or None if "@" in contact else None
 
 
+def dkim_fields(verdict: DkimVerdict | None) -> Event:
+    """The report's DKIM verdict (all null when verification is off)."""
+    return {
+        "dkim_result": verdict.result.value if verdict else None,
+        "dkim_domain": verdict.domain if verdict else None,
+        "dkim_aligned": verdict.aligned if verdict else None,
+        "dkim_reason": verdict.reason if verdict else None,
+    }
+
+
 def report_events(
-    report: Report, meta: MailMeta, *, archive_id: str, source: str, duplicate: bool
+    report: Report,
+    meta: MailMeta,
+    *,
+    archive_id: str,
+    source: str,
+    duplicate: bool,
+    dkim: DkimVerdict | None = None,
 ) -> list[Event]:
     """One tlsrpt.report event, then (unless a duplicate) its policies and failures."""
     common = _common(report, archive_id, source)
@@ -54,6 +73,7 @@ def report_events(
             "total_failure_session_count": report.total_failure_session_count,
             "duplicate": duplicate,
             "warnings": list(report.warnings),
+            **dkim_fields(dkim),
         }
     ]
     if duplicate:
@@ -97,12 +117,24 @@ def _failure_events(p: Policy, common: Event) -> list[Event]:
     ]
 
 
-def invalid_event(reason: str, meta: MailMeta, *, archive_id: str | None, source: str) -> Event:
-    return {
+def invalid_event(
+    reason: str,
+    meta: MailMeta,
+    *,
+    archive_id: str | None,
+    source: str,
+    report: Report | None = None,
+    dkim: DkimVerdict | None = None,
+) -> Event:
+    """``report`` and ``dkim``: a report refused by ``[dkim] policy = "enforce"``."""
+    event: Event = {
         "event": "tlsrpt.invalid",
-        **_common(None, archive_id, source),
+        **_common(report, archive_id, source),
         "reason": reason,
         "from": meta.from_,
         "subject": meta.subject,
         "message_id": meta.message_id,
     }
+    if dkim is not None:
+        event.update(dkim_fields(dkim))
+    return event

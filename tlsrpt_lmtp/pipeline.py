@@ -18,7 +18,8 @@ from pathlib import Path
 from tlsrpt_lmtp.archive import Archive, ArchiveError, Status
 from tlsrpt_lmtp.db import Database
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
-from tlsrpt_lmtp.events import Event, invalid_event, iso, report_events
+from tlsrpt_lmtp.dkim import DkimChecker, DkimVerdict
+from tlsrpt_lmtp.events import Event, invalid_event, iso, report_events, submitter_of
 from tlsrpt_lmtp.mime import extract
 from tlsrpt_lmtp.model import Extracted, MailMeta, Report
 from tlsrpt_lmtp.store import Store
@@ -37,6 +38,9 @@ class IngestResult:
     reports: int
     duplicates: int
     errors: tuple[str, ...]
+    failures: int = 0  # failure sessions in the reports stored (duplicates included)
+    dkim: tuple[DkimVerdict, ...] = ()  # one per report found (empty when DKIM is off)
+    refused: int = 0  # reports kept in quarantine by [dkim] policy = "enforce"
 
     @property
     def valid(self) -> bool:
@@ -52,8 +56,10 @@ class Pipeline:
         max_decompressed: int = DEFAULT_LIMIT,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         hooks: Sequence[ReportHook] = (),
+        dkim: DkimChecker | None = None,
     ) -> None:
         self.db = db
+        self.dkim = dkim
         self.archive = Archive(db)
         self.store = Store(db)
         self.emit = emit
@@ -69,9 +75,14 @@ class Pipeline:
         *,
         max_decompressed: int = DEFAULT_LIMIT,
         hooks: Sequence[ReportHook] = (),
+        dkim: DkimChecker | None = None,
     ) -> Pipeline:
         return cls(
-            Database(data_dir / DB_NAME), emit, max_decompressed=max_decompressed, hooks=hooks
+            Database(data_dir / DB_NAME),
+            emit,
+            max_decompressed=max_decompressed,
+            hooks=hooks,
+            dkim=dkim,
         )
 
     def close(self) -> None:
@@ -92,7 +103,14 @@ class Pipeline:
             extracted = extract(raw, limit=self.max_decompressed)
         except Exception as exc:  # a parser bug must not lose or bounce the message
             extracted = Extracted(MailMeta(), (), (f"internal error while parsing: {exc!r}",))
-        return self._store_and_emit(extracted, archive_id, source)
+        return self._store_and_emit(extracted, archive_id, source, self._verdicts(raw, extracted))
+
+    def _verdicts(self, raw: bytes, ex: Extracted) -> list[DkimVerdict | None]:
+        """One DKIM verdict per report (None when DKIM is off); verification never raises."""
+        if self.dkim is None or not ex.reports:
+            return [None] * len(ex.reports)
+        message = self.dkim.verify(raw)
+        return [message.for_submitter(submitter_of(r, ex.meta)) for r in ex.reports]
 
     def process_pending(self) -> list[IngestResult]:
         """Finish messages archived but not processed (the process stopped in between)."""
@@ -101,11 +119,22 @@ class Pipeline:
             for key, raw in self.archive.scan(Status.PENDING)
         ]
 
-    def _store_and_emit(self, ex: Extracted, archive_id: str, source: str) -> IngestResult:
+    def _store_and_emit(
+        self, ex: Extracted, archive_id: str, source: str, verdicts: list[DkimVerdict | None]
+    ) -> IngestResult:
         received = iso(self._clock())
+        enforcing = self.dkim is not None and self.dkim.enforcing
+        kept: list[tuple[Report, DkimVerdict | None]] = []
+        refused: list[tuple[Report, DkimVerdict, str]] = []
+        for report, verdict in zip(ex.reports, verdicts, strict=True):
+            if enforcing and verdict is not None and not verdict.authentic:
+                refused.append((report, verdict, f"{verdict.describe()} [dkim policy enforce]"))
+            else:
+                kept.append((report, verdict))
+        errors = (*ex.errors, *(reason for _, _, reason in refused))
         fresh: list[bool] = []
         with self.db.transaction(durable=False) as c:
-            for report in ex.reports:
+            for report, _ in kept:
                 fresh.append(
                     self.store.add_report(
                         c, report, meta=ex.meta, archive_id=archive_id, received_at=received
@@ -114,20 +143,43 @@ class Pipeline:
             self.store.finish_message(
                 c,
                 archive_id,
-                status=Status.REPORT if ex.reports else Status.INVALID,
-                reason="; ".join(ex.errors) or None,
+                status=Status.REPORT if kept else Status.INVALID,
+                reason="; ".join(errors) or None,
                 meta=ex.meta,
             )
-        for report, is_new in zip(ex.reports, fresh, strict=True):
+        for (report, verdict), is_new in zip(kept, fresh, strict=True):
             for event in report_events(
-                report, ex.meta, archive_id=archive_id, source=source, duplicate=not is_new
+                report,
+                ex.meta,
+                archive_id=archive_id,
+                source=source,
+                duplicate=not is_new,
+                dkim=verdict,
             ):
                 self.emit(event)
             if is_new:
                 for hook in self.hooks:
                     for event in hook(report, ex.meta, archive_id):
                         self.emit(event)
+        for report, verdict, reason in refused:
+            self.emit(
+                invalid_event(
+                    reason,
+                    ex.meta,
+                    archive_id=archive_id,
+                    source=source,
+                    report=report,
+                    dkim=verdict,
+                )
+            )
         for reason in ex.errors:
             self.emit(invalid_event(reason, ex.meta, archive_id=archive_id, source=source))
-        duplicates = fresh.count(False)
-        return IngestResult(archive_id, len(fresh), duplicates, ex.errors)
+        return IngestResult(
+            archive_id,
+            len(fresh),
+            fresh.count(False),
+            errors,
+            failures=sum(report.total_failure_session_count for report, _ in kept),
+            dkim=tuple(v for v in verdicts if v is not None),
+            refused=len(refused),
+        )

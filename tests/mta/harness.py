@@ -30,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from tests.lmtp_client import NO_DKIM
+
 T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
@@ -323,7 +325,15 @@ class LmtpServer:
         return self.workdir / "lmtp-server.stderr"
 
     def command(self) -> list[str]:
-        argv = [self.python, "-m", "tlsrpt_lmtp", "serve", "--listen", self.endpoint.listen_arg]
+        argv = [
+            self.python,
+            "-m",
+            "tlsrpt_lmtp",
+            "serve",
+            *NO_DKIM,
+            "--listen",
+            self.endpoint.listen_arg,
+        ]
         argv += ["--data-dir", str(self.data_dir), "--log-file", str(self.events_file)]
         for rcpt in self.recipients:
             argv += ["--recipient", rcpt]

@@ -1,0 +1,112 @@
+"""``[milter]``: where libmilter listens, what to do with report mail, and for whom.
+
+    [milter]
+    listen = "inet:24241@127.0.0.1"   # or "unix:/run/tlsrpt/milter.sock", "127.0.0.1:24241"
+    mode = "tap"                      # "tap", "discard" or "reject-invalid"
+    add_header = true                 # X-TLSRPT-Report on the mail passed on (tap, reject-invalid)
+    recipients = ["tlsrpt@example.org"]   # default: [lmtp] recipients
+    max_message_size = 33554432       # default: [lmtp] max_message_size
+    timeout = 600                     # libmilter's I/O timeout with the MTA, seconds
+
+Checked as strictly as the rest of the file: an unknown key or a bad value is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from tlsrpt_lmtp.config import Config, ConfigError, read_table
+
+DEFAULT_LISTEN = "inet:24241@127.0.0.1"
+
+
+class Mode(StrEnum):
+    TAP = "tap"  # ingest, then let the mail through (optionally with a header)
+    DISCARD = "discard"  # ingest, then drop the report recipients (the whole mail if only they)
+    REJECT_INVALID = "reject-invalid"  # like tap, but 550 for report mail without a report
+
+
+@dataclass(frozen=True, slots=True)
+class MilterConfig:
+    listen: str = DEFAULT_LISTEN  # normalised to libmilter's connection spec
+    mode: Mode = Mode.TAP
+    add_header: bool = True
+    recipients: tuple[str, ...] = ()
+    max_message_size: int = 32 * 1024 * 1024
+    timeout: int = 600
+
+    @property
+    def socket_path(self) -> Path | None:
+        """The unix socket's path, or None for TCP."""
+        kind, _, rest = self.listen.partition(":")
+        return Path(rest) if kind in ("unix", "local") else None
+
+
+_KINDS = {
+    "listen": "str",
+    "mode": "str",
+    "add_header": "bool",
+    "recipients": "tuple[str, ...]",
+    "max_message_size": "int",
+    "timeout": "int",
+}
+_INET = re.compile(r"^(inet6?):(\d+)@(\S+)$")
+
+
+def load_milter_config(path: Path | None, overrides: dict[str, Any], base: Config) -> MilterConfig:
+    """Defaults (recipients and size from ``base``, the [lmtp] settings), then the file's
+    ``[milter]`` table, then the non-None overrides (the command-line flags)."""
+    values: dict[str, Any] = {
+        "recipients": base.recipients,
+        "max_message_size": base.max_message_size,
+    }
+    values.update(read_table(path, "milter", _KINDS))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    mode = str(values.pop("mode", Mode.TAP)).lower()
+    if mode not in Mode.__members__.values():
+        choices = ", ".join(repr(m.value) for m in Mode)
+        raise ConfigError(f"[milter] mode must be one of {choices}, not {mode!r}")
+    recipients = tuple(normalise_address(r) for r in values.pop("recipients"))
+    listen = parse_milter_listen(str(values.pop("listen", DEFAULT_LISTEN)))
+    config = MilterConfig(listen=listen, mode=Mode(mode), recipients=recipients, **values)
+    if not config.recipients:
+        raise ConfigError(
+            "the milter needs the report address(es): set [milter] recipients or"
+            " [lmtp] recipients, or pass --recipient (it must not ingest all mail)"
+        )
+    if config.max_message_size <= 0 or config.timeout <= 0:
+        raise ConfigError("[milter] max_message_size and timeout must be positive")
+    return config
+
+
+def parse_milter_listen(text: str) -> str:
+    """libmilter's spec (``inet:PORT@HOST``, ``inet6:PORT@HOST``, ``unix:/path``,
+    ``local:/path``), or ``HOST:PORT`` / ``[v6]:PORT`` as elsewhere in the config; the result
+    is always libmilter's spec."""
+    text = text.strip()
+    if text.startswith(("unix:", "local:")):
+        if not text.partition(":")[2]:
+            raise ConfigError("[milter] listen: unix: needs a socket path")
+        return text
+    if match := _INET.match(text):
+        kind, port, host = match.groups()
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(
+                f"[milter] listen: expected inet:PORT@HOST, unix:/path or HOST:PORT, got {text!r}"
+            )
+        kind = "inet6" if host.startswith("[") else "inet"
+        host = host.strip("[]")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"[milter] listen: invalid port in {text!r}")
+    return f"{kind}:{int(port)}@{host}"
+
+
+def normalise_address(address: str) -> str:
+    """``<Tlsrpt@Example.ORG>`` → ``tlsrpt@example.org`` (how recipients are compared)."""
+    return address.strip().strip("<>").strip().lower()
