@@ -14,7 +14,7 @@ import queue
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 from aiosmtpd.lmtp import LMTP
 
@@ -33,67 +33,67 @@ class _LMTP(LMTP):
 
 
 class IngestWorker:
-    """One thread runs the pipeline. Every message queued while it was busy is archived in
-    one fsynced commit (group commit), the waiting deliveries are answered, and only then is
-    the batch parsed and stored, while the next messages arrive."""
+    """Two threads run the pipeline. The archiver stores every message queued while it was
+    busy in one fsynced commit (group commit) and answers the waiting deliveries; the
+    processor then parses, verifies (DKIM may wait on DNS) and stores them in batches, so
+    that nothing in stage 2 ever delays an acknowledgement."""
 
     def __init__(self, pipeline: Pipeline, loop: asyncio.AbstractEventLoop) -> None:
         self.pipeline = pipeline
         self._loop = loop
-        self._queue: queue.SimpleQueue[tuple[bytes, asyncio.Future[str]] | None] = (
+        self._incoming: queue.SimpleQueue[tuple[bytes, asyncio.Future[str]] | None] = (
             queue.SimpleQueue()
         )
-        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
-        self._thread.start()
+        self._archived: queue.SimpleQueue[tuple[bytes, str] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._archive_loop, name="archive", daemon=True),
+            threading.Thread(target=self._process_loop, name="process", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, raw: bytes) -> asyncio.Future[str]:
         """A future for the archive id, or ArchiveError if the message is not stored."""
         future: asyncio.Future[str] = self._loop.create_future()
-        self._queue.put((raw, future))
+        self._incoming.put((raw, future))
         return future
 
     def stop(self) -> None:
-        """Finish everything queued so far, then end the thread."""
-        self._queue.put(None)
-        self._thread.join()
+        """Finish everything queued so far (both stages), then end the threads."""
+        self._incoming.put(None)
+        for thread in self._threads:
+            thread.join()
 
-    def _run(self) -> None:
+    def _archive_loop(self) -> None:
         while True:
-            batch, stopping = self._take()
+            batch, stopping = _take(self._incoming)
             if batch:
-                self._ingest(batch)
+                self._archive(batch)
             if stopping:
+                self._archived.put(None)
                 return
 
-    def _take(self) -> tuple[list[tuple[bytes, asyncio.Future[str]]], bool]:
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        while len(batch) < _MAX_BATCH:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
-
-    def _ingest(self, batch: list[tuple[bytes, asyncio.Future[str]]]) -> None:
+    def _archive(self, batch: list[tuple[bytes, asyncio.Future[str]]]) -> None:
         try:
             keys = self.pipeline.archive_many([(raw, "lmtp") for raw, _ in batch])
         except Exception as exc:  # ArchiveError, or a bug: either way the MTA retries
             for _, future in batch:
                 self._resolve(future, exc)
             return
-        for (_, future), key in zip(batch, keys, strict=True):
+        for (raw, future), key in zip(batch, keys, strict=True):
             self._resolve(future, key)
-        for (raw, _), key in zip(batch, keys, strict=True):
-            try:
-                self.pipeline.process(raw, key, source="lmtp")
-            except Exception as exc:  # stays pending: processed again at the next start
-                print(f"tlsrpt-lmtp: processing {key} failed: {exc!r}", file=sys.stderr)
+            self._archived.put((raw, key))
+
+    def _process_loop(self) -> None:
+        while True:
+            batch, stopping = _take(self._archived)
+            if batch:
+                try:
+                    self.pipeline.process_many([(raw, key, "lmtp") for raw, key in batch])
+                except Exception as exc:  # they stay pending: processed at the next start
+                    print(f"tlsrpt-lmtp: processing failed: {exc!r}", file=sys.stderr)
+            if stopping:
+                return
 
     def _resolve(self, future: asyncio.Future[str], outcome: str | BaseException) -> None:
         def settle() -> None:
@@ -105,6 +105,26 @@ class IngestWorker:
                 future.set_result(outcome)
 
         self._loop.call_soon_threadsafe(settle)
+
+
+T = TypeVar("T")
+
+
+def _take(q: queue.SimpleQueue[T | None]) -> tuple[list[T], bool]:
+    """Block for one item, then take what else is queued (a batch); True when told to stop."""
+    first = q.get()
+    if first is None:
+        return [], True
+    batch = [first]
+    while len(batch) < _MAX_BATCH:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False
 
 
 class ReportHandler:

@@ -10,8 +10,9 @@ was interrupted (crash) stays ``pending`` and is processed at the next start.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -98,19 +99,17 @@ class Pipeline:
         return self.archive.put(items, iso(self._clock()))
 
     def process(self, raw: bytes, archive_id: str, *, source: str) -> IngestResult:
-        """Stage 2; never raises for bad input."""
-        try:
-            extracted = extract(raw, limit=self.max_decompressed)
-        except Exception as exc:  # a parser bug must not lose or bounce the message
-            extracted = Extracted(MailMeta(), (), (f"internal error while parsing: {exc!r}",))
-        return self._store_and_emit(extracted, archive_id, source, self._verdicts(raw, extracted))
+        """Stage 2 for one message; never raises for bad input."""
+        return self.process_many([(raw, archive_id, source)])[0]
 
-    def _verdicts(self, raw: bytes, ex: Extracted) -> list[DkimVerdict | None]:
-        """One DKIM verdict per report (None when DKIM is off); verification never raises."""
-        if self.dkim is None or not ex.reports:
-            return [None] * len(ex.reports)
-        message = self.dkim.verify(raw)
-        return [message.for_submitter(submitter_of(r, ex.meta)) for r in ex.reports]
+    def process_many(self, items: Sequence[tuple[bytes, str, str]]) -> list[IngestResult]:
+        """Stage 2 for (raw, archive_id, source) items: one transaction stores them all."""
+        judged = [self._judge(raw, key, source) for raw, key, source in items]
+        received = iso(self._clock())
+        with self.db.transaction(durable=False) as c:
+            for message in judged:
+                self._store(c, message, received)
+        return [self._emit(message) for message in judged]
 
     def process_pending(self) -> list[IngestResult]:
         """Finish messages archived but not processed (the process stopped in between)."""
@@ -119,67 +118,85 @@ class Pipeline:
             for key, raw in self.archive.scan(Status.PENDING)
         ]
 
-    def _store_and_emit(
-        self, ex: Extracted, archive_id: str, source: str, verdicts: list[DkimVerdict | None]
-    ) -> IngestResult:
-        received = iso(self._clock())
+    def _judge(self, raw: bytes, archive_id: str, source: str) -> _Judged:
+        try:
+            ex = extract(raw, limit=self.max_decompressed)
+        except Exception as exc:  # a parser bug must not lose or bounce the message
+            ex = Extracted(MailMeta(), (), (f"internal error while parsing: {exc!r}",))
+        judged = _Judged(archive_id, source, ex)
         enforcing = self.dkim is not None and self.dkim.enforcing
-        kept: list[tuple[Report, DkimVerdict | None]] = []
-        refused: list[tuple[Report, DkimVerdict, str]] = []
-        for report, verdict in zip(ex.reports, verdicts, strict=True):
+        for report, verdict in zip(ex.reports, self._verdicts(raw, ex), strict=True):
             if enforcing and verdict is not None and not verdict.authentic:
-                refused.append((report, verdict, f"{verdict.describe()} [dkim policy enforce]"))
+                reason = f"{verdict.describe()} [dkim policy enforce]"
+                judged.refused.append((report, verdict, reason))
             else:
-                kept.append((report, verdict))
-        errors = (*ex.errors, *(reason for _, _, reason in refused))
-        fresh: list[bool] = []
-        with self.db.transaction(durable=False) as c:
-            for report, _ in kept:
-                fresh.append(
-                    self.store.add_report(
-                        c, report, meta=ex.meta, archive_id=archive_id, received_at=received
-                    )
+                judged.kept.append((report, verdict))
+        return judged
+
+    def _verdicts(self, raw: bytes, ex: Extracted) -> list[DkimVerdict | None]:
+        """One DKIM verdict per report (None when DKIM is off); verification never raises."""
+        if self.dkim is None or not ex.reports:
+            return [None] * len(ex.reports)
+        message = self.dkim.verify(raw)
+        return [message.for_submitter(submitter_of(r, ex.meta)) for r in ex.reports]
+
+    def _store(self, c: sqlite3.Connection, m: _Judged, received: str) -> None:
+        meta = m.extracted.meta
+        for report, _ in m.kept:
+            m.fresh.append(
+                self.store.add_report(
+                    c, report, meta=meta, archive_id=m.archive_id, received_at=received
                 )
-            self.store.finish_message(
-                c,
-                archive_id,
-                status=Status.REPORT if kept else Status.INVALID,
-                reason="; ".join(errors) or None,
-                meta=ex.meta,
             )
-        for (report, verdict), is_new in zip(kept, fresh, strict=True):
+        self.store.finish_message(
+            c,
+            m.archive_id,
+            status=Status.REPORT if m.kept else Status.INVALID,
+            reason="; ".join(m.errors) or None,
+            meta=meta,
+        )
+
+    def _emit(self, m: _Judged) -> IngestResult:
+        meta, key, source = m.extracted.meta, m.archive_id, m.source
+        for (report, verdict), is_new in zip(m.kept, m.fresh, strict=True):
             for event in report_events(
-                report,
-                ex.meta,
-                archive_id=archive_id,
-                source=source,
-                duplicate=not is_new,
-                dkim=verdict,
+                report, meta, archive_id=key, source=source, duplicate=not is_new, dkim=verdict
             ):
                 self.emit(event)
             if is_new:
                 for hook in self.hooks:
-                    for event in hook(report, ex.meta, archive_id):
+                    for event in hook(report, meta, key):
                         self.emit(event)
-        for report, verdict, reason in refused:
+        for report, verdict, reason in m.refused:
             self.emit(
                 invalid_event(
-                    reason,
-                    ex.meta,
-                    archive_id=archive_id,
-                    source=source,
-                    report=report,
-                    dkim=verdict,
+                    reason, meta, archive_id=key, source=source, report=report, dkim=verdict
                 )
             )
-        for reason in ex.errors:
-            self.emit(invalid_event(reason, ex.meta, archive_id=archive_id, source=source))
+        for reason in m.extracted.errors:
+            self.emit(invalid_event(reason, meta, archive_id=key, source=source))
         return IngestResult(
-            archive_id,
-            len(fresh),
-            fresh.count(False),
-            errors,
-            failures=sum(report.total_failure_session_count for report, _ in kept),
-            dkim=tuple(v for v in verdicts if v is not None),
-            refused=len(refused),
+            key,
+            len(m.fresh),
+            m.fresh.count(False),
+            m.errors,
+            failures=sum(report.total_failure_session_count for report, _ in m.kept),
+            dkim=tuple(v for _, v in m.kept if v is not None) + tuple(v for _, v, _ in m.refused),
+            refused=len(m.refused),
         )
+
+
+@dataclass
+class _Judged:
+    """One message between parsing (and DKIM) and storing."""
+
+    archive_id: str
+    source: str
+    extracted: Extracted
+    kept: list[tuple[Report, DkimVerdict | None]] = field(default_factory=list)
+    refused: list[tuple[Report, DkimVerdict, str]] = field(default_factory=list)
+    fresh: list[bool] = field(default_factory=list)
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        return (*self.extracted.errors, *(reason for _, _, reason in self.refused))
