@@ -34,9 +34,9 @@ from tlsrpt_lmtp.dkim import (
     aligned,
     build_checker,
     load_dkim_config,
-    make_resolver,
     verify_message,
 )
+from tlsrpt_lmtp.dkim.keys import make_resolver
 from tlsrpt_lmtp.pipeline import Pipeline
 
 KEY_NAME = f"tlsrpt._domainkey.{SUBMITTER}"

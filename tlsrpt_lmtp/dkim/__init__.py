@@ -1,0 +1,38 @@
+"""Report authenticity: DKIM verification by RFC 8460 §3's rules (see verify.py)."""
+
+from tlsrpt_lmtp.dkim.config import (
+    DkimChecker,
+    DkimConfig,
+    build_checker,
+    checker_from_file,
+    load_dkim_config,
+)
+from tlsrpt_lmtp.dkim.keys import DnsKeyLookup, KeyCache
+from tlsrpt_lmtp.dkim.verify import (
+    DkimPolicy,
+    DkimResult,
+    DkimVerdict,
+    DnsTempError,
+    MessageVerdict,
+    SignatureCheck,
+    aligned,
+    verify_message,
+)
+
+__all__ = [
+    "DkimChecker",
+    "DkimConfig",
+    "DkimPolicy",
+    "DkimResult",
+    "DkimVerdict",
+    "DnsKeyLookup",
+    "DnsTempError",
+    "KeyCache",
+    "MessageVerdict",
+    "SignatureCheck",
+    "aligned",
+    "build_checker",
+    "checker_from_file",
+    "load_dkim_config",
+    "verify_message",
+]

@@ -1,0 +1,108 @@
+"""DKIM key records through dnspython: configurable nameservers and a TTL'd key cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import dns.exception
+import dns.rdatatype
+import dns.resolver
+
+from tlsrpt_lmtp.dkim.verify import DnsTempError
+from tlsrpt_lmtp.sts.dnsclient import _nameserver
+
+# --------------------------------------------------------------------------------------------
+# DNS: dnspython with configurable nameservers and a TTL'd key cache
+# --------------------------------------------------------------------------------------------
+
+
+NEGATIVE_TTL = 60  # seconds an absent key record is remembered
+
+
+class KeyCache:
+    """Key records by name, each until its TTL (capped) runs out; bounded (LRU); thread-safe."""
+
+    def __init__(
+        self,
+        size: int = 1000,
+        max_ttl: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.size = size
+        self.max_ttl = max_ttl
+        self._clock = clock
+        self._items: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> tuple[bool, bytes | None]:
+        """(found, record); found is False when the name is absent or expired."""
+        with self._lock:
+            item = self._items.get(name)
+            if item is None:
+                return False, None
+            expires, record = item
+            if expires <= self._clock():
+                del self._items[name]
+                return False, None
+            self._items.move_to_end(name)
+            return True, record
+
+    def put(self, name: str, record: bytes | None, ttl: float) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[name] = (self._clock() + min(max(ttl, 0.0), self.max_ttl), record)
+            self._items.move_to_end(name)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def make_resolver(nameservers: tuple[str, ...], timeout: float) -> dns.resolver.Resolver:
+    """Nameservers as 'IP' or 'IP:PORT' / '[v6]:PORT'; none means /etc/resolv.conf."""
+    resolver = dns.resolver.Resolver(configure=not nameservers)
+    if nameservers:
+        resolver.nameservers = [_nameserver(ns) for ns in nameservers]
+    resolver.lifetime = timeout
+    resolver.timeout = min(timeout, 2.0)
+    return resolver
+
+
+class DnsKeyLookup:
+    """The real KeyLookup: TXT queries through ``resolver``, answers kept in ``cache``."""
+
+    def __init__(self, resolver: dns.resolver.Resolver, cache: KeyCache | None = None) -> None:
+        self._resolver = resolver
+        self.cache = cache if cache is not None else KeyCache()
+
+    def __call__(self, name: str) -> bytes | None:
+        key = name.rstrip(".").lower() + "."
+        found, record = self.cache.get(key)
+        if found:
+            return record
+        try:
+            answer = self._resolver.resolve(
+                key, dns.rdatatype.TXT, raise_on_no_answer=False, search=False
+            )
+        except dns.resolver.NXDOMAIN:
+            self.cache.put(key, None, NEGATIVE_TTL)
+            return None
+        except dns.exception.DNSException as exc:
+            raise DnsTempError(f"DNS lookup of {key.rstrip('.')} failed: {_why(exc)}") from None
+        if answer.rrset is None:  # the name exists, but has no TXT record
+            self.cache.put(key, None, NEGATIVE_TTL)
+            return None
+        records = [b"".join(rr.strings) for rr in answer.rrset]
+        record = next((r for r in records if b"p=" in r), records[0])
+        self.cache.put(key, record, answer.rrset.ttl)
+        return record
+
+
+def _why(exc: dns.exception.DNSException) -> str:
+    if isinstance(exc, dns.resolver.LifetimeTimeout | dns.exception.Timeout):
+        return "timeout"
+    if isinstance(exc, dns.resolver.NoNameservers):
+        return "no nameserver answered (SERVFAIL or refused)"
+    return type(exc).__name__
