@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
+from tlsrpt_lmtp.dnsutil import parse_nameserver
 
 
 class ConfigError(ValueError):
@@ -122,6 +123,11 @@ def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
     for address in (config.listen, config.exim_listen):
         if address:
             parse_listen(address)
+    for ns in (*config.nameservers, *((config.dane_resolver,) if config.dane_resolver else ())):
+        try:
+            parse_nameserver(ns)
+        except ValueError:
+            raise ConfigError(f"nameserver {ns!r} is not IP, IP:PORT or [IPv6]:PORT") from None
     return config
 
 
@@ -136,13 +142,18 @@ def _load(
     return replace(defaults, **{k: _coerce(k, v, types[k]) for k, v in values.items()})
 
 
-def _read_file(path: Path, layout: dict[str, dict[str, str]]) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """The whole config file; a clear ConfigError if it cannot be read or parsed."""
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _read_file(path: Path, layout: dict[str, dict[str, str]]) -> dict[str, Any]:
+    doc = read_toml(path)
     values: dict[str, Any] = {}
     known = {**_LAYOUT, **_POLICY_LAYOUT}
     for table, content in doc.items():
@@ -165,12 +176,7 @@ def read_table(path: Path | None, table: str, kinds: dict[str, str]) -> dict[str
     "tuple[str, ...]"), an unknown key is an error. No file or no such table: ``{}``."""
     if path is None:
         return {}
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    doc = read_toml(path)
     content = doc.get(table, {})
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: [{table}] must be a table")

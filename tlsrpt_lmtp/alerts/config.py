@@ -24,13 +24,12 @@ mail_min_severity = "warning"
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_lmtp.config import ConfigError
+from tlsrpt_lmtp.config import ConfigError, read_toml
 from tlsrpt_lmtp.views.period import PeriodError, parse_duration
 
 RULES = ("enforce-failure", "failure-rate", "new-result-type", "result-type")
@@ -79,12 +78,7 @@ def load_alerts(path: Path | None) -> AlertsConfig:
     """Defaults, overridden by the [alerts] table of ``path`` (other tables are not read here)."""
     if path is None:
         return AlertsConfig()
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    doc = read_toml(path)
     table = doc.get("alerts", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [alerts] must be a table")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import socket
 import ssl
@@ -30,6 +29,7 @@ from tlsrpt_lmtp.check.findings import Report
 from tlsrpt_lmtp.check.gather import Network, Settings
 from tlsrpt_lmtp.check.publish import DEFAULT_MAX_AGE, make_records
 from tlsrpt_lmtp.config import ConfigError, load_policy
+from tlsrpt_lmtp.dnsutil import parse_nameserver
 from tlsrpt_lmtp.sts.domain import DomainError, to_a_label
 from tlsrpt_lmtp.sts.policy import Mode
 
@@ -137,17 +137,8 @@ def _setup(args: argparse.Namespace) -> tuple[str, Settings]:
 
 
 def _check_nameserver(text: str) -> None:
-    """'IP', 'IP:PORT' or '[IPv6]:PORT', as sts.dnsclient.make_resolver reads them."""
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
     try:
-        ipaddress.ip_address(host.strip("[]"))
-        if port and not 0 < int(port) < 65536:
-            raise ValueError
+        parse_nameserver(text)
     except ValueError:
         raise UsageError(f"nameserver {text!r} is not IP, IP:PORT or [IPv6]:PORT") from None
 

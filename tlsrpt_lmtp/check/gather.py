@@ -16,6 +16,7 @@ import dns.resolver
 
 from tlsrpt_lmtp.check.observed import MxHost, MxLookup, Observations, PolicyFetch, TxtLookup
 from tlsrpt_lmtp.check.probe import probe
+from tlsrpt_lmtp.dnsutil import why
 from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
 from tlsrpt_lmtp.sts.fetch import WELL_KNOWN, Fetcher, FetchError, tls_context
 from tlsrpt_lmtp.sts.record import join_rr
@@ -57,7 +58,7 @@ class Network:
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return TxtLookup(())
         except dns.exception.DNSException as exc:
-            return TxtLookup((), error=f"DNS lookup of {name} TXT failed: {_why(exc)}")
+            return TxtLookup((), error=f"DNS lookup of {name} TXT failed: {why(exc)}")
         return TxtLookup(tuple(join_rr(list(rr.strings)) for rr in answer))
 
     async def policy(self, domain: str) -> PolicyFetch:
@@ -77,7 +78,7 @@ class Network:
         except dns.resolver.NoAnswer:
             return MxLookup((MxHost(domain, 0),), implicit=True)
         except dns.exception.DNSException as exc:
-            return MxLookup(error=f"DNS lookup of {domain} MX failed: {_why(exc)}")
+            return MxLookup(error=f"DNS lookup of {domain} MX failed: {why(exc)}")
         records = sorted(
             {(rr.preference, rr.exchange.to_text().rstrip(".").lower()) for rr in answer}
         )
@@ -111,14 +112,6 @@ class Network:
             )
         )
         return MxHost(host.name, host.preference, tuple(addresses), None, tuple(probes))
-
-
-def _why(exc: dns.exception.DNSException) -> str:
-    if isinstance(exc, dns.resolver.LifetimeTimeout | dns.exception.Timeout):
-        return "timeout"
-    if isinstance(exc, dns.resolver.NoNameservers):
-        return "no name server answered (SERVFAIL)"
-    return type(exc).__name__
 
 
 async def observe(domain: str, settings: Settings) -> Observations:

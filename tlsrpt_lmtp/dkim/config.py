@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from tlsrpt_lmtp.dkim.verify import (
     SignatureCheck,
     verify_message,
 )
-from tlsrpt_lmtp.sts.dnsclient import _nameserver
+from tlsrpt_lmtp.dnsutil import parse_nameserver
 
 # --------------------------------------------------------------------------------------------
 # configuration: the [dkim] table
@@ -63,7 +62,7 @@ def load_dkim_config(path: Path | None, *, policy: str | None = None) -> DkimCon
         raise ConfigError("[dkim] cache_size and cache_max_ttl must not be negative")
     for ns in config.nameservers:
         try:
-            ipaddress.ip_address(getattr(_nameserver(ns), "address", ""))
+            parse_nameserver(ns)
         except ValueError:
             raise ConfigError(f"[dkim] nameservers: invalid address {ns!r}") from None
     return config

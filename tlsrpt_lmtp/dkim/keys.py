@@ -12,7 +12,8 @@ import dns.rdatatype
 import dns.resolver
 
 from tlsrpt_lmtp.dkim.verify import DnsTempError
-from tlsrpt_lmtp.sts.dnsclient import _nameserver
+from tlsrpt_lmtp.dnsutil import why
+from tlsrpt_lmtp.sts.dnsclient import nameserver
 
 # --------------------------------------------------------------------------------------------
 # DNS: dnspython with configurable nameservers and a TTL'd key cache
@@ -64,7 +65,7 @@ def make_resolver(nameservers: tuple[str, ...], timeout: float) -> dns.resolver.
     """Nameservers as 'IP' or 'IP:PORT' / '[v6]:PORT'; none means /etc/resolv.conf."""
     resolver = dns.resolver.Resolver(configure=not nameservers)
     if nameservers:
-        resolver.nameservers = [_nameserver(ns) for ns in nameservers]
+        resolver.nameservers = [nameserver(ns) for ns in nameservers]
     resolver.lifetime = timeout
     resolver.timeout = min(timeout, 2.0)
     return resolver
@@ -90,7 +91,7 @@ class DnsKeyLookup:
             self.cache.put(key, None, NEGATIVE_TTL)
             return None
         except dns.exception.DNSException as exc:
-            raise DnsTempError(f"DNS lookup of {key.rstrip('.')} failed: {_why(exc)}") from None
+            raise DnsTempError(f"DNS lookup of {key.rstrip('.')} failed: {why(exc)}") from None
         if answer.rrset is None:  # the name exists, but has no TXT record
             self.cache.put(key, None, NEGATIVE_TTL)
             return None
@@ -98,11 +99,3 @@ class DnsKeyLookup:
         record = next((r for r in records if b"p=" in r), records[0])
         self.cache.put(key, record, answer.rrset.ttl)
         return record
-
-
-def _why(exc: dns.exception.DNSException) -> str:
-    if isinstance(exc, dns.resolver.LifetimeTimeout | dns.exception.Timeout):
-        return "timeout"
-    if isinstance(exc, dns.resolver.NoNameservers):
-        return "no nameserver answered (SERVFAIL or refused)"
-    return type(exc).__name__

@@ -12,6 +12,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
+from tlsrpt_lmtp.dnsutil import parse_nameserver, why
 from tlsrpt_lmtp.sts.record import join_rr
 
 
@@ -32,20 +33,10 @@ def make_resolver(nameservers: tuple[str, ...], timeout: float) -> dns.asyncreso
     """Nameservers as 'IP' or 'IP:PORT' / '[v6]:PORT'; none means /etc/resolv.conf."""
     resolver = dns.asyncresolver.Resolver(configure=not nameservers)
     if nameservers:
-        resolver.nameservers = [_nameserver(ns) for ns in nameservers]
+        resolver.nameservers = [nameserver(ns) for ns in nameservers]
     resolver.lifetime = timeout
     resolver.timeout = min(timeout, 2.0)
     return resolver
-
-
-def _nameserver(text: str) -> dns.nameserver.Nameserver:
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
-    return dns.nameserver.Do53Nameserver(host.strip("[]"), int(port or 53))
 
 
 class DnsClient:
@@ -64,7 +55,7 @@ class DnsClient:
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return TxtLookup(())
         except dns.exception.DNSException as exc:
-            return TxtLookup((), error=f"DNS lookup of _mta-sts.{domain} failed: {_why(exc)}")
+            return TxtLookup((), error=f"DNS lookup of _mta-sts.{domain} failed: {why(exc)}")
         assert answer.rrset is not None
         records = tuple(join_rr(list(rr.strings)) for rr in answer.rrset)
         return TxtLookup(records, ttl=answer.rrset.ttl)
@@ -79,7 +70,7 @@ class DnsClient:
             except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
                 continue
             except dns.exception.DNSException as exc:
-                errors.append(_why(exc))
+                errors.append(why(exc))
         if not found and errors:
             raise OSError(f"cannot resolve {host}: {errors[0]}")
         return found
@@ -117,9 +108,6 @@ class DnsClient:
         return answer
 
 
-def _why(exc: dns.exception.DNSException) -> str:
-    if isinstance(exc, dns.resolver.LifetimeTimeout | dns.exception.Timeout):
-        return "timeout"
-    if isinstance(exc, dns.resolver.NoNameservers):
-        return "no nameserver answered (SERVFAIL)"
-    return type(exc).__name__
+def nameserver(text: str) -> dns.nameserver.Nameserver:
+    """A configured nameserver ('IP', 'IP:PORT', '[IPv6]:PORT') for a dnspython resolver."""
+    return dns.nameserver.Do53Nameserver(*parse_nameserver(text))
