@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -187,3 +189,45 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "unknown key 'recipent' in [lmtp]" in out.stderr
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of every thread of `pid` that are still running."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return [p for p in found if not _zombie(p)]
+
+
+def test_stage2_process_that_died_is_restarted_and_nothing_is_lost(server: Server) -> None:
+    [stage2] = children(server.proc.pid)
+    os.kill(stage2, signal.SIGKILL)
+    wait_for(lambda: children(server.proc.pid) == [])  # restarted at the next delivery
+    c = server.client()
+    assert [code for code, _ in c.deliver("r@example.net", [RCPT], report_mail())] == [250]
+    c.close()
+    reports = [e for e in events(server.data_dir, at_least=3) if e["event"] == "tlsrpt.report"]
+    assert len(reports) == 1
+    [restarted] = children(server.proc.pid)
+    assert restarted != stage2
+
+
+def test_killed_server_leaves_its_stage2_to_finish_what_was_acknowledged(tmp_path: Path) -> None:
+    s = Server(tmp_path)
+    [stage2] = children(s.proc.pid)
+    c = s.client()
+    replies = c.deliver("r@example.net", [RCPT], report_mail(rid="acked"))
+    os.kill(s.proc.pid, signal.SIGKILL)
+    s.proc.wait(timeout=10)
+    assert [code for code, _ in replies] == [250]
+    wait_for(lambda: not Path(f"/proc/{stage2}").exists() or _zombie(stage2), timeout=20)
+    assert statuses(tmp_path) == ["report"]
+    assert [e["report_id"] for e in events(tmp_path) if e["event"] == "tlsrpt.report"] == ["acked"]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="tlsrpt-lmtp", description="Receive SMTP TLS reports (RFC 8460) as events."
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", parents=[common], help="run the LMTP server")
     s.add_argument("--listen", help="HOST:PORT or unix:/path (default 127.0.0.1:24240)")
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     views_cli.add_parser(sub, common)
     check_cli.add_parser(sub, common)
     milter_cli.add_parser(sub, common)
+
+    # The LMTP server's stage 2 process (stage2.py); started by `serve`, not by people.
+    sub.add_parser("_stage2", parents=[common])
 
     sh = sub.add_parser("show", parents=[common], help="print an archived raw message")
     sh.add_argument("archive_id", help="the archive_id of an event")
@@ -182,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         pipeline = _open_pipeline(config, args)
-        if args.command == "serve":  # alerts are for what arrives, not for backfills
+        if args.command == "_stage2":  # alerts are for what arrives, not for backfills
             hook = build_hook(args.config, config.data_dir, pipeline.emit)
             pipeline.hooks.append(hook)
     except (ConfigError, OSError) as exc:
@@ -190,7 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "serve":
-            return _serve(config, pipeline)
+            return _serve(config, pipeline, args)
+        if args.command == "_stage2":
+            return _stage2(pipeline)
         if args.command == "parse":
             return _parse(pipeline, args.paths)
         if args.command == "show":
@@ -202,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipeline.close()
 
 
-def _serve(config: Config, pipeline: Pipeline) -> int:
+def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
     from tlsrpt_lmtp.lmtp import serve
+    from tlsrpt_lmtp.stage2 import Stage2Process
 
     def ready(_: object) -> None:
         print(
@@ -212,11 +219,36 @@ def _serve(config: Config, pipeline: Pipeline) -> int:
             flush=True,
         )
 
+    stage2 = Stage2Process(_stage2_argv(config, args))
     try:
-        asyncio.run(serve(config, pipeline, ready=ready))
+        asyncio.run(serve(config, pipeline, stage2, ready=ready))
     except OSError as exc:
+        stage2.stop()
         print(f"tlsrpt-lmtp: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
+    argv = [sys.executable, "-m", "tlsrpt_lmtp", "_stage2", "--data-dir", str(config.data_dir)]
+    argv += ["--log-format", config.log_format, "--log-file", config.log_file]
+    argv += ["--syslog-address", config.syslog_address]
+    argv += ["--max-decompressed", str(config.max_decompressed)]
+    if args.config is not None:
+        argv += ["--config", str(args.config)]
+    if args.dkim_policy is not None:
+        argv += ["--dkim-policy", args.dkim_policy]
+    return argv
+
+
+def _stage2(pipeline: Pipeline) -> int:
+    from tlsrpt_lmtp.stage2 import follow
+
+    # The server ends this process by closing its stdin, after the last delivery; a
+    # signal to the whole process group must not cut a batch short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    follow(pipeline, sys.stdin.fileno())
     return 0
 
 

@@ -1,7 +1,7 @@
 """The LMTP adapter: aiosmtpd's LMTP protocol in front of the ingest pipeline.
 
 A delivery is answered once its message is durably archived (stage 1 of the pipeline);
-parsing and storing follow in the worker thread. LMTP wants one reply per recipient after
+parsing and storing follow in the stage 2 process. LMTP wants one reply per recipient after
 DATA (RFC 2033 §4.2); the message is archived once, so every recipient gets the same answer.
 """
 
@@ -12,14 +12,15 @@ import contextlib
 import os
 import queue
 import signal
-import sys
 import threading
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 
 from tlsrpt_lmtp.config import Config, parse_listen
 from tlsrpt_lmtp.pipeline import ArchiveError, Pipeline
+from tlsrpt_lmtp.stage2 import Stage2Process
 
 _MAX_BATCH = 256
 
@@ -33,24 +34,21 @@ class _LMTP(LMTP):
 
 
 class IngestWorker:
-    """Two threads run the pipeline. The archiver stores every message queued while it was
-    busy in one fsynced commit (group commit) and answers the waiting deliveries; the
-    processor then parses, verifies (DKIM may wait on DNS) and stores them in batches, so
-    that nothing in stage 2 ever delays an acknowledgement."""
+    """The archiver thread: every message queued while it was busy is stored in one fsynced
+    commit (group commit), the waiting deliveries are answered, and `archived` is called
+    (it nudges stage 2, which runs in its own process: see stage2.py)."""
 
-    def __init__(self, pipeline: Pipeline, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, pipeline: Pipeline, loop: asyncio.AbstractEventLoop, archived: Callable[[], None]
+    ) -> None:
         self.pipeline = pipeline
         self._loop = loop
+        self._archived = archived
         self._incoming: queue.SimpleQueue[tuple[bytes, asyncio.Future[str]] | None] = (
             queue.SimpleQueue()
         )
-        self._archived: queue.SimpleQueue[tuple[bytes, str] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._archive_loop, name="archive", daemon=True),
-            threading.Thread(target=self._process_loop, name="process", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._thread = threading.Thread(target=self._run, name="archive", daemon=True)
+        self._thread.start()
 
     def submit(self, raw: bytes) -> asyncio.Future[str]:
         """A future for the archive id, or ArchiveError if the message is not stored."""
@@ -59,18 +57,16 @@ class IngestWorker:
         return future
 
     def stop(self) -> None:
-        """Finish everything queued so far (both stages), then end the threads."""
+        """Archive everything queued so far, then end the thread."""
         self._incoming.put(None)
-        for thread in self._threads:
-            thread.join()
+        self._thread.join()
 
-    def _archive_loop(self) -> None:
+    def _run(self) -> None:
         while True:
             batch, stopping = _take(self._incoming)
             if batch:
                 self._archive(batch)
             if stopping:
-                self._archived.put(None)
                 return
 
     def _archive(self, batch: list[tuple[bytes, asyncio.Future[str]]]) -> None:
@@ -80,20 +76,9 @@ class IngestWorker:
             for _, future in batch:
                 self._resolve(future, exc)
             return
-        for (raw, future), key in zip(batch, keys, strict=True):
+        for (_, future), key in zip(batch, keys, strict=True):
             self._resolve(future, key)
-            self._archived.put((raw, key))
-
-    def _process_loop(self) -> None:
-        while True:
-            batch, stopping = _take(self._archived)
-            if batch:
-                try:
-                    self.pipeline.process_many([(raw, key, "lmtp") for raw, key in batch])
-                except Exception as exc:  # they stay pending: processed at the next start
-                    print(f"tlsrpt-lmtp: processing failed: {exc!r}", file=sys.stderr)
-            if stopping:
-                return
+        self._archived()
 
     def _resolve(self, future: asyncio.Future[str], outcome: str | BaseException) -> None:
         def settle() -> None:
@@ -107,10 +92,9 @@ class IngestWorker:
         self._loop.call_soon_threadsafe(settle)
 
 
-T = TypeVar("T")
-
-
-def _take(q: queue.SimpleQueue[T | None]) -> tuple[list[T], bool]:
+def _take(
+    q: queue.SimpleQueue[tuple[bytes, asyncio.Future[str]] | None],
+) -> tuple[list[tuple[bytes, asyncio.Future[str]]], bool]:
     """Block for one item, then take what else is queued (a batch); True when told to stop."""
     first = q.get()
     if first is None:
@@ -166,11 +150,13 @@ class ReportHandler:
         await self._idle.wait()
 
 
-async def serve(config: Config, pipeline: Pipeline, *, ready: Any = None) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting, finish deliveries in flight, return."""
+async def serve(
+    config: Config, pipeline: Pipeline, stage2: Stage2Process, *, ready: Any = None
+) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting, finish deliveries in flight, let
+    stage 2 finish what is pending, return."""
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, pipeline.process_pending)
-    worker = IngestWorker(pipeline, loop)
+    worker = IngestWorker(pipeline, loop, stage2.nudge)
     handler = ReportHandler(worker, config.recipients)
 
     def factory() -> _LMTP:
@@ -206,6 +192,7 @@ async def serve(config: Config, pipeline: Pipeline, *, ready: Any = None) -> Non
         # Let the protocol tasks push the replies of the deliveries just finished.
         await asyncio.sleep(0.05)
         await loop.run_in_executor(None, worker.stop)
+        await loop.run_in_executor(None, stage2.stop)
         if path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
