@@ -79,6 +79,7 @@ class Database:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
+        self._durable: bool | None = None
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
@@ -93,7 +94,9 @@ class Database:
     def transaction(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
         with self._lock:
             db = self._db
-            db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            if durable is not self._durable:  # most processes only ever use one of the two
+                db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
