@@ -341,23 +341,8 @@ class LmtpServer:
 
     def start(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         assert self.proc is None, "server already running"
-        env = dict(os.environ)
-        # The project itself must be importable even when it is not installed in the venv.
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (env.get("PYTHONPATH", ""), str(PROJECT_ROOT)) if p
-        )
         self.starts += 1
-        with self.stderr_file.open("ab") as err:
-            err.write(f"=== start #{self.starts}: {shlex.join(self.command())}\n".encode())
-            err.flush()
-            self.proc = subprocess.Popen(
-                self.command(),
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=err,
-                stderr=err,
-            )
+        self.proc, _ = launch(self.command(), self.workdir, self.stderr_file, self.starts)
         proc = self.proc
 
         def up() -> bool:
@@ -378,34 +363,13 @@ class LmtpServer:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the server and insist that it ends cleanly (exit status 0)."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-                raise AssertionError(
-                    f"LMTP server ignored SIGTERM for {timeout:.0f}s" + self.diagnostics()
-                ) from None
-        if proc.returncode != 0:
-            raise AssertionError(
-                f"LMTP server did not stop cleanly (exit {proc.returncode})" + self.diagnostics()
-            )
+        stop_cleanly(proc, "LMTP server", timeout, self.diagnostics)
 
     def kill(self) -> None:
         """Teardown: make sure the process is gone, without judging how it ended."""
         self.unblock_archive()
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        end_quietly(proc)
 
     # --- the archive, made unwritable on purpose ---------------------------------------------
 
@@ -624,6 +588,11 @@ class PostfixInstance(MtaInstance):
         self.queue_dir = self.workdir / "queue"
         self.data_dir = self.workdir / "data"
         self.maillog = self.workdir / "maillog"
+        # Debian's Postfix; a subclass may point these at an unpacked one (e.g. 3.10).
+        self.postfix_bin: Path = POSTFIX_BIN
+        self.postconf_bin: Path = POSTCONF_BIN
+        self.postqueue_bin: Path = POSTQUEUE_BIN
+        self.master_templates: Sequence[Path] = POSTFIX_MASTER_CF
 
     def main_cf(self) -> dict[str, str]:
         return {
@@ -658,15 +627,15 @@ class PostfixInstance(MtaInstance):
         }
 
     def _postconf(self, *args: str) -> None:
-        run([POSTCONF_BIN, "-c", self.config_dir, *args])
+        run([self.postconf_bin, "-c", self.config_dir, *args])
 
     def configure(self) -> None:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         for dirpath in (self.workdir, self.queue_dir):
             dirpath.mkdir(mode=0o755, parents=True, exist_ok=True)
             os.chmod(dirpath, 0o755)  # queue_directory: root-owned, not group/world writable
-        master = next((p for p in POSTFIX_MASTER_CF if p.is_file()), None)
-        assert master is not None, f"no Postfix master.cf template in {POSTFIX_MASTER_CF}"
+        master = next((p for p in self.master_templates if p.is_file()), None)
+        assert master is not None, f"no Postfix master.cf template in {self.master_templates}"
         shutil.copyfile(master, self.config_dir / "master.cf")
         (self.config_dir / "main.cf").write_text(
             "".join(f"{key} = {value}\n" for key, value in self.main_cf().items())
@@ -678,7 +647,7 @@ class PostfixInstance(MtaInstance):
 
     def start(self) -> None:
         self.configure()
-        proc = run([POSTFIX_BIN, "-c", self.config_dir, "start"], check=False)
+        proc = run(self._cmd("start"), check=False)
         if proc.returncode != 0:
             raise AssertionError(
                 f"postfix start failed (exit {proc.returncode}){section('output', proc.stderr)}"
@@ -696,7 +665,7 @@ class PostfixInstance(MtaInstance):
         )
 
     def _cmd(self, action: str) -> list[str | Path]:
-        return [POSTFIX_BIN, "-c", self.config_dir, action]
+        return [self.postfix_bin, "-c", self.config_dir, action]
 
     def _master_pid(self) -> int | None:
         text = read_text(self.queue_dir / "pid" / "master.pid").strip()
@@ -725,7 +694,7 @@ class PostfixInstance(MtaInstance):
             raise
 
     def queue(self) -> list[QueueEntry]:
-        proc = run([POSTQUEUE_BIN, "-c", self.config_dir, "-j"])
+        proc = run([self.postqueue_bin, "-c", self.config_dir, "-j"])
         entries = []
         for line in proc.stdout.splitlines():
             item = json.loads(line)
@@ -741,7 +710,7 @@ class PostfixInstance(MtaInstance):
         return entries
 
     def flush(self) -> None:
-        run([POSTQUEUE_BIN, "-c", self.config_dir, "-f"])
+        run([self.postqueue_bin, "-c", self.config_dir, "-f"])
 
     def log_text(self) -> str:
         return read_text(self.maillog)
@@ -839,30 +808,34 @@ class EximInstance(MtaInstance):
         for dirpath in (self.spool, self.logdir):
             dirpath.mkdir(exist_ok=True)
             os.chown(dirpath, user.pw_uid, user.pw_gid)
-        self.conf.write_text(
-            EXIM_CONF.format(
-                exim_bin=EXIM_BIN,
-                spool=self.spool,
-                logdir=self.logdir,
-                pidfile=self.pidfile,
-                smtp_port=self.smtp_port,
-                domain=REPORT_DOMAIN,
-                lmtp_port=self.lmtp.port,
-            )
-        )
+        self.conf.write_text(self.config_text())
         os.chmod(self.conf, 0o644)
+
+    def config_text(self) -> str:
+        return EXIM_CONF.format(
+            exim_bin=EXIM_BIN,
+            spool=self.spool,
+            logdir=self.logdir,
+            pidfile=self.pidfile,
+            smtp_port=self.smtp_port,
+            domain=REPORT_DOMAIN,
+            lmtp_port=self.lmtp.port,
+        )
+
+    def command(self, *args: str) -> list[str]:
+        """An ``exim -C CONF ...`` command line (a subclass may wrap it, e.g. in a namespace)."""
+        return [str(EXIM_BIN), "-C", str(self.conf), *args]
 
     def exim(self, *args: str, timeout: float = DEFAULT_TIMEOUT) -> str:
         return run([EXIM_BIN, "-C", self.conf, *args], timeout=timeout).stdout
 
     def start(self) -> None:
         self.configure()
+        check = run([EXIM_BIN, "-C", self.conf, "-bV"], check=False)
+        assert check.returncode == 0, f"exim -bV rejects the config:\n{check.stdout}{check.stderr}"
         with self.stderr_file.open("ab") as err:
             self.proc = subprocess.Popen(
-                [EXIM_BIN, "-C", str(self.conf), "-bdf", "-q5s"],
-                stdin=subprocess.DEVNULL,
-                stdout=err,
-                stderr=err,
+                self.command("-bdf", "-q5s"), stdin=subprocess.DEVNULL, stdout=err, stderr=err
             )
         proc = self.proc
         self.started = True
@@ -1027,3 +1000,59 @@ def queue_then_recover(
     mta.wait_for_delivery()
     mta.wait_queue_empty()
     assert_delivered_once(server, sample)
+
+
+def stop_cleanly(
+    proc: subprocess.Popen[bytes] | None,
+    name: str,
+    timeout: float,
+    diagnostics: Callable[[], str],
+) -> None:
+    """SIGTERM ``proc``; it must exit with status 0 within ``timeout``."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+            raise AssertionError(
+                f"{name} ignored SIGTERM for {timeout:.0f}s" + diagnostics()
+            ) from None
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{name} did not stop cleanly (exit {proc.returncode})" + diagnostics()
+        )
+
+
+def end_quietly(proc: subprocess.Popen[bytes] | None) -> None:
+    """Teardown: make sure ``proc`` is gone, without judging how it ended."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def launch(
+    argv: list[str], cwd: Path, log: Path, start_number: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start one of the project's commands with its output appended to ``log`` after a
+    banner; returns the process and the log offset where its output begins."""
+    env = dict(os.environ)
+    # The project itself must be importable even when it is not installed in the venv.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (env.get("PYTHONPATH", ""), str(PROJECT_ROOT)) if p
+    )
+    with log.open("ab") as err:
+        err.write(f"=== start #{start_number}: {shlex.join(argv)}\n".encode())
+        err.flush()
+        offset = err.tell()
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err
+        )
+    return proc, offset

@@ -10,9 +10,6 @@ object, so a restart keeps the cache, as a restarted production daemon does.
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -24,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 from .harness import (
     DEFAULT_TIMEOUT,
     LOOPBACK,
-    PROJECT_ROOT,
+    end_quietly,
     free_port,
+    launch,
     read_text,
     section,
     send_smtp,
+    stop_cleanly,
     wait_until,
 )
 
@@ -109,24 +108,8 @@ class PolicyDaemon:
     def start(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Start it and wait (bounded) for its "policy socketmap on ..." line on stderr."""
         assert self.proc is None, "policy daemon already running"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (env.get("PYTHONPATH", ""), str(PROJECT_ROOT)) if p
-        )
         self.starts += 1
-        banner = f"=== start #{self.starts}: {shlex.join(self.command())}\n"
-        with self.stderr_file.open("ab") as err:
-            err.write(banner.encode())
-            err.flush()
-            offset = err.tell()
-            self.proc = subprocess.Popen(
-                self.command(),
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=err,
-                stderr=err,
-            )
+        self.proc, offset = launch(self.command(), self.workdir, self.stderr_file, self.starts)
         proc = self.proc
 
         def ready() -> bool:
@@ -149,22 +132,7 @@ class PolicyDaemon:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM; it must exit 0 within ``timeout``."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-                raise AssertionError(
-                    f"policy daemon ignored SIGTERM for {timeout:.0f}s" + self.diagnostics()
-                ) from None
-        if proc.returncode != 0:
-            raise AssertionError(
-                f"policy daemon did not stop cleanly (exit {proc.returncode})" + self.diagnostics()
-            )
+        stop_cleanly(proc, "policy daemon", timeout, self.diagnostics)
 
     def restart(self) -> None:
         self.stop()
@@ -173,13 +141,7 @@ class PolicyDaemon:
     def kill(self) -> None:
         """Teardown: make sure the process is gone, without judging how it ended."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        end_quietly(proc)
 
     # --- asking it directly (no MTA) ------------------------------------------------------------
 

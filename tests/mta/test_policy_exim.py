@@ -15,7 +15,6 @@ import pwd
 import re
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,8 +31,6 @@ from .harness import (
     EximInstance,
     LmtpEndpoint,
     run,
-    smtp_banner,
-    wait_until,
 )
 from .policy_daemon import WAIT, PolicyDaemon, received, submit, wait_received
 
@@ -124,59 +121,35 @@ class StsExim(EximInstance):
         self.ca_file = self.workdir / "test-ca.pem"
 
     def configure(self) -> None:
-        user = pwd.getpwnam(EXIM_USER)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.workdir, 0o755)
-        for dirpath in (self.spool, self.logdir):
-            dirpath.mkdir(exist_ok=True)
-            os.chown(dirpath, user.pw_uid, user.pw_gid)
         # Exim verifies as Debian-exim, which cannot read the netsim's private work directory.
+        self.workdir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.netsim.ca_file, self.ca_file)
         os.chmod(self.ca_file, 0o644)
-        self.conf.write_text(
-            EXIM_POLICY_CONF.format(
-                exim_bin=EXIM_BIN,
-                spool=self.spool,
-                logdir=self.logdir,
-                pidfile=self.pidfile,
-                smtp_port=self.smtp_port,
-                policy_socket=self.policy_socket,
-                ca_file=self.ca_file,
-                sts_conf=self.sts_conf,
-            )
+        super().configure()
+
+    def config_text(self) -> str:
+        return EXIM_POLICY_CONF.format(
+            exim_bin=EXIM_BIN,
+            spool=self.spool,
+            logdir=self.logdir,
+            pidfile=self.pidfile,
+            smtp_port=self.smtp_port,
+            policy_socket=self.policy_socket,
+            ca_file=self.ca_file,
+            sts_conf=self.sts_conf,
         )
-        os.chmod(self.conf, 0o644)
 
-    def start(self) -> None:
-        """``exim -bdf -q5s`` inside the netsim DNS namespace (so are its deliveries)."""
-        self.configure()
-        check = run([EXIM_BIN, "-C", self.conf, "-bV"], check=False)
-        assert check.returncode == 0, f"exim -bV rejects the config:\n{check.stdout}{check.stderr}"
-        argv = self.netsim.in_dns_namespace([str(EXIM_BIN), "-C", str(self.conf), "-bdf", "-q5s"])
-        with self.stderr_file.open("ab") as err:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        proc = self.proc
-        self.started = True
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"Exim daemon exited with {proc.returncode} during start-up"
-                    + self.diagnostics()
-                )
-            return smtp_banner(self.smtp_port)
-
-        wait_until(up, what=f"Exim on {LOOPBACK}:{self.smtp_port}", diagnostics=self.diagnostics)
+    def command(self, *args: str) -> list[str]:
+        """Inside the netsim DNS namespace: the daemon and its deliveries resolve MX there."""
+        return self.netsim.in_dns_namespace(super().command(*args))
 
     def flush(self) -> None:
         """``exim -qff`` (forced queue run), in the DNS namespace like the daemon."""
-        argv = self.netsim.in_dns_namespace([str(EXIM_BIN), "-C", str(self.conf), "-qff"])
-        run(argv)
+        run(self.command("-qff"))
 
     def deliver(self, message_id: str) -> None:
         """``exim -M ID``: deliver one message now, whatever the retry times say."""
-        argv = self.netsim.in_dns_namespace([str(EXIM_BIN), "-C", str(self.conf), "-M", message_id])
-        run(argv)
+        run(self.command("-M", message_id))
 
     def expand(self, text: str) -> str:
         """``exim -be TEXT`` (macros of the configuration available): the exact result."""

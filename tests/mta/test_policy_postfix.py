@@ -10,7 +10,6 @@ attributes are understood there, and 3.7 shows why they are opt-in (it defers th
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -24,11 +23,9 @@ from .harness import (
     LOOPBACK,
     POSTCONF_BIN,
     POSTFIX_BIN,
-    POSTFIX_MASTER_CF,
     POSTQUEUE_BIN,
     LmtpEndpoint,
     PostfixInstance,
-    QueueEntry,
     read_text,
     run,
     run_on_tty,
@@ -71,6 +68,8 @@ class StsPostfix(PostfixInstance):
         self.postconf_bin = sbin / "postconf" if sbin else POSTCONF_BIN
         self.postqueue_bin = sbin / "postqueue" if sbin else POSTQUEUE_BIN
         self.postmap_bin = (sbin if sbin else POSTFIX_BIN.parent) / "postmap"
+        if root is not None:
+            self.master_templates = (root / "etc/postfix/master.cf.proto",)
 
     def main_cf(self) -> dict[str, str]:
         cf = super().main_cf()
@@ -101,29 +100,6 @@ class StsPostfix(PostfixInstance):
             )
         return cf
 
-    def _postconf(self, *args: str) -> None:
-        run([self.postconf_bin, "-c", self.config_dir, *args])
-
-    def _cmd(self, action: str) -> list[str | Path]:
-        return [self.postfix_bin, "-c", self.config_dir, action]
-
-    def configure(self) -> None:
-        self.config_dir.mkdir(parents=True, exist_ok=True)
-        for dirpath in (self.workdir, self.queue_dir):
-            dirpath.mkdir(mode=0o755, parents=True, exist_ok=True)
-            os.chmod(dirpath, 0o755)
-        masters = (self.root / "etc/postfix/master.cf.proto",) if self.root else POSTFIX_MASTER_CF
-        master = next((p for p in masters if p.is_file()), None)
-        assert master is not None, f"no Postfix master.cf template in {masters}"
-        shutil.copyfile(master, self.config_dir / "master.cf")
-        (self.config_dir / "main.cf").write_text(
-            "".join(f"{key} = {value}\n" for key, value in self.main_cf().items())
-        )
-        listen = f"{LOOPBACK}:{self.smtp_port}"
-        self._postconf("-M#", "smtp/inet")
-        self._postconf("-M", f"{listen}/inet={listen} inet n - n - - smtpd")
-        self._postconf("-F", "*/*/chroot = n")
-
     def start(self) -> None:
         """``postfix start`` inside the netsim DNS namespace: master and every smtp process it
         forks resolve MX and A records through the netsim resolver."""
@@ -142,25 +118,6 @@ class StsPostfix(PostfixInstance):
             what=f"Postfix smtpd on {LOOPBACK}:{self.smtp_port}",
             diagnostics=lambda: section("maillog", read_text(self.maillog)),
         )
-
-    def queue(self) -> list[QueueEntry]:
-        proc = run([self.postqueue_bin, "-c", self.config_dir, "-j"])
-        entries = []
-        for line in proc.stdout.splitlines():
-            item = json.loads(line)
-            rcpts = item.get("recipients") or []
-            entries.append(
-                QueueEntry(
-                    queue_id=item["queue_id"],
-                    sender=item.get("sender", ""),
-                    recipients=tuple(r["address"] for r in rcpts),
-                    reason="; ".join(r.get("delay_reason", "") for r in rcpts),
-                )
-            )
-        return entries
-
-    def flush(self) -> None:
-        run([self.postqueue_bin, "-c", self.config_dir, "-f"])
 
     def postmap_query(self, key: str, table: str) -> tuple[int, str, str]:
         """``postmap -c DIR -q KEY TABLE``: (exit status, stdout, stderr)."""
