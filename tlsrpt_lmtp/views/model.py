@@ -21,6 +21,22 @@ def rate(successful: int, failed: int) -> float | None:
     return successful / total if total else None
 
 
+class _Sessions:
+    """Sessions and success rate of anything with ``successful`` and ``failed`` counts."""
+
+    __slots__ = ()
+    successful: int
+    failed: int
+
+    @property
+    def sessions(self) -> int:
+        return self.successful + self.failed
+
+    @property
+    def success_rate(self) -> float | None:
+        return rate(self.successful, self.failed)
+
+
 @dataclass(frozen=True, slots=True)
 class Count:
     """Failed sessions of one result type, and in how many reports it appeared."""
@@ -31,7 +47,7 @@ class Count:
 
 
 @dataclass(frozen=True, slots=True)
-class ResultGroup:
+class ResultGroup(_Sessions):
     """One policy domain under one policy type and mode."""
 
     domain: str  # '' when the report named none
@@ -43,14 +59,6 @@ class ResultGroup:
     result_types: tuple[Count, ...]  # the senders' failure details
     unattributed: int  # failures in summaries that no detail accounts for
     over_detailed: int  # failures in details beyond what the summaries count
-
-    @property
-    def sessions(self) -> int:
-        return self.successful + self.failed
-
-    @property
-    def success_rate(self) -> float | None:
-        return rate(self.successful, self.failed)
 
     @property
     def policy(self) -> str:
@@ -72,7 +80,7 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
-class OrgSummary:
+class OrgSummary(_Sessions):
     organization: str
     reports: int
     successful: int
@@ -83,27 +91,15 @@ class OrgSummary:
     last: datetime
     sources: tuple[Source, ...]
 
-    @property
-    def sessions(self) -> int:
-        return self.successful + self.failed
-
-    @property
-    def success_rate(self) -> float | None:
-        return rate(self.successful, self.failed)
-
 
 @dataclass(frozen=True, slots=True)
-class DayPoint:
+class DayPoint(_Sessions):
     """Reports whose date range starts on ``day`` (UTC)."""
 
     day: date
     reports: int
     successful: int
     failed: int
-
-    @property
-    def success_rate(self) -> float | None:
-        return rate(self.successful, self.failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +109,7 @@ class DomainSeries:
 
 
 @dataclass(frozen=True, slots=True)
-class Totals:
+class Totals(_Sessions):
     reports: int
     organizations: int
     domains: int
@@ -121,14 +117,6 @@ class Totals:
     failed: int
     first: datetime | None
     last: datetime | None
-
-    @property
-    def sessions(self) -> int:
-        return self.successful + self.failed
-
-    @property
-    def success_rate(self) -> float | None:
-        return rate(self.successful, self.failed)
 
 
 @dataclass(frozen=True, slots=True)
