@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.netsim.fixtures"]
 
 DAY = 86400
+LAB = "--allow-private-policy-hosts"  # the test internet's policy hosts are on 127.0.0.x
 Doc = dict[str, Any]
 Runner = Callable[..., tuple[int, Doc]]
 
@@ -37,7 +38,7 @@ def check(netsim: NetSim, capsys: pytest.CaptureFixture[str]) -> Runner:
     def run(domain: str, *flags: str) -> tuple[int, Doc]:
         capsys.readouterr()
         argv = [domain, "--nameserver", netsim.nameserver, "--ca-file", str(netsim.ca_file)]
-        rc = main([*argv, "--smtp-timeout", "5", "--json", *flags])
+        rc = main([*argv, LAB, "--smtp-timeout", "5", "--json", *flags])
         return rc, json.loads(capsys.readouterr().out)
 
     return run
@@ -74,7 +75,8 @@ def test_correct_domain_is_all_ok(netsim: NetSim, check: Runner) -> None:
 def test_human_output_for_a_broken_domain(netsim: NetSim, capsys: Any) -> None:
     netsim.mail_domain("broken.test", {"mx1.broken.test": "good", "mx2.broken.test": None})
     netsim.publish_sts("broken.test", mx=["mx1.broken.test"], max_age=3600)
-    rc = main(["broken.test", "--nameserver", netsim.nameserver, "--ca-file", str(netsim.ca_file)])
+    ns, ca = netsim.nameserver, str(netsim.ca_file)
+    rc = main(["broken.test", "--nameserver", ns, "--ca-file", ca, LAB])
     out = capsys.readouterr().out
     assert rc == 1
     assert all(len(line) <= 100 for line in out.splitlines()), out
@@ -188,6 +190,21 @@ def test_policy_fetch_failures(
     finding = only_error(doc)
     assert finding["check"] == "sts-policy" and finding["result_type"] == rt
     assert why in finding["message"]
+
+
+def test_policy_host_on_loopback_is_refused_without_the_lab_option(
+    netsim: NetSim, capsys: Any
+) -> None:
+    setup_domain(netsim, "private.test")
+    argv = ["private.test", "--nameserver", netsim.nameserver, "--ca-file", str(netsim.ca_file)]
+    assert main([*argv, "--smtp-timeout", "5", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    finding = only_error(doc)
+    assert finding["check"] == "sts-policy"
+    assert finding["result_type"] == "sts-policy-fetch-error"
+    assert "no globally reachable address" in finding["message"]
+    assert "(loopback)" in finding["message"]
+    assert netsim.https.requests_for("private.test") == []
 
 
 def test_policy_host_without_address_and_the_fixes(netsim: NetSim, check: Runner) -> None:
@@ -362,7 +379,7 @@ def test_config_file_and_the_wiring_contract(netsim: NetSim, tmp_path: Path, cap
     config = tmp_path / "tlsrpt.toml"
     config.write_text(
         f'[policy]\nnameservers = ["{netsim.nameserver}"]\nca_file = "{netsim.ca_file}"\n'
-        "dns_timeout = 2.0\nfetch_timeout = 3.0\n"
+        "dns_timeout = 2.0\nfetch_timeout = 3.0\nallow_private_policy_hosts = true\n"
     )
     # What tlsrpt_lmtp/cli.py does: its common parent parser, then add_parser and run.
     common = argparse.ArgumentParser(add_help=False)

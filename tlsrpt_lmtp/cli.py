@@ -96,6 +96,12 @@ def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="send Postfix 3.10 TLSRPT attributes on every map name (Postfix < 3.10 defers mail!)",
     )
+    pol.add_argument(
+        "--allow-private-policy-hosts",
+        action="store_true",
+        default=None,
+        help="fetch policies from loopback/private/link-local addresses too (labs, tests)",
+    )
     p = sub.add_parser("policy", help="MTA-STS policy daemon for Postfix and Exim")
     psub = p.add_subparsers(dest="policy_command", required=True)
     s = psub.add_parser("serve", parents=[pol], help="answer Postfix socketmap and Exim lookups")
@@ -116,6 +122,7 @@ def _policy_main(args: argparse.Namespace) -> int:
         "ca_file",
         "enforce_testing",
         "tlsrpt_attributes",
+        "allow_private_policy_hosts",
         "data_dir",
         "log_format",
         "log_file",

@@ -68,6 +68,11 @@ class PolicyConfig:
     cache_size: int = 10_000
     dns_timeout: float = 5.0
     fetch_timeout: float = 10.0
+    cache_bytes: int = 16 * 1024 * 1024  # in-memory policies, estimated bytes
+    max_connections: int = 256  # per listener
+    idle_timeout: float = 30.0  # socketmap connections without a request
+    refresh_window: float = 0.0  # proactive refresh only if looked up this recently; 0: max_age
+    allow_private_policy_hosts: bool = False  # fetch from loopback/private addresses (labs)
     data_dir: Path = Path()
     log_format: str = "json"
     log_file: str = "-"
@@ -99,6 +104,11 @@ _POLICY_LAYOUT: dict[str, dict[str, str]] = {
             "cache_size",
             "dns_timeout",
             "fetch_timeout",
+            "cache_bytes",
+            "max_connections",
+            "idle_timeout",
+            "refresh_window",
+            "allow_private_policy_hosts",
         )
     },
     "storage": {"data_dir": "data_dir", "max_decompressed": ""},
@@ -128,6 +138,10 @@ def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
             parse_nameserver(ns)
         except ValueError:
             raise ConfigError(f"nameserver {ns!r} is not IP, IP:PORT or [IPv6]:PORT") from None
+    if min(config.cache_bytes, config.max_connections) <= 0 or config.idle_timeout <= 0:
+        raise ConfigError("[policy] cache_bytes, max_connections and idle_timeout must be > 0")
+    if config.refresh_window < 0:
+        raise ConfigError("[policy] refresh_window must not be negative")
     return config
 
 

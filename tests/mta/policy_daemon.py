@@ -100,6 +100,7 @@ class PolicyDaemon:
             str(self.ca_file),
             "--log-file",
             str(self.events_file),
+            "--allow-private-policy-hosts",  # the test internet's policy hosts: 127.0.0.x
             *self.extra_args,
         ]
 

@@ -59,6 +59,12 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
         help="DNS server to ask (repeat; default: /etc/resolv.conf)",
     )
     p.add_argument("--ca-file", help="trust store (PEM) for HTTPS and SMTP; default: system's")
+    p.add_argument(
+        "--allow-private-policy-hosts",
+        action="store_true",
+        default=None,
+        help="fetch the policy from loopback/private/link-local addresses too (labs, tests)",
+    )
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.add_argument(
         "--cert-warn-days",
@@ -119,6 +125,7 @@ def _setup(args: argparse.Namespace) -> tuple[str, Settings]:
     overrides = {
         "nameservers": tuple(args.nameservers) if args.nameservers else None,
         "ca_file": args.ca_file,
+        "allow_private_policy_hosts": args.allow_private_policy_hosts,
     }
     config = load_policy(args.config, overrides)
     for nameserver in config.nameservers:
@@ -130,6 +137,7 @@ def _setup(args: argparse.Namespace) -> tuple[str, Settings]:
         ca_file=config.ca_file or None,
         dns_timeout=config.dns_timeout,
         fetch_timeout=config.fetch_timeout,
+        allow_private_policy_hosts=config.allow_private_policy_hosts,
         smtp_timeout=args.smtp_timeout,
         helo=args.helo or _hostname(),
     )

@@ -28,6 +28,7 @@ class Settings:
     ca_file: str | None = None  # empty: the system's trust store
     dns_timeout: float = 5.0
     fetch_timeout: float = 10.0
+    allow_private_policy_hosts: bool = False  # as the policy daemon: refused by default
     smtp_timeout: float = 15.0  # per probed address, the whole SMTP + TLS dialogue
     helo: str = "localhost"
     max_addresses: int = 4  # probed per MX host
@@ -41,7 +42,12 @@ class Network:
         self.resolver = make_resolver(settings.nameservers, settings.dns_timeout)
         self.dns = DnsClient(self.resolver, None)
         self.context: ssl.SSLContext = tls_context(settings.ca_file)
-        self.fetcher = Fetcher(self.dns.addresses, self.context, timeout=settings.fetch_timeout)
+        self.fetcher = Fetcher(
+            self.dns.addresses,
+            self.context,
+            timeout=settings.fetch_timeout,
+            allow_private=settings.allow_private_policy_hosts,
+        )
 
     async def observe(self, domain: str) -> Observations:
         tlsrpt, sts, policy, mx = await asyncio.gather(

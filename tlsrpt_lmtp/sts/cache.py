@@ -1,14 +1,17 @@
 """The policy cache: bounded in memory, persisted in SQLite so a restart keeps every policy.
 
 Only fetched policies are persisted; "no policy" answers are kept in memory for a short
-while (they are cheap to learn again and there can be very many of them).
+while (they are cheap to learn again and there can be very many of them). The memory side is
+bounded in entries and in bytes (an estimate of what each entry holds), so attacker-made
+domains with large policies evict each other instead of growing the process; the policy body
+itself lives only in SQLite.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -24,6 +27,8 @@ class Entry:
     body: bytes
     fetched_at: float
     checked_at: float
+    looked_up_at: float = 0.0  # last time a lookup used it (privacy-aware refresh)
+    recheck_at: float = 0.0  # when the TXT id is next re-checked (its TTL, bounded)
 
     @property
     def expires_at(self) -> float:
@@ -34,12 +39,26 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class Lru(Generic[K, V]):
-    """A dict bounded to `size` entries, least recently used out first."""
+def entry_cost(entry: Entry) -> int:
+    """Roughly the bytes an in-memory entry holds (str objects carry ~50 bytes of header)."""
+    policy = entry.policy
+    text = sum(len(x) for x in policy.lines) + sum(len(x) for x in policy.mx)
+    return 400 + len(entry.body) + text + 60 * (len(policy.lines) + len(policy.mx))
 
-    def __init__(self, size: int) -> None:
+
+class Lru(Generic[K, V]):
+    """A dict bounded to `size` entries, least recently used out first; with a `cost`
+    function also to `max_cost` in total (an entry costing more is not kept at all)."""
+
+    def __init__(
+        self, size: int, *, max_cost: int = 0, cost: Callable[[V], int] | None = None
+    ) -> None:
         self._d: OrderedDict[K, V] = OrderedDict()
         self._size = size
+        self._cost = cost
+        self._costs: dict[K, int] = {}
+        self.max_cost = max_cost
+        self.total_cost = 0
 
     def get(self, key: K) -> V | None:
         value = self._d.get(key)
@@ -48,22 +67,37 @@ class Lru(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
+        if self._cost is not None:
+            cost = self._cost(value)
+            self.pop(key)
+            if cost > self.max_cost:
+                return
+            self._costs[key] = cost
+            self.total_cost += cost
         self._d[key] = value
         self._d.move_to_end(key)
-        if len(self._d) > self._size:
-            self._d.popitem(last=False)
+        while len(self._d) > self._size or self.total_cost > self.max_cost > 0:
+            old, _ = self._d.popitem(last=False)
+            self.total_cost -= self._costs.pop(old, 0)
+
+    def peek(self, key: K) -> V | None:
+        """Like get, without making the entry recently used."""
+        return self._d.get(key)
 
     def pop(self, key: K) -> None:
-        self._d.pop(key, None)
+        if self._d.pop(key, None) is not None:
+            self.total_cost -= self._costs.pop(key, 0)
 
     def __len__(self) -> int:
         return len(self._d)
 
 
 class PolicyCache:
-    def __init__(self, path: Path | None, *, size: int = 10_000) -> None:
+    def __init__(
+        self, path: Path | None, *, size: int = 10_000, max_bytes: int = 16 * 1024 * 1024
+    ) -> None:
         self.size = size
-        self._mem: Lru[str, Entry] = Lru(size)
+        self._mem: Lru[str, Entry] = Lru(size, max_cost=max_bytes, cost=entry_cost)
         self._negative: Lru[str, float] = Lru(size)
         self._db: sqlite3.Connection | None = None
         if path is not None:
@@ -74,8 +108,13 @@ class PolicyCache:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS sts_policies (domain TEXT PRIMARY KEY,"
                 " policy_id TEXT NOT NULL, body BLOB NOT NULL, fetched_at REAL NOT NULL,"
-                " expires_at REAL NOT NULL)"
+                " expires_at REAL NOT NULL, looked_up_at REAL NOT NULL DEFAULT 0)"
             )
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(sts_policies)")]
+            if "looked_up_at" not in columns:  # a cache written by an older version
+                self._db.execute(
+                    "ALTER TABLE sts_policies ADD COLUMN looked_up_at REAL NOT NULL DEFAULT 0"
+                )
 
     def close(self) -> None:
         if self._db is not None:
@@ -89,28 +128,55 @@ class PolicyCache:
         entry = self._mem.get(domain)
         if entry is None and self._db is not None:
             row = self._db.execute(
-                "SELECT policy_id, body, fetched_at FROM sts_policies WHERE domain=?", (domain,)
+                "SELECT policy_id, body, fetched_at, looked_up_at FROM sts_policies WHERE domain=?",
+                (domain,),
             ).fetchone()
             if row is not None:
                 entry = _entry(domain, *row)
                 if entry is not None:
+                    entry = replace(entry, body=b"")
                     self._mem.put(domain, entry)
         return entry
 
+    @property
+    def memory_bytes(self) -> int:
+        """The estimated bytes held by the in-memory policies."""
+        return self._mem.total_cost
+
     def put(self, entry: Entry) -> None:
-        self._mem.put(entry.domain, entry)
-        self._negative.pop(entry.domain)
         if self._db is not None:
             self._db.execute(
-                "INSERT OR REPLACE INTO sts_policies VALUES (?,?,?,?,?)",
-                (entry.domain, entry.policy_id, entry.body, entry.fetched_at, entry.expires_at),
+                "INSERT OR REPLACE INTO sts_policies VALUES (?,?,?,?,?,?)",
+                (
+                    entry.domain,
+                    entry.policy_id,
+                    entry.body,
+                    entry.fetched_at,
+                    entry.expires_at,
+                    entry.looked_up_at,
+                ),
             )
+            entry = replace(entry, body=b"")  # the persisted copy is enough
+        self._mem.put(entry.domain, entry)
+        self._negative.pop(entry.domain)
 
-    def checked(self, entry: Entry, now: float) -> Entry:
+    def update(self, entry: Entry) -> None:
+        """Replace the in-memory entry (timestamps only; nothing persisted)."""
+        self._mem.put(entry.domain, entry)
+
+    def checked(self, entry: Entry, now: float, recheck_at: float) -> Entry:
         """Record a TXT check that found the same id (memory only: cheap and frequent)."""
-        updated = replace(entry, checked_at=now)
+        updated = replace(entry, checked_at=now, recheck_at=recheck_at)
         self._mem.put(entry.domain, updated)
         return updated
+
+    def looked_up(self, entry: Entry, now: float) -> None:
+        """Record that a lookup used the entry (the caller does so only now and then)."""
+        self._mem.put(entry.domain, replace(entry, looked_up_at=now))
+        if self._db is not None:
+            self._db.execute(
+                "UPDATE sts_policies SET looked_up_at=? WHERE domain=?", (now, entry.domain)
+            )
 
     def drop(self, domain: str) -> None:
         self._mem.pop(domain)
@@ -128,10 +194,12 @@ class PolicyCache:
         if self._db is None:
             return
         rows = self._db.execute(
-            "SELECT domain, policy_id, body, fetched_at FROM sts_policies"
+            "SELECT domain, policy_id, body, fetched_at, looked_up_at FROM sts_policies"
         ).fetchall()
-        for domain, policy_id, body, fetched_at in rows:
-            entry = self._mem.get(domain) or _entry(domain, policy_id, body, fetched_at)
+        for domain, policy_id, body, fetched_at, looked_up_at in rows:
+            entry = self._mem.peek(domain) or _entry(
+                domain, policy_id, body, fetched_at, looked_up_at
+            )
             if entry is not None:
                 yield entry
 
@@ -141,9 +209,11 @@ class PolicyCache:
         return self._db.execute("DELETE FROM sts_policies WHERE expires_at < ?", (now,)).rowcount
 
 
-def _entry(domain: str, policy_id: str, body: bytes, fetched_at: float) -> Entry | None:
+def _entry(
+    domain: str, policy_id: str, body: bytes, fetched_at: float, looked_up_at: float
+) -> Entry | None:
     try:
         policy = parse_policy(body)
     except PolicyError:
         return None
-    return Entry(domain, policy_id, policy, body, fetched_at, checked_at=0.0)
+    return Entry(domain, policy_id, policy, body, fetched_at, 0.0, looked_up_at)

@@ -15,8 +15,14 @@ from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.reply import exim_line, postfix_reply
-from tlsrpt_lmtp.sts.server import ReplyOptions, line_handler, listen, listen_socketmap
-from tlsrpt_lmtp.sts.service import PolicyService
+from tlsrpt_lmtp.sts.server import (
+    Limits,
+    ReplyOptions,
+    line_handler,
+    listen,
+    listen_socketmap,
+)
+from tlsrpt_lmtp.sts.service import PolicyService, Timing
 
 
 def build_service(config: PolicyConfig, emit: Callable[[Event], None]) -> PolicyService:
@@ -26,10 +32,18 @@ def build_service(config: PolicyConfig, emit: Callable[[Event], None]) -> Policy
     )
     dns_client = DnsClient(resolver, dane)
     fetcher = Fetcher(
-        dns_client.addresses, tls_context(config.ca_file or None), timeout=config.fetch_timeout
+        dns_client.addresses,
+        tls_context(config.ca_file or None),
+        timeout=config.fetch_timeout,
+        allow_private=config.allow_private_policy_hosts,
     )
-    cache = PolicyCache(config.data_dir / "policy-cache.sqlite3", size=config.cache_size)
-    return PolicyService(dns_client, fetcher, cache, emit)
+    cache = PolicyCache(
+        config.data_dir / "policy-cache.sqlite3",
+        size=config.cache_size,
+        max_bytes=config.cache_bytes,
+    )
+    timing = Timing(refresh_window=config.refresh_window)
+    return PolicyService(dns_client, fetcher, cache, emit, timing=timing)
 
 
 def reply_options(config: PolicyConfig) -> ReplyOptions:
@@ -42,9 +56,11 @@ def reply_options(config: PolicyConfig) -> ReplyOptions:
 
 async def serve(config: PolicyConfig, service: PolicyService) -> None:
     options = reply_options(config)
-    servers = [await listen_socketmap(config.listen, service, options)]
+    limits = Limits(max_connections=config.max_connections, idle_timeout=config.idle_timeout)
+    servers = [await listen_socketmap(config.listen, service, options, limits)]
     if config.exim_listen:
-        servers.append(await listen(config.exim_listen, line_handler(service, options)))
+        handler = line_handler(service, options, limits)
+        servers.append(await listen(config.exim_listen, handler))
     where = config.listen + (f", Exim lines on {config.exim_listen}" if config.exim_listen else "")
     print(f"tlsrpt-lmtp: policy socketmap on {where}", file=sys.stderr, flush=True)
     refresher = asyncio.ensure_future(service.refresh_loop())

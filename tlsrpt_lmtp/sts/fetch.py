@@ -1,7 +1,8 @@
 """The HTTPS policy fetch (RFC 8461 §3.3): strict TLS, no redirects, text/plain, 64 KiB.
 
-A thin adapter: the policy host is resolved through the same DNS as discovery, the TLS
-connection is opened to that address with SNI and certificate checks for
+A thin adapter: the policy host is resolved through the same DNS as discovery, addresses that
+are not globally reachable are refused (sts.addresses; unless allowed), the TLS connection is
+opened to that address with SNI and certificate checks for
 `mta-sts.<domain>`, and h11 speaks HTTP/1.1 over it.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import h11
 
 from tlsrpt_lmtp import __version__
+from tlsrpt_lmtp.sts.addresses import non_global
 from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE
 
 WELL_KNOWN = "/.well-known/mta-sts.txt"
@@ -45,6 +47,7 @@ class Fetcher:
     context: ssl.SSLContext
     timeout: float = 10.0
     port: int = 443
+    allow_private: bool = False  # connect to loopback/private/... addresses too (labs, tests)
 
     async def fetch(self, domain: str) -> bytes:
         host = f"mta-sts.{domain}"
@@ -60,6 +63,15 @@ class Fetcher:
             raise FetchError(str(exc)) from None
         if not addresses:
             raise FetchError(f"{host} has no address")
+        if not self.allow_private:
+            refused = [(a, why) for a in addresses if (why := non_global(a)) is not None]
+            addresses = [a for a in addresses if non_global(a) is None]
+            if not addresses:
+                listed = ", ".join(f"{a} ({why})" for a, why in refused)
+                raise FetchError(
+                    f"{host} has no globally reachable address, refused: {listed}"
+                    " (allow_private_policy_hosts)"
+                )
         last: FetchError | None = None
         for address in addresses:
             try:

@@ -2,7 +2,8 @@
 
 Each connection's requests are answered in order; Postfix keeps a connection open and sends
 several requests on it. Exim's ${readsocket} sends `domain\\n`, reads one line, and the
-server closes.
+server closes. Each listener holds at most `Limits.max_connections`; when full, a new
+socketmap connection replaces one idle for a second or more, else it is closed at once.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,9 +20,21 @@ from tlsrpt_lmtp.sts.netstring import Decoder, NetstringError, encode
 from tlsrpt_lmtp.sts.reply import exim_line, postfix_reply
 from tlsrpt_lmtp.sts.service import PolicyService
 
-IDLE_TIMEOUT = 300.0  # Postfix closes idle socketmap connections after 10 s itself
 MAX_LINE = 1024
-MAX_UNREAD_REPLIES = 1024 * 1024
+READ_CHUNK = 16 * 1024  # what one connection reads at a time
+WRITE_HIGH = 64 * 1024  # unread replies beyond this: stop answering until the client reads
+EVICT_IDLE = 1.0  # when full, a connection idle this long makes room for a new one
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per listener. Postfix closes idle socketmap connections itself after about 10 s, so the
+    idle timeout only reaps abandoned ones; Exim sends its line at once."""
+
+    max_connections: int = 256
+    idle_timeout: float = 30.0  # socketmap: no request (or unread replies) for this long
+    line_timeout: float = 10.0  # Exim: the whole exchange
+    max_pending: int = 16  # requests of one connection read and not yet answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,26 +50,60 @@ class ReplyOptions:
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class SocketmapProtocol(asyncio.Protocol):
-    """One Postfix connection. Requests are answered in order; a cached answer is written
-    at once from data_received, and only a lookup that needs DNS or HTTPS (and whatever
-    arrives behind it) waits in the connection's queue."""
+class Connections:
+    """The open connections of one listener, least recently active first."""
 
-    def __init__(self, service: PolicyService, options: ReplyOptions) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: OrderedDict[SocketmapProtocol, None] = OrderedDict()
+        self.refused = 0
+
+    def admit(self, conn: SocketmapProtocol, now: float) -> bool:
+        if len(self.open) >= self.limit:
+            oldest = next(iter(self.open))
+            if not oldest.idle_since(now - EVICT_IDLE):
+                self.refused += 1
+                return False
+            oldest.close()
+        self.open[conn] = None
+        return True
+
+
+class SocketmapProtocol(asyncio.BufferedProtocol):
+    """One Postfix connection. Requests are answered in order; a cached answer is written
+    at once, and only a lookup that needs DNS or HTTPS (and whatever arrives behind it)
+    waits in the connection's queue. Reading stops while `max_pending` requests wait or
+    while the client leaves WRITE_HIGH bytes of replies unread, so memory per connection
+    is bounded whatever the client sends."""
+
+    def __init__(
+        self, service: PolicyService, options: ReplyOptions, limits: Limits, table: Connections
+    ) -> None:
         self.service = service
         self.options = options
+        self.limits = limits
+        self.table = table
+        self._buf = bytearray(READ_CHUNK)
         self._decoder = Decoder()
         self._queue: deque[bytes] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
+        self._reading = True
+        self._writable = asyncio.Event()
+        self._writable.set()
         self._last_seen = 0.0
         self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        loop = asyncio.get_running_loop()
+        self._last_seen = loop.time()
+        if not self.table.admit(self, self._last_seen):
+            transport.abort()
+            return
         self._transport = transport
-        self._last_seen = asyncio.get_running_loop().time()
-        self._idle = asyncio.get_running_loop().call_later(IDLE_TIMEOUT, self._check_idle)
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
+        self._idle = loop.call_later(self.limits.idle_timeout, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
@@ -64,27 +111,75 @@ class SocketmapProtocol(asyncio.Protocol):
         if self._worker is not None:
             self._worker.cancel()
         self._transport = None
+        self._queue.clear()
+        self.table.open.pop(self, None)
 
-    def data_received(self, data: bytes) -> None:
-        transport = self._transport
-        assert transport is not None
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def idle_since(self, when: float) -> bool:
+        return self._worker is None and self._last_seen <= when and self._writable.is_set()
+
+    @property
+    def backlog(self) -> tuple[int, int, int]:
+        """(requests queued, request bytes buffered, reply bytes unread by the client)."""
+        unread = self._transport.get_write_buffer_size() if self._transport else 0
+        return len(self._queue), self._decoder.buffered, unread
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self._buf)
+
+    def buffer_updated(self, nbytes: int) -> None:
         self._last_seen = asyncio.get_running_loop().time()
+        self.table.open.move_to_end(self)
+        self._decoder.push(self._buf[:nbytes])
+        self._answer()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+        self._set_reading(False)
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+        self._last_seen = asyncio.get_running_loop().time()
+        self._answer()
+
+    def _answer(self) -> None:
+        """Take requests from the decoder while the connection may."""
+        transport = self._transport
+        if transport is None:
+            return
         try:
-            requests = self._decoder.feed(data)
+            while self._writable.is_set():
+                if self._worker is not None and len(self._queue) >= self.limits.max_pending:
+                    break
+                request = self._decoder.next()
+                if request is None:
+                    break
+                if self._worker is None:
+                    reply = _reply_now(self.service, self.options, request)
+                    if reply is not None:
+                        transport.write(encode(reply))
+                        continue
+                    self._worker = asyncio.ensure_future(self._drain())
+                self._queue.append(request)
         except NetstringError:
             transport.close()
             return
-        if transport.get_write_buffer_size() > MAX_UNREAD_REPLIES:
-            transport.close()  # a client that sends without reading its replies
+        self._set_reading(
+            self._writable.is_set()
+            and (self._worker is None or len(self._queue) < self.limits.max_pending)
+        )
+
+    def _set_reading(self, on: bool) -> None:
+        if self._transport is None or on == self._reading:
             return
-        for request in requests:
-            if self._worker is None:
-                reply = _reply_now(self.service, self.options, request)
-                if reply is not None:
-                    transport.write(encode(reply))
-                    continue
-                self._worker = asyncio.ensure_future(self._drain())
-            self._queue.append(request)
+        self._reading = on
+        if on:
+            self._transport.resume_reading()
+        else:
+            self._transport.pause_reading()
 
     async def _drain(self) -> None:
         while self._queue and self._transport is not None:
@@ -92,19 +187,22 @@ class SocketmapProtocol(asyncio.Protocol):
             reply = _reply_now(self.service, self.options, request)
             if reply is None:
                 reply = await _reply_later(self.service, self.options, request)
+            await self._writable.wait()
             if self._transport is not None:
                 self._transport.write(encode(reply))
         self._worker = None
+        self._answer()  # what the decoder holds, and reading again
 
     def _check_idle(self) -> None:
         if self._transport is None:
             return
         loop = asyncio.get_running_loop()
         idle = loop.time() - self._last_seen
-        if idle >= IDLE_TIMEOUT and self._worker is None:
+        timeout = self.limits.idle_timeout
+        if idle >= timeout and (self._worker is None or not self._writable.is_set()):
             self._transport.close()
             return
-        self._idle = loop.call_later(max(IDLE_TIMEOUT - idle, 1.0), self._check_idle)
+        self._idle = loop.call_later(max(timeout - idle, 1.0), self._check_idle)
 
 
 def _request(request: bytes) -> tuple[str, str] | str:
@@ -140,32 +238,50 @@ async def _reply_later(service: PolicyService, options: ReplyOptions, request: b
     )
 
 
-def line_handler(service: PolicyService, options: ReplyOptions) -> Handler:
+def line_handler(
+    service: PolicyService, options: ReplyOptions, limits: Limits = Limits()
+) -> Handler:
+    active = 0
+
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readuntil(b"\n")
+        key = line[:MAX_LINE].decode("utf-8", "replace").strip()
+        answer = await service.lookup(key)
+        writer.write(exim_line(answer, enforce_testing=options.enforce_testing).encode())
+        writer.write(b"\n")
+        await writer.drain()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active
+        if active >= limits.max_connections:
+            writer.transport.abort()  # full: the new one goes, those being answered stay
+            return
+        active += 1
         try:
-            line = await asyncio.wait_for(reader.readuntil(b"\n"), 30)
-            key = line[:MAX_LINE].decode("utf-8", "replace").strip()
-            answer = await service.lookup(key)
-            writer.write(exim_line(answer, enforce_testing=options.enforce_testing).encode())
-            writer.write(b"\n")
-            await writer.drain()
+            await asyncio.wait_for(exchange(reader, writer), limits.line_timeout)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             pass
         except ConnectionError:
             pass
         finally:
+            active -= 1
             writer.close()
 
     return handle
 
 
 async def listen_socketmap(
-    listen_on: str, service: PolicyService, options: ReplyOptions
+    listen_on: str,
+    service: PolicyService,
+    options: ReplyOptions,
+    limits: Limits = Limits(),
+    table: Connections | None = None,
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
+    connections = table or Connections(limits.max_connections)
 
     def factory() -> SocketmapProtocol:
-        return SocketmapProtocol(service, options)
+        return SocketmapProtocol(service, options, limits, connections)
 
     host, port = parse_listen(listen_on)
     if host == "unix":

@@ -1,9 +1,12 @@
 """Policy resolution with a cache that never downgrades (RFC 8461 §3.3, §5.1).
 
 - A cached policy is applied until its max_age, whatever DNS or HTTPS say meanwhile.
-- The TXT id is re-checked in the background at most every `recheck` seconds; a new id
-  triggers a fetch, and the new policy replaces the old one only once fetched and valid.
-- Policies are re-fetched proactively before they expire (daily, or at half their max_age).
+- The TXT id is re-checked in the background once its DNS TTL has run out (bounded to
+  [recheck_min, recheck_max]); a new id triggers a fetch, and the new policy replaces the old
+  one only once fetched and valid.
+- Policies are re-fetched proactively before they expire (daily, or at half their max_age),
+  but only for domains looked up within the refresh window (default: the policy's max_age),
+  so the daemon does not keep telling policy hosts about domains nobody mails any more.
 - A failed fetch is retried at most every `retry_after` seconds per domain and id.
 - Concurrent lookups of one uncached domain share one DNS query and one fetch.
 """
@@ -21,7 +24,7 @@ from tlsrpt_lmtp.sts.cache import Entry, Lru, PolicyCache
 from tlsrpt_lmtp.sts.dnsclient import Dane, DnsClient
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.fetch import FetchError
-from tlsrpt_lmtp.sts.policy import Mode, PolicyError, parse_policy
+from tlsrpt_lmtp.sts.policy import Mode, PolicyError, StsPolicy, parse_policy
 from tlsrpt_lmtp.sts.record import parse_txt
 from tlsrpt_lmtp.sts.reply import Answer, Kind
 
@@ -36,13 +39,23 @@ class PolicyFetcher(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    recheck: float = 300.0  # seconds between background TXT checks of a cached policy
+    recheck_min: float = 60.0  # a cached policy's TXT id is re-checked after its TTL,
+    recheck_max: float = 3600.0  # bounded to [recheck_min, recheck_max]
     retry_after: float = 300.0  # §3.3: no more than one failed fetch per 5 min per id
     refresh_every: float = 86400.0  # proactive refresh, or at half of max_age if shorter
     negative_min: float = 300.0  # how long "no policy" is believed (bounded TXT TTL)
     negative_max: float = 3600.0
     dns_error_ttl: float = 60.0  # "no policy" after a DNS failure, before asking again
     dane_ttl: float = 300.0
+    refresh_window: float = 0.0  # refresh only if looked up this recently; 0: max_age
+    lookup_mark: float = 3600.0  # how often a hit records its time (it costs a write)
+
+
+# Per-policy bounds (RFC 8461 sets none but the 64 KiB size): a policy beyond them is refused
+# as sts-policy-invalid, so one attacker-made domain cannot take a large share of the cache.
+MAX_MX_LINES = 100
+MAX_POLICY_LINES = 200
+MAX_DISCOVERIES = 128  # concurrent TXT lookups + fetches; more wait their turn
 
 
 class PolicyService:
@@ -67,6 +80,7 @@ class PolicyService:
         self._failures: Lru[tuple[str, str], float] = Lru(cache.size)
         self._dane: Lru[str, tuple[float, Dane]] = Lru(cache.size)
         self._background: dict[str, asyncio.Task[Any]] = {}
+        self._discoveries = asyncio.Semaphore(MAX_DISCOVERIES)
 
     def cached_answer(self, key: str) -> Answer | None:
         """The answer if it needs no I/O (the hot path of a busy MTA), else None."""
@@ -76,8 +90,10 @@ class PolicyService:
         now = self.clock()
         entry = self.cache.peek(domain)
         if entry is not None and now < entry.expires_at:
-            if now - entry.checked_at >= self.timing.recheck:
+            if now >= entry.recheck_at:
                 self._spawn(domain, self._recheck(entry))
+            if now - entry.looked_up_at >= self.timing.lookup_mark:
+                self.cache.looked_up(entry, now)
             return self._applicable(domain, entry, now)
         until = self.cache.no_policy_until(domain)
         if until is not None and now < until:
@@ -91,11 +107,15 @@ class PolicyService:
         domain = policy_domain(key)
         assert domain is not None
         entry = self.cache.get(domain)  # not in memory: perhaps persisted
-        if entry is not None and self.clock() < entry.expires_at:
+        now = self.clock()
+        if entry is not None and now < entry.expires_at:
+            self.cache.looked_up(entry, now)
+            if now >= entry.recheck_at:
+                self._spawn(domain, self._recheck(entry))
             return await self._applicable_async(domain, entry)
         task = self._inflight.get(domain)
         if task is None:
-            task = asyncio.ensure_future(self._discover(domain, entry))
+            task = asyncio.ensure_future(self._discover_bounded(domain, entry))
             self._inflight[domain] = task
             task.add_done_callback(lambda _: self._inflight.pop(domain, None))
         answer = await asyncio.shield(task)
@@ -128,6 +148,13 @@ class PolicyService:
         self._dane.put(domain, (self.clock() + ttl, status))
         return status
 
+    async def _discover_bounded(self, domain: str, expired: Entry | None) -> Answer:
+        async with self._discoveries:
+            return await self._discover(domain, expired)
+
+    def _recheck_at(self, now: float, ttl: int) -> float:
+        return now + min(max(ttl, self.timing.recheck_min), self.timing.recheck_max)
+
     async def _discover(self, domain: str, expired: Entry | None) -> Answer:
         txt = await self.dns.sts_txt(domain)
         now = self.clock()
@@ -141,9 +168,9 @@ class PolicyService:
             if expired is not None:
                 self.cache.drop(domain)
             return Answer(Kind.NO_POLICY, domain, reason=found.reason)
-        return await self._fetch(domain, found.record.id, expired)
+        return await self._fetch(domain, found.record.id, expired, txt.ttl)
 
-    async def _fetch(self, domain: str, policy_id: str, previous: Entry | None) -> Answer:
+    async def _fetch(self, domain: str, policy_id: str, previous: Entry | None, ttl: int) -> Answer:
         now = self.clock()
         failed_at = self._failures.get((domain, policy_id))
         if failed_at is not None and now - failed_at < self.timing.retry_after:
@@ -151,13 +178,17 @@ class PolicyService:
         try:
             body = await self.fetcher.fetch(domain)
             policy = parse_policy(body)
+            _check_bounds(policy)
         except FetchError as exc:
             return self._failed(domain, policy_id, previous, exc.result_type, exc.reason)
         except PolicyError as exc:
             return self._failed(domain, policy_id, previous, "sts-policy-invalid", str(exc))
         self._failures.pop((domain, policy_id))
         now = self.clock()
-        entry = Entry(domain, policy_id, policy, body, fetched_at=now, checked_at=now)
+        looked_up = now if previous is None else previous.looked_up_at
+        entry = Entry(
+            domain, policy_id, policy, body, now, now, looked_up, self._recheck_at(now, ttl)
+        )
         self.cache.put(entry)
         self._log_change(previous, entry)
         return Answer(Kind.POLICY, domain, policy, policy_id)
@@ -208,16 +239,24 @@ class PolicyService:
         found = parse_txt(list(txt.records)) if txt.error is None else None
         # §3.1/§5.1: a missing or broken TXT record does not drop a cached policy.
         if found is None or found.record is None or found.record.id == entry.policy_id:
-            self.cache.checked(entry, self.clock())
+            now = self.clock()
+            ttl = txt.ttl if found is not None else int(self.timing.dns_error_ttl)
+            current = self.cache.peek(entry.domain) or entry
+            self.cache.checked(current, now, self._recheck_at(now, ttl))
             return
-        await self._fetch(entry.domain, found.record.id, entry)
+        await self._fetch(entry.domain, found.record.id, entry, txt.ttl)
+        after = self.cache.peek(entry.domain)
+        if after is not None and after.policy_id == entry.policy_id:
+            # The new id's policy could not be fetched: ask again soon, not on every hit.
+            now = self.clock()
+            self.cache.checked(after, now, now + self.timing.recheck_min)
 
     async def refresh(self, entry: Entry) -> None:
         """Proactive refresh (§3.3, §10.2): fetch again regardless of the TXT id."""
         txt = await self.dns.sts_txt(entry.domain)
         found = parse_txt(list(txt.records)) if txt.error is None else None
         policy_id = found.record.id if found and found.record else entry.policy_id
-        answer = await self._fetch(entry.domain, policy_id, entry)
+        answer = await self._fetch(entry.domain, policy_id, entry, txt.ttl)
         fresh = self.cache.get(entry.domain)
         if fresh is not None and fresh.fetched_at > entry.fetched_at:
             return
@@ -233,10 +272,17 @@ class PolicyService:
             )
 
     def due_for_refresh(self, now: float) -> list[Entry]:
+        """Policies to fetch again now: half-way to expiry (or daily), and only for domains
+        looked up within the refresh window (privacy: no traffic for forgotten domains)."""
         due = []
         for entry in self.cache.entries():
             every = min(self.timing.refresh_every, entry.policy.max_age / 2)
-            if now < entry.expires_at and now - entry.fetched_at >= every:
+            window = self.timing.refresh_window or entry.policy.max_age
+            if (
+                now < entry.expires_at
+                and now - entry.fetched_at >= every
+                and now - entry.looked_up_at <= window
+            ):
                 due.append(entry)
         return due
 
@@ -265,6 +311,17 @@ class PolicyService:
         """Wait for the background TXT re-checks under way (for tests and shutdown)."""
         while self._background:
             await asyncio.gather(*self._background.values())
+
+
+def _check_bounds(policy: StsPolicy) -> None:
+    if len(policy.mx) > MAX_MX_LINES:
+        raise PolicyError(
+            f"policy has {len(policy.mx)} mx lines (this daemon takes {MAX_MX_LINES})"
+        )
+    if len(policy.lines) > MAX_POLICY_LINES:
+        raise PolicyError(
+            f"policy has {len(policy.lines)} lines (this daemon takes {MAX_POLICY_LINES})"
+        )
 
 
 def _with_dane(answer: Answer, status: Dane) -> Answer:
