@@ -3,12 +3,17 @@
     python -m bench.policy_load socketmap --port P --names FILE --connections N
         [--count N] [--time-cap S] [--expect sts|none] [--map NAME]
     python -m bench.policy_load dns --server IP:PORT --names FILE [--count N] [--window N]
+    python -m bench.policy_load pipeline --port P --names FILE --connections N [--time-cap S]
 
 socketmap: N connections, each sequential as Postfix's socketmap client is: send one
 netstring ``"<map> <domain>"``, read the reply, send the next. The domains come from one
 shared list (each once, or cycled when --count is larger); every request's latency is kept.
 A reply counts as expected if it is exactly ``OK secure match=mx1.<domain>
-servername=hostname`` (--expect sts) or ``NOTFOUND `` (--expect none).
+servername=hostname`` (--expect sts), ``NOTFOUND `` (--expect none) or starts with
+``OK secure `` (--expect ok).
+
+pipeline (abuse): N connections, each writing ``"sts <domain>"`` netstrings (its own domain
+from the list) as fast as the daemon reads them, never reading a reply, until the time cap.
 
 dns: --window UDP sockets, each with one TXT query for ``_mta-sts.<domain>`` outstanding at
 a time (1 s timeout): how many answers per second a DNS server gives.
@@ -168,7 +173,8 @@ class _Load:
         self.names = names
         self.requests = [netstring(f"{map_name} {name}".encode()) for name in names]
         self.replies = [netstring(expected_reply(expect, name)) for name in names]
-        self.expected_kind = "OK" if expect == "sts" else "NOTFOUND"
+        self.expected_kind = "OK" if expect in ("sts", "ok") else "NOTFOUND"
+        self.any_ok = expect == "ok"
         self.work: Iterator[int] = islice(cycle(range(len(names))), count)
         self.deadline = deadline
         self.result = Result()
@@ -183,6 +189,9 @@ class _Load:
 
     def unexpected(self, index: int, reply: bytes, latency: float) -> None:
         self.latencies.append(latency)
+        if self.any_ok and reply.startswith(b"OK secure "):
+            self.result.expected += 1
+            return
         self.result.unexpected += 1
         self.kinds[reply.split(b" ", 1)[0].decode(errors="replace")] += 1
         if not self.result.first_unexpected:
@@ -219,6 +228,42 @@ async def socketmap_load(
         result.p50_ms = 1000 * statistics.median(ordered)
         result.p99_ms = 1000 * _percentile(ordered, 0.99)
         result.max_ms = 1000 * ordered[-1]
+    return result
+
+
+async def pipeline_abuse(
+    host: str, port: int, names: list[str], connections: int, cap: float
+) -> Result:
+    """Requests pipelined without reading replies; requests = how many the daemon took in."""
+    result = Result()
+    deadline = time.monotonic() + cap
+    cpu = _cpu_seconds()
+    begin = time.perf_counter()
+
+    async def one(i: int) -> int:
+        request = netstring(f"sts {names[i % len(names)]}".encode())
+        payload = request * (65536 // len(request))
+        sent = 0
+        try:
+            _, writer = await asyncio.open_connection(_loopback(host), port)
+        except OSError:
+            result.errors += 1
+            return 0
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                writer.write(payload)
+                await asyncio.wait_for(writer.drain(), left)
+                sent += len(payload) // len(request)
+        except TimeoutError:
+            pass
+        except OSError:
+            result.errors += 1  # the daemon closed it
+        writer.transport.abort()
+        return sent
+
+    result.requests = sum(await asyncio.gather(*(one(i) for i in range(connections))))
+    result.seconds = time.perf_counter() - begin
+    result.cpu_s = _cpu_seconds() - cpu
     return result
 
 
@@ -307,11 +352,15 @@ def main(argv: list[str] | None = None) -> None:
     sm.add_argument("--port", type=int, required=True)
     sm.add_argument("--connections", type=int, default=16)
     sm.add_argument("--map", default="sts", help="socketmap name sent before each domain")
-    sm.add_argument("--expect", choices=("sts", "none"), default="sts")
+    sm.add_argument("--expect", choices=("sts", "none", "ok"), default="sts")
+    pl = sub.add_parser("pipeline")
+    pl.add_argument("--host", default="127.0.0.1")
+    pl.add_argument("--port", type=int, required=True)
+    pl.add_argument("--connections", type=int, default=64)
     dns = sub.add_parser("dns")
     dns.add_argument("--server", required=True, help="IP:PORT")
     dns.add_argument("--window", type=int, default=32, help="queries in flight")
-    for p in (sm, dns):
+    for p in (sm, pl, dns):
         p.add_argument("--cpu", type=int, help="pin this client to one CPU")
         p.add_argument("--names", type=Path, required=True, help="one domain a line")
         p.add_argument("--count", type=int, default=0, help="requests (default: each name once)")
@@ -332,6 +381,8 @@ def main(argv: list[str] | None = None) -> None:
             map_name=args.map,
             expect=args.expect,
         )
+    elif args.mode == "pipeline":
+        coro = pipeline_abuse(args.host, args.port, names, args.connections, args.time_cap)
     else:
         host, _, port = args.server.rpartition(":")
         coro = dns_load(host, int(port), names, count, args.window, args.time_cap)

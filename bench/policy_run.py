@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import table
+from bench import policy_abuse, table
 from bench.policy_load import Result, result_from
 from bench.policy_peer import (
     PEER_CACHE_GRACE,
@@ -481,6 +481,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="cache-hit runs (median)")
     parser.add_argument("--cap", type=float, default=120.0, help="seconds per one-shot run")
     parser.add_argument(
+        "--attackers",
+        type=int,
+        default=10_000,
+        help="attacker domains for the memory-under-abuse rows (ours only; 0: skip both rows)",
+    )
+    parser.add_argument(
         "--no-pin",
         dest="pin",
         action="store_false",
@@ -509,6 +515,9 @@ def main(argv: list[str] | None = None) -> None:
     bench = Bench(OUT, sim, None)
     try:
         build_internet(sim, args.domains)
+        if args.attackers:
+            policy_abuse.build(sim, args.attackers)
+            slow_names, attack_names = policy_abuse.write_names(OUT, args.attackers)
         sts_names = OUT / "sts-domains.txt"
         sts_names.write_text("".join(f"{sts_domain(i)}\n" for i in range(args.domains)))
         nosts_names = OUT / "nosts-domains.txt"
@@ -543,6 +552,7 @@ def main(argv: list[str] | None = None) -> None:
         ours_argv += ["--listen", f"{LOOPBACK}:{ours_port}", "--exim-listen", ""]
         ours_argv += ["--data-dir", str(data_dir), "--nameserver", nameserver]
         ours_argv += ["--ca-file", str(sim.ca_file), "--log-file", os.devnull]
+        ours_argv += ["--allow-private-policy-hosts"]  # the test internet is on 127.0.N.x
         config = OUT / "mta-sts-daemon.yml"
         config.write_text(peer_config(LOOPBACK, peer_port))
         peer_argv = sim.in_dns_namespace([str(peer_daemon), "-c", str(config)])
@@ -606,6 +616,25 @@ def main(argv: list[str] | None = None) -> None:
         raw["nosts"] = nosts
         raw["memory-before-nosts"] = memory_before
         raw["memory-after-nosts"] = memory
+
+        if args.attackers:
+            print("abuse (ours only) ...", file=sys.stderr, flush=True)
+            ours = bench.daemons["ours"]
+            policy_abuse.reset_peak(ours.pid)
+            seconds = policy_abuse.PIPELINE_SECONDS
+            argv = ["pipeline", "--port", str(ours.port), "--names", str(slow_names)]
+            argv += ["--connections", "64", "--time-cap", str(seconds), *bench.client_cpu]
+            result, problem = bench.client(argv, "ours-pipeline", seconds)
+            if problem:
+                bench.notes.append(f"pipelining abuse: {problem}")
+            raw["pipeline"] = asdict(result)
+            raw["pipeline-memory"] = memory_kib(ours.pid)
+            bench.flush_dns()
+            policy_abuse.reset_peak(ours.pid)
+            raw["attackers"] = asdict(
+                bench.load("ours", "attackers", attack_names, 16, cap=args.cap * 2, expect="ok")
+            )
+            raw["attackers-memory"] = memory_kib(ours.pid)
     finally:
         for daemon in bench.daemons.values():
             daemon.stop()
@@ -641,6 +670,8 @@ def main(argv: list[str] | None = None) -> None:
             "",
         ]
     )
+    if args.attackers:
+        rows += policy_abuse.rows(raw, args.attackers)
     rows.append(
         dns_row("DNS capacity: netsim authoritative (dnspython), NXDOMAIN", raw["dns-auth"])
     )
