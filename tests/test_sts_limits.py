@@ -55,12 +55,13 @@ class Clock:
 
 
 def service(
-    netsim: NetSim, tmp_path: Path, *, timing: Timing = Timing(), clock: Clock | None = None
+    netsim: NetSim, tmp_path: Path, *, timing: Timing | None = None, clock: Clock | None = None
 ) -> tuple[PolicyService, list[Event]]:
     events: list[Event] = []
     dns = DnsClient(make_resolver((netsim.nameserver,), 1.0), None)
     fetcher = Fetcher(dns.addresses, tls_context(str(netsim.ca_file)), allow_private=True)
     cache = PolicyCache(tmp_path / "cache.sqlite3")
+    timing = timing or Timing()
     svc = PolicyService(dns, fetcher, cache, events.append, timing=timing, clock=clock or Clock())
     return svc, events
 

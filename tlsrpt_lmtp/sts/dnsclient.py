@@ -1,7 +1,9 @@
-"""DNS for the policy daemon (dnspython, async): TXT discovery, addresses, DANE presence."""
+"""DNS for the policy daemon: TXT discovery and addresses through the lean stub client
+(sts.stub) when the nameservers are plain DNS; DANE presence (DNSSEC) through dnspython."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -13,6 +15,7 @@ import dns.rdatatype
 import dns.resolver
 
 from tlsrpt_lmtp.dnsutil import parse_nameserver, why
+from tlsrpt_lmtp.sts import stub
 from tlsrpt_lmtp.sts.record import join_rr
 
 
@@ -45,11 +48,20 @@ class DnsClient:
     ):
         self._r = resolver
         self._dane = dane
+        self._stub = _stub_for(resolver)
         if dane is not None:
             dane.use_edns(0, dns.flags.DO, 1232)
             dane.flags = dns.flags.RD | dns.flags.AD
 
     async def sts_txt(self, domain: str) -> TxtLookup:
+        if self._stub is not None:
+            try:
+                found = await self._stub.query(f"_mta-sts.{domain}", stub.TXT)
+            except stub.DnsError as exc:
+                return TxtLookup((), error=f"DNS lookup of _mta-sts.{domain} failed: {exc.reason}")
+            rrs = found.rdatas
+            txt = tuple(join_rr(list(rr.strings)) for rr in rrs)  # type: ignore[attr-defined]
+            return TxtLookup(txt) if found.ttl is None else TxtLookup(txt, ttl=found.ttl)
         try:
             answer = await self._r.resolve(f"_mta-sts.{domain}.", "TXT")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -61,6 +73,8 @@ class DnsClient:
         return TxtLookup(records, ttl=answer.rrset.ttl)
 
     async def addresses(self, host: str) -> list[str]:
+        if self._stub is not None:
+            return await self._stub_addresses(self._stub, host)
         found: list[str] = []
         errors: list[str] = []
         for rdtype in ("A", "AAAA"):
@@ -71,6 +85,23 @@ class DnsClient:
                 continue
             except dns.exception.DNSException as exc:
                 errors.append(why(exc))
+        if not found and errors:
+            raise OSError(f"cannot resolve {host}: {errors[0]}")
+        return found
+
+    async def _stub_addresses(self, client: stub.Stub, host: str) -> list[str]:
+        answers = await asyncio.gather(
+            client.query(host, stub.A), client.query(host, stub.AAAA), return_exceptions=True
+        )
+        found: list[str] = []
+        errors: list[str] = []
+        for answer in answers:
+            if isinstance(answer, stub.DnsError):
+                errors.append(answer.reason)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                found += [rr.to_text() for rr in answer.rdatas]  # type: ignore[attr-defined]
         if not found and errors:
             raise OSError(f"cannot resolve {host}: {errors[0]}")
         return found
@@ -106,6 +137,21 @@ class DnsClient:
         if not answer.response.flags & dns.flags.AD or answer.rrset is None:
             return None
         return answer
+
+
+def _stub_for(resolver: dns.asyncresolver.Resolver) -> stub.Stub | None:
+    """The lean client for the resolver's nameservers, if they are all plain DNS."""
+    servers: list[tuple[str, int]] = []
+    for ns in resolver.nameservers:
+        if isinstance(ns, str):
+            servers.append((ns, resolver.port))
+        elif isinstance(ns, dns.nameserver.Do53Nameserver):
+            servers.append((ns.address, ns.port))
+        else:
+            return None
+    if not servers:
+        return None
+    return stub.Stub(servers, timeout=resolver.timeout, lifetime=resolver.lifetime)
 
 
 def nameserver(text: str) -> dns.nameserver.Nameserver:

@@ -1,0 +1,225 @@
+"""A lean DNS stub client for the policy daemon's per-domain lookups (TXT, A, AAAA).
+
+dnspython's async resolver opens a new UDP socket, builds a Message and parses every reply
+in full for each query; for a relay mailing many domains without MTA-STS that was most of
+the daemon's CPU. Here queries are built by hand and sent over a few long-lived UDP sockets
+per nameserver (asyncio datagram endpoints); a reply is matched by its id and its question
+section (both must equal what was sent, from the socket's nameserver), and only a reply
+that carries records is parsed, with dnspython. Truncated replies are asked again over TCP.
+
+Spoofing: a reply must match a random 16-bit id and the exact question, on one of POOL
+sockets with kernel-chosen ports; each socket is replaced after ROTATE queries, so the
+source port keeps changing as with a socket per query. Where DNSSEC matters (DANE), the
+daemon keeps using dnspython against the validating resolver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import struct
+from dataclasses import dataclass
+from typing import cast
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.rdatatype
+
+A, AAAA, TXT = 1, 28, 16
+NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
+POOL = 4  # UDP sockets per nameserver
+ROTATE = 500  # queries per socket before it is replaced
+EDNS_PAYLOAD = 1232
+_OPT = b"\x00" + struct.pack("!HHIH", 41, EDNS_PAYLOAD, 0, 0)  # EDNS(0), no DO bit
+_random = random.SystemRandom()
+
+
+class DnsError(Exception):
+    """No usable answer; `reason` in a few words (as dnsutil.why says it)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    """The records of the queried type at the end of any CNAME chain ([] for NXDOMAIN or
+    no data), as dnspython rdata, and their TTL (None when there are none)."""
+
+    rcode: int
+    rdatas: tuple[object, ...] = ()
+    ttl: int | None = None
+
+
+def question(name: str, rdtype: int) -> bytes:
+    """The question section for an absolute A-label name ('example.com' or 'example.com.')."""
+    labels = name.rstrip(".").lower().encode("ascii").split(b".")
+    if any(not 0 < len(label) < 64 for label in labels):
+        raise DnsError("invalid name")
+    wire = b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
+    if len(wire) > 255:
+        raise DnsError("name too long")
+    return wire + struct.pack("!HH", rdtype, 1)
+
+
+def records(reply: bytes, name: str, rdtype: int) -> Records:
+    """Parse only what is needed: the header alone unless the reply carries answers."""
+    rcode = reply[3] & 0x0F
+    if rcode == NXDOMAIN or reply[6:8] == b"\x00\x00":
+        return Records(rcode)
+    try:
+        message = dns.message.from_wire(reply)
+        assert isinstance(message, dns.message.QueryMessage)
+        chain = message.resolve_chaining()
+    except (dns.exception.DNSException, AssertionError):
+        raise DnsError("malformed reply") from None
+    if chain.answer is None or chain.answer.rdtype != rdtype:
+        return Records(rcode)
+    return Records(rcode, tuple(chain.answer), chain.answer.ttl)
+
+
+class _Socket(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        self.used = 0
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if len(data) < 12 or not data[2] & 0x80:  # not a response
+            return
+        entry = self.pending.get((data[0] << 8) | data[1])
+        if entry is None:
+            return
+        sent, future = entry
+        if data[12 : 12 + len(sent)] == sent and data[4:6] == b"\x00\x01" and not future.done():
+            future.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP unreachable on the connected socket: nobody listens there, fail fast.
+        for _, future in self.pending.values():
+            if not future.done():
+                future.set_exception(DnsError("no nameserver answered (SERVFAIL or refused)"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.error_received(exc or ConnectionError())
+
+    def retire_if_idle(self) -> None:
+        if self.used >= ROTATE and not self.pending and self.transport is not None:
+            self.transport.close()
+
+
+class Stub:
+    """Queries to `nameservers` ((address, port) pairs), each answer within `lifetime`
+    seconds overall and `timeout` per try, rotating through the nameservers."""
+
+    def __init__(
+        self, nameservers: list[tuple[str, int]], *, timeout: float, lifetime: float
+    ) -> None:
+        self.nameservers = nameservers
+        self.timeout = timeout
+        self.lifetime = lifetime
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pools: dict[tuple[str, int], list[_Socket]] = {}
+        self._next = 0
+
+    async def query(self, name: str, rdtype: int) -> Records:
+        sent = question(name, rdtype)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # sockets belong to one event loop
+            self._reset(loop)
+        deadline = loop.time() + self.lifetime
+        servers = list(self.nameservers)
+        failure = "timeout"
+        while servers and (left := deadline - loop.time()) > 0:
+            server = servers[self._next % len(servers)]
+            self._next += 1
+            try:
+                reply = await self._udp(loop, server, sent, min(self.timeout, left))
+                if reply[2] & 0x02:  # truncated: the whole answer over TCP
+                    reply = await self._tcp(server, sent, max(deadline - loop.time(), 0.1))
+            except TimeoutError:
+                continue
+            except DnsError as exc:
+                failure = exc.reason
+                servers.remove(server)
+                continue
+            if reply[3] & 0x0F in (NOERROR, NXDOMAIN):
+                return records(reply, name, rdtype)
+            failure = "no nameserver answered (SERVFAIL or refused)"
+            servers.remove(server)  # as dnspython: a server that failed is not asked again
+        raise DnsError(failure)
+
+    def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
+        for pool in self._pools.values():
+            for sock in pool:
+                if sock.transport is not None:
+                    with contextlib.suppress(RuntimeError):
+                        sock.transport.close()
+        self._pools = {}
+        self._loop = loop
+
+    async def _socket(self, loop: asyncio.AbstractEventLoop, server: tuple[str, int]) -> _Socket:
+        pool = self._pools.setdefault(server, [])
+        pool[:] = [s for s in pool if not s.lost and s.used < ROTATE]
+        if len(pool) < POOL:
+            try:
+                _, sock = await loop.create_datagram_endpoint(_Socket, remote_addr=server)
+            except OSError as exc:
+                raise DnsError(f"cannot reach nameserver: {exc.strerror}") from None
+            pool.append(sock)
+            return sock
+        return min(pool, key=lambda s: len(s.pending))
+
+    async def _udp(
+        self, loop: asyncio.AbstractEventLoop, server: tuple[str, int], sent: bytes, wait: float
+    ) -> bytes:
+        sock = await self._socket(loop, server)
+        qid = _random.getrandbits(16)
+        while qid in sock.pending:
+            qid = _random.getrandbits(16)
+        future: asyncio.Future[bytes] = loop.create_future()
+        sock.pending[qid] = (sent, future)
+        sock.used += 1
+        timer = loop.call_later(wait, _expire, future)
+        try:
+            assert sock.transport is not None
+            sock.transport.sendto(struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 1) + sent + _OPT)
+            return await future
+        finally:
+            timer.cancel()
+            del sock.pending[qid]
+            sock.retire_if_idle()
+
+    async def _tcp(self, server: tuple[str, int], sent: bytes, wait: float) -> bytes:
+        qid = _random.getrandbits(16)
+        packet = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + sent
+
+        async def exchange() -> bytes:
+            reader, writer = await asyncio.open_connection(*server)
+            try:
+                writer.write(struct.pack("!H", len(packet)) + packet)
+                size = struct.unpack("!H", await reader.readexactly(2))[0]
+                return await reader.readexactly(size)
+            finally:
+                writer.close()
+
+        try:
+            reply = await asyncio.wait_for(exchange(), wait)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            raise DnsError(f"TCP to nameserver failed: {exc}") from None
+        if reply[:2] != packet[:2] or reply[12 : 12 + len(sent)] != sent:
+            raise DnsError("TCP reply does not match the query")
+        return reply
+
+
+def _expire(future: asyncio.Future[bytes]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
