@@ -79,13 +79,21 @@ def memory_kib(pid: int) -> dict[str, int]:
 class Daemon:
     """A policy daemon subprocess on 127.0.0.1:port, started and stopped by us alone."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log: Path, env: dict[str, str]):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        log: Path,
+        env: dict[str, str],
+        cwd: Path = REPO,
+    ):
         self.name = name
         self.port = port
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            argv, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env
+            argv, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
 
     @property
@@ -481,6 +489,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="cache-hit runs (median)")
     parser.add_argument("--cap", type=float, default=120.0, help="seconds per one-shot run")
     parser.add_argument(
+        "--ours-src",
+        type=Path,
+        help="run 'ours' from this source tree (e.g. a checkout of main, for before/after)",
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="run ours under cProfile, writing the stats to this file"
+    )
+    parser.add_argument(
         "--attackers",
         type=int,
         default=10_000,
@@ -548,18 +564,24 @@ def main(argv: list[str] | None = None) -> None:
         print("daemons ...", file=sys.stderr, flush=True)
         ours_port, peer_port = free_port(), free_port()
         data_dir = OUT / "ours-data"
-        ours_argv = [sys.executable, "-m", "tlsrpt_lmtp", "policy", "serve"]
+        profile = ["-m", "bench.cpuprofile", str(args.profile)] if args.profile else []
+        ours_argv = [sys.executable, *(profile or ["-m"]), "tlsrpt_lmtp", "policy", "serve"]
         ours_argv += ["--listen", f"{LOOPBACK}:{ours_port}", "--exim-listen", ""]
         ours_argv += ["--data-dir", str(data_dir), "--nameserver", nameserver]
         ours_argv += ["--ca-file", str(sim.ca_file), "--log-file", os.devnull]
-        ours_argv += ["--allow-private-policy-hosts"]  # the test internet is on 127.0.N.x
+        src = args.ours_src or REPO
+        if "allow-private-policy-hosts" in (src / "tlsrpt_lmtp" / "cli.py").read_text():
+            ours_argv += ["--allow-private-policy-hosts"]  # the test internet is on 127.0.N.x
         config = OUT / "mta-sts-daemon.yml"
         config.write_text(peer_config(LOOPBACK, peer_port))
         peer_argv = sim.in_dns_namespace([str(peer_daemon), "-c", str(config)])
         env = dict(os.environ)
         peer_env = {**env, "SSL_CERT_FILE": str(sim.ca_file)}
         peer_env.pop("SSL_CERT_DIR", None)
-        bench.daemons["ours"] = Daemon("ours", ours_argv, ours_port, OUT / "logs/ours.log", env)
+        ours_env = {**env, "PYTHONPATH": str(src)}
+        bench.daemons["ours"] = Daemon(
+            "ours", ours_argv, ours_port, OUT / "logs/ours.log", ours_env, src
+        )
         bench.daemons["peer"] = Daemon(
             "peer", peer_argv, peer_port, OUT / "logs/peer.log", peer_env
         )

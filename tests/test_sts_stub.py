@@ -28,8 +28,8 @@ def client(netsim: NetSim, **kw: float) -> stub.Stub:
     )
 
 
-def texts(found: stub.Records) -> list[bytes]:
-    return [b"".join(rr.strings) for rr in found.rdatas]  # type: ignore[attr-defined]
+def texts(found: stub.Records) -> list[bytes | str]:
+    return list(found.values)
 
 
 def test_answers_nxdomain_nodata_and_records(netsim: NetSim) -> None:
@@ -47,9 +47,9 @@ def test_answers_nxdomain_nodata_and_records(netsim: NetSim) -> None:
 
     txt, nodata, nxdomain, a = asyncio.run(ask())
     assert texts(txt) == [b"v=STSv1; id=abc;"] and txt.ttl == 1234
-    assert nodata.rcode == stub.NOERROR and nodata.rdatas == () and nodata.ttl is None
-    assert nxdomain.rcode == stub.NXDOMAIN and nxdomain.rdatas == ()
-    assert [rr.to_text() for rr in a.rdatas] == [netsim.https.host]  # type: ignore[attr-defined]
+    assert nodata.rcode == stub.NOERROR and nodata.values == () and nodata.ttl is None
+    assert nxdomain.rcode == stub.NXDOMAIN and nxdomain.values == ()
+    assert list(a.values) == [netsim.https.host]
 
 
 def test_cname_chain_is_followed_within_the_reply(netsim: NetSim) -> None:
@@ -67,7 +67,7 @@ def test_truncated_reply_is_asked_again_over_tcp(netsim: NetSim) -> None:
     ]  # ~6 KB: over the 1232-byte EDNS payload
     netsim.dns.set("big.test", "TXT", *strings)
     found = asyncio.run(client(netsim).query("big.test", stub.TXT))
-    assert len(found.rdatas) == 6
+    assert sorted(found.values) == sorted(f"{i}{'x' * 249}".encode() * 4 for i in range(6))
     assert netsim.dns.queries_for("big.test", "TXT")[-1].transport == "tcp"
 
 
@@ -143,3 +143,32 @@ def test_sockets_are_replaced_after_rotate_queries(netsim: NetSim) -> None:
 def test_invalid_names_are_refused_before_sending(name: str) -> None:
     with pytest.raises(stub.DnsError):
         stub.question(name, stub.TXT)
+
+
+def _reply(answer: bytes, count: int = 1) -> tuple[bytes, str]:
+    name = "_mta-sts.x.test"
+    header = struct.pack("!HHHHHH", 1, 0x8180, 1, count, 0, 0)
+    return header + stub.question(name, stub.TXT) + answer, name
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"\xc0\x21" + b"\x00" * 8,  # a pointer to itself: a loop
+        b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 60, 50) + b"\x03abc",  # rdata past the end
+        b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 60, 4) + b"\x05abc",  # string past the rdata
+        b"\x80abc",  # reserved label type
+    ],
+)
+def test_malformed_answers_are_errors_not_crashes(answer: bytes) -> None:
+    reply, name = _reply(answer)
+    with pytest.raises(stub.DnsError):
+        stub.records(reply, name, stub.TXT)
+
+
+def test_records_of_other_names_and_classes_are_ignored() -> None:
+    own = b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 300, 4) + b"\x03yes"
+    chaos = b"\xc0\x0c" + struct.pack("!HHIH", 16, 3, 300, 4) + b"\x03chs"
+    other = b"\x05other\x00" + struct.pack("!HHIH", 16, 1, 300, 3) + b"\x02no"
+    reply, name = _reply(other + chaos + own, count=3)
+    assert stub.records(reply, name, stub.TXT) == stub.Records(0, (b"yes",), 300)

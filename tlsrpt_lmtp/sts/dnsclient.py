@@ -59,8 +59,7 @@ class DnsClient:
                 found = await self._stub.query(f"_mta-sts.{domain}", stub.TXT)
             except stub.DnsError as exc:
                 return TxtLookup((), error=f"DNS lookup of _mta-sts.{domain} failed: {exc.reason}")
-            rrs = found.rdatas
-            txt = tuple(join_rr(list(rr.strings)) for rr in rrs)  # type: ignore[attr-defined]
+            txt = tuple(v for v in found.values if isinstance(v, bytes))
             return TxtLookup(txt) if found.ttl is None else TxtLookup(txt, ttl=found.ttl)
         try:
             answer = await self._r.resolve(f"_mta-sts.{domain}.", "TXT")
@@ -101,7 +100,7 @@ class DnsClient:
             elif isinstance(answer, BaseException):
                 raise answer
             else:
-                found += [rr.to_text() for rr in answer.rdatas]  # type: ignore[attr-defined]
+                found += [v for v in answer.values if isinstance(v, str)]
         if not found and errors:
             raise OSError(f"cannot resolve {host}: {errors[0]}")
         return found

@@ -151,7 +151,7 @@ class SocketmapProtocol(asyncio.BufferedProtocol):
         if transport is None:
             return
         try:
-            while self._writable.is_set():
+            while self._writable.is_set() and not transport.is_closing():
                 if self._worker is not None and len(self._queue) >= self.limits.max_pending:
                     break
                 request = self._decoder.next()
@@ -188,7 +188,7 @@ class SocketmapProtocol(asyncio.BufferedProtocol):
             if reply is None:
                 reply = await _reply_later(self.service, self.options, request)
             await self._writable.wait()
-            if self._transport is not None:
+            if self._transport is not None and not self._transport.is_closing():
                 self._transport.write(encode(reply))
         self._worker = None
         self._answer()  # what the decoder holds, and reading again
