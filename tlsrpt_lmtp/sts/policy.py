@@ -10,9 +10,9 @@ from tlsrpt_lmtp.sts.domain import DomainError, to_a_label
 
 MAX_POLICY_SIZE = 64 * 1024
 MAX_AGE_LIMIT = 31557600  # §3.2 prose; RFC errata 7282
-_LINE_END = re.compile(r"\r?\n")
-_FIELD = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,31}):[ \t]*(.*?)[ \t]*")
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 _MAX_AGE = re.compile(r"[0-9]{1,10}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Mode(StrEnum):
@@ -46,14 +46,14 @@ def parse_policy(body: bytes) -> StsPolicy:
     fields: dict[str, str] = {}
     mx: list[str] = []
     lines: list[str] = []
-    for line in _LINE_END.split(text):
+    for line in text.replace("\r\n", "\n").split("\n"):
         if not line.strip():
             continue
-        m = _FIELD.fullmatch(line)
-        if m is None or not m.group(2):
+        key, colon, value = line.partition(":")
+        value = value.strip(" \t")
+        if not colon or not value or not _KEY.fullmatch(key):
             raise PolicyError(f"invalid policy line {line!r}")
-        key, value = m.group(1), m.group(2)
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        if _CONTROL.search(value):
             raise PolicyError(f"control character in policy line {line!r}")
         if key == "mx":
             mx.append(_mx_pattern(value))
