@@ -83,7 +83,7 @@ def rows(raw: dict[str, Any], attackers: int) -> list[list[str]]:
     out.append(
         [
             f"RSS under pipelining abuse (64 conn, {PIPELINE_SECONDS:g} s, DNS not answering;"
-            f" {pipe['requests']:,} requests taken in)",
+            f" {pipe['requests']:,} requests written by the client)",
             f"{table.mib(mem.get('VmRSS'))} (peak {table.mib(peak)})",
             "not run",
             "",

@@ -12,6 +12,7 @@ See bench/README.md, section "MTA-STS policy daemon".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -64,6 +65,19 @@ def cpu_seconds(pid: int | None) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def context_switches(pid: int) -> dict[str, int]:
+    """Voluntary (it waited) and involuntary (preempted) switches of every thread."""
+    total = {"voluntary": 0, "nonvoluntary": 0}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                kind = key.removesuffix("_ctxt_switches")
+                if kind in total and kind != key:
+                    total[kind] += int(value)
+    return total
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -161,6 +175,7 @@ class Phase:
     cpu: dict[str, float] = field(default_factory=dict)
     problem: str = ""
     timed: bool = False  # a fixed-duration run: reaching the time cap is its normal end
+    switches: dict[str, int] = field(default_factory=dict)  # the daemon's context switches
 
     @property
     def complete(self) -> bool:
@@ -202,7 +217,11 @@ def merged(phases: list[Phase]) -> Phase:
         for key, value in p.cpu.items():
             cpu[key] = cpu.get(key, 0.0) + value
     problem = "; ".join(p.problem for p in phases if p.problem)
-    return Phase(r, cpu, problem)
+    switches: dict[str, int] = {}
+    for p in phases:
+        for key, count in p.switches.items():
+            switches[key] = switches.get(key, 0) + count
+    return Phase(r, cpu, problem, switches=switches)
 
 
 @dataclass
@@ -281,6 +300,7 @@ class Bench:
         print(f"  {name:<4} {tag}: {connections} conn", file=sys.stderr, flush=True)
         pids = self._pids()
         before = {key: cpu_seconds(pid) for key, pid in pids.items()}
+        switches = context_switches(daemon.pid)
         argv = ["socketmap", "--port", str(daemon.port), "--names", str(names)]
         argv += ["--connections", str(connections), "--count", str(count)]
         argv += ["--time-cap", str(cap), "--expect", expect, *self.client_cpu]
@@ -288,7 +308,9 @@ class Bench:
         cpu = {key: cpu_seconds(pid) - before[key] for key, pid in pids.items()}
         cpu = {key: value for key, value in cpu.items() if key in (name, "netsim", "unbound")}
         cpu["client"] = result.cpu_s
+        after = context_switches(daemon.pid)
         phase = Phase(result, cpu, problem, timed)
+        phase.switches = {k: after[k] - switches.get(k, 0) for k in after}
         if not phase.complete:
             r = result
             self.notes.append(
@@ -520,7 +542,11 @@ def cpu_note(tag: str, phases: dict[str, Phase]) -> str:
     for name, phase in phases.items():
         wall = phase.result.seconds or 1.0
         shares = ", ".join(f"{key} {100 * sec / wall:.0f}%" for key, sec in phase.cpu.items())
-        parts.append(f"{name} {wall:.1f} s wall: {shares}")
+        n = phase.result.requests or 1
+        waits = ", ".join(f"{v / n:.2f} {k}" for k, v in phase.switches.items())
+        parts.append(
+            f"{name} {wall:.1f} s wall: {shares}" + (f" ({waits} switches/req)" if waits else "")
+        )
         del phase
     return f"CPU per process, {tag} (100% = one core): " + "; ".join(parts)
 

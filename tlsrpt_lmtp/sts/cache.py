@@ -59,6 +59,7 @@ class Lru(Generic[K, V]):
         self._costs: dict[K, int] = {}
         self.max_cost = max_cost
         self.total_cost = 0
+        self.evicted = False  # has anything left by the bounds (not by pop)?
 
     def get(self, key: K) -> V | None:
         value = self._d.get(key)
@@ -71,6 +72,7 @@ class Lru(Generic[K, V]):
             cost = self._cost(value)
             self.pop(key)
             if cost > self.max_cost:
+                self.evicted = True
                 return
             self._costs[key] = cost
             self.total_cost += cost
@@ -78,6 +80,7 @@ class Lru(Generic[K, V]):
         self._d.move_to_end(key)
         while len(self._d) > self._size or self.total_cost > self.max_cost > 0:
             old, _ = self._d.popitem(last=False)
+            self.evicted = True
             self.total_cost -= self._costs.pop(old, 0)
 
     def peek(self, key: K) -> V | None:
@@ -98,6 +101,10 @@ class PolicyCache:
     ) -> None:
         self.size = size
         self._mem: Lru[str, Entry] = Lru(size, max_cost=max_bytes, cost=entry_cost)
+        # SQLite can only hold a policy that memory does not if the file had rows at start
+        # or something left memory by its bounds; until then a miss (every new domain)
+        # needs no SELECT.
+        self._had_rows = False
         self._negative: Lru[str, float] = Lru(size)
         self._db: sqlite3.Connection | None = None
         if path is not None:
@@ -109,6 +116,9 @@ class PolicyCache:
                 "CREATE TABLE IF NOT EXISTS sts_policies (domain TEXT PRIMARY KEY,"
                 " policy_id TEXT NOT NULL, body BLOB NOT NULL, fetched_at REAL NOT NULL,"
                 " expires_at REAL NOT NULL, looked_up_at REAL NOT NULL DEFAULT 0)"
+            )
+            self._had_rows = (
+                self._db.execute("SELECT 1 FROM sts_policies LIMIT 1").fetchone() is not None
             )
             columns = [row[1] for row in self._db.execute("PRAGMA table_info(sts_policies)")]
             if "looked_up_at" not in columns:  # a cache written by an older version
@@ -126,7 +136,7 @@ class PolicyCache:
 
     def get(self, domain: str) -> Entry | None:
         entry = self._mem.get(domain)
-        if entry is None and self._db is not None:
+        if entry is None and self._db is not None and (self._had_rows or self._mem.evicted):
             row = self._db.execute(
                 "SELECT policy_id, body, fetched_at, looked_up_at FROM sts_policies WHERE domain=?",
                 (domain,),

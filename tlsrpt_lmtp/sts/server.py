@@ -184,9 +184,8 @@ class SocketmapProtocol(asyncio.BufferedProtocol):
     async def _drain(self) -> None:
         while self._queue and self._transport is not None:
             request = self._queue.popleft()
-            reply = _reply_now(self.service, self.options, request)
-            if reply is None:
-                reply = await _reply_later(self.service, self.options, request)
+            # The service answers from its cache without waiting when it can.
+            reply = await _reply_later(self.service, self.options, request)
             await self._writable.wait()
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.write(encode(reply))

@@ -64,14 +64,15 @@ def question(name: str, rdtype: int) -> bytes:
     return wire + struct.pack("!HH", rdtype, 1)
 
 
-def records(reply: bytes, name: str, rdtype: int) -> Records:
-    """The answer for `name`/`rdtype` in a reply whose question was checked already."""
+def records(reply: bytes, name: str, rdtype: int, question_size: int = 0) -> Records:
+    """The answer for `name`/`rdtype` in a reply whose question (`question_size` bytes, if
+    known) was checked already."""
     rcode = reply[3] & 0x0F
     count = int.from_bytes(reply[6:8], "big")
     if rcode == NXDOMAIN or count == 0:
         return Records(rcode)
     try:
-        rrs = _answers(reply, 12 + len(question(name, rdtype)), count)
+        rrs = _answers(reply, 12 + (question_size or len(question(name, rdtype))), count)
     except (IndexError, ValueError):
         raise DnsError("malformed reply") from None
     target = name.rstrip(".").lower()
@@ -190,6 +191,7 @@ class Stub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pools: dict[tuple[str, int], list[_Socket]] = {}
         self._next = 0
+        self._turn = 0
 
     async def query(self, name: str, rdtype: int) -> Records:
         sent = question(name, rdtype)
@@ -213,7 +215,7 @@ class Stub:
                 servers.remove(server)
                 continue
             if reply[3] & 0x0F in (NOERROR, NXDOMAIN):
-                return records(reply, name, rdtype)
+                return records(reply, name, rdtype, len(sent))
             failure = "no nameserver answered (SERVFAIL or refused)"
             servers.remove(server)  # as dnspython: a server that failed is not asked again
         raise DnsError(failure)
@@ -237,7 +239,8 @@ class Stub:
                 raise DnsError(f"cannot reach nameserver: {exc.strerror}") from None
             pool.append(sock)
             return sock
-        return min(pool, key=lambda s: len(s.pending))
+        self._turn += 1
+        return pool[self._turn % len(pool)]
 
     async def _udp(
         self, loop: asyncio.AbstractEventLoop, server: tuple[str, int], sent: bytes, wait: float
