@@ -1,0 +1,238 @@
+"""Findings about what the reports do *not* say: silence, and policies ready to change.
+
+A report can only raise an alert when it arrives; these rules look at the store as of a
+moment (``now``) instead, so they run from ``tlsrpt-lmtp digest`` and appear in ``summary``:
+
+- reporter-silent (warning): an organisation reported a domain on at least K of the M days
+  up to its last report, and has not reported it for more than D days since;
+- domain-silent (warning): the same for a domain and all organisations together;
+- ready-for-enforce (info): every report of the last 30 days saw the domain's MTA-STS policy
+  in mode testing, they cover those 30 days (the first within 3 days of their start), and
+  none had a failed session;
+- mode-none (info): the domain's latest MTA-STS policy has mode none (senders ignore it).
+
+Only reports that started within the last ``lookback`` days are read (defaults: K=5, M=14,
+D=3, lookback 90 days), with aggregate queries; the rules themselves are pure.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from tlsrpt_lmtp.alerts.rules import Alert
+
+
+@dataclass(frozen=True, slots=True)
+class AbsenceConfig:
+    active_days: int = 5  # K
+    window_days: int = 14  # M
+    silent_days: int = 3  # D
+    ready_days: int = 30
+    lookback_days: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str  # 'reporter-silent', 'domain-silent', 'ready-for-enforce', 'mode-none'
+    severity: str
+    domain: str
+    organization: str | None
+    message: str
+    since: date | None  # the last day reported (silence), or the first day seen (readiness)
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Reports of one domain (from one organisation, or from all when organization is None)."""
+
+    domain: str
+    organization: str | None
+    last_day: date
+    active_days: int  # distinct report days among the window_days up to last_day
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    domain: str
+    latest_mode: str  # of the newest STS policy in the lookback
+    recent_first_day: date | None  # first report day in the ready window
+    recent_modes: frozenset[str]  # STS modes seen in the ready window
+    recent_failed: int
+
+
+_MODE = """CASE WHEN p.policy_type <> 'sts' THEN NULL
+    WHEN instr(p.policy_string, '"mode: enforce"') THEN 'enforce'
+    WHEN instr(p.policy_string, '"mode: testing"') THEN 'testing'
+    WHEN instr(p.policy_string, '"mode: none"') THEN 'none' ELSE 'unknown' END"""
+_RECENT = f"""CREATE TEMP TABLE absence_pol AS
+    SELECT r.organization_name AS org, COALESCE(p.policy_domain, '') AS domain,
+           substr(r.date_range_start, 1, 10) AS day, r.date_range_start AS start,
+           {_MODE} AS mode, MIN(MAX(p.total_failure_session_count, 0), 1000000000000) AS bad
+    FROM reports AS r JOIN policies AS p ON p.report = r.id
+    WHERE r.date_range_start >= :since"""
+_ACTIVITY = """WITH d AS (SELECT {key}, day FROM absence_pol GROUP BY {key}, day),
+    l AS (SELECT {key}, MAX(day) AS last FROM d GROUP BY {key} HAVING last < :silent_before)
+    SELECT {lkey}, l.last, COUNT(*) FROM l JOIN d ON {join} AND d.day > date(l.last, :window)
+    GROUP BY {lkey}"""
+_READY = """SELECT a.domain, latest.mode,
+    MIN(CASE WHEN a.start >= :ready THEN a.day END),
+    group_concat(DISTINCT CASE WHEN a.start >= :ready THEN a.mode END),
+    SUM(CASE WHEN a.start >= :ready THEN a.bad ELSE 0 END)
+    FROM absence_pol AS a
+    JOIN (SELECT domain, mode, MAX(start) FROM absence_pol WHERE mode IS NOT NULL
+          GROUP BY domain) AS latest ON latest.domain = a.domain
+    WHERE a.domain <> '' GROUP BY a.domain"""
+
+
+def read(
+    db: sqlite3.Connection, now: datetime, config: AbsenceConfig
+) -> tuple[list[Activity], list[Readiness]]:
+    """The aggregates the rules need, from the store as of ``now``."""
+    today = now.date()
+    since = datetime.combine(today - timedelta(days=config.lookback_days), datetime.min.time())
+    ready = datetime.combine(today - timedelta(days=config.ready_days), datetime.min.time())
+    p = {
+        "since": since.isoformat(),
+        "ready": ready.isoformat(),
+        "window": f"-{config.window_days} days",
+        "silent_before": (today - timedelta(days=config.silent_days)).isoformat(),
+    }
+    db.execute("DROP TABLE IF EXISTS temp.absence_pol")
+    db.execute(_RECENT, p)
+    try:
+        db.execute("CREATE INDEX temp.absence_pol_domain ON absence_pol(domain, org, day)")
+        activity = [
+            Activity(domain, org, date.fromisoformat(last), n)
+            for org, domain, last, n in db.execute(
+                _ACTIVITY.format(
+                    key="domain, org",
+                    lkey="l.org, l.domain",
+                    join="d.org = l.org AND d.domain = l.domain",
+                ),
+                p,
+            )
+        ]
+        activity += [
+            Activity(domain, None, date.fromisoformat(last), n)
+            for domain, last, n in db.execute(
+                _ACTIVITY.format(key="domain", lkey="l.domain", join="d.domain = l.domain"), p
+            )
+        ]
+        readiness = [
+            Readiness(
+                domain,
+                latest,
+                date.fromisoformat(first) if first else None,
+                frozenset((modes or "").split(",")) - {""},
+                failed or 0,
+            )
+            for domain, latest, first, modes, failed in db.execute(_READY, p)
+        ]
+    finally:
+        db.execute("DROP TABLE IF EXISTS temp.absence_pol")
+    return activity, readiness
+
+
+def evaluate(
+    activity: Iterable[Activity],
+    readiness: Iterable[Readiness],
+    now: datetime,
+    config: AbsenceConfig = AbsenceConfig(),
+    ignore: Iterable[str] = (),
+) -> list[Finding]:
+    """The findings, most severe first (pure)."""
+    today, skip = now.date(), set(ignore)
+    found = []
+    for a in activity:
+        silent = (today - a.last_day).days - 1
+        if a.domain in skip or not a.domain or a.active_days < config.active_days:
+            continue
+        if silent < config.silent_days:
+            continue
+        who = f"{a.organization} has sent" if a.organization else "The domain has received"
+        found.append(
+            Finding(
+                "reporter-silent" if a.organization else "domain-silent",
+                "warning",
+                a.domain,
+                a.organization,
+                f"{who} no report for {a.domain} for {silent} days (last: {a.last_day},"
+                f" after reports on {a.active_days} of the {config.window_days} days before)",
+                a.last_day,
+            )
+        )
+    for r in readiness:
+        if r.domain in skip:
+            continue
+        if r.latest_mode == "none":
+            found.append(
+                Finding(
+                    "mode-none",
+                    "info",
+                    r.domain,
+                    None,
+                    f"The MTA-STS policy of {r.domain} is in mode none: senders ignore it",
+                    None,
+                )
+            )
+        start = today - timedelta(days=config.ready_days)
+        if (
+            r.recent_modes == {"testing"}
+            and r.recent_first_day is not None
+            and r.recent_first_day <= start + timedelta(days=3)
+            and r.recent_failed == 0
+        ):
+            found.append(
+                Finding(
+                    "ready-for-enforce",
+                    "info",
+                    r.domain,
+                    None,
+                    f"{r.domain} has been in MTA-STS testing for {config.ready_days} days"
+                    " without a failed session: ready for mode enforce",
+                    r.recent_first_day,
+                )
+            )
+    order = {"warning": 0, "info": 1}
+    found.sort(key=lambda f: (order.get(f.severity, 2), f.kind, f.domain, f.organization or ""))
+    return found
+
+
+def find(
+    db: sqlite3.Connection,
+    now: datetime,
+    config: AbsenceConfig = AbsenceConfig(),
+    ignore: Iterable[str] = (),
+) -> list[Finding]:
+    activity, readiness = read(db, now, config)
+    return evaluate(activity, readiness, now, config, ignore)
+
+
+@dataclass(frozen=True, slots=True)
+class AbsenceAlert(Alert):
+    """An alert from a finding; deduplicated per (domain, kind and organisation)."""
+
+    key: str = ""
+
+    @property
+    def cause(self) -> str:
+        return self.key
+
+
+def as_alert(f: Finding) -> AbsenceAlert:
+    return AbsenceAlert(
+        severity=f.severity,
+        rule=f.kind,
+        rules=(f.kind,),
+        domain=f.domain,
+        result_type=None,
+        message=f.message,
+        failed_session_count=0,
+        receiving_mx=(),
+        policy_type="sts" if f.kind in ("ready-for-enforce", "mode-none") else "",
+        policy_mode={"ready-for-enforce": "testing", "mode-none": "none"}.get(f.kind),
+        key=f"{f.kind}:{f.organization}" if f.organization else f.kind,
+    )
