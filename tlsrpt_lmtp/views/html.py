@@ -50,7 +50,7 @@ tr.rest td{color:#78909c;font-style:italic}
 .bad{color:#c62828}.warn{color:#ef6c00}.good{color:#2e7d32}
 figure{margin:10px 0 18px}figcaption{font-weight:600;margin-bottom:2px}
 svg.chart{max-width:100%;height:auto;background:#fbfcfc;border:1px solid #eceff1}
-td.d{white-space:nowrap}
+td.d{white-space:nowrap}td.id{font-family:monospace;font-size:12px;word-break:break-all}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:0 18px}
 section.domain{border-top:2px solid #b0bec5;margin-top:24px}
 footer{color:#78909c;font-size:12px;margin-top:28px}
@@ -241,11 +241,11 @@ def _reports(s: Summary) -> list[str]:
     ]
     for r in s.reports:
         out.append(
-            f"<tr><td class=d>{r.start.strftime('%Y-%m-%d %H:%M')}</td>"
+            f'<tr class="report"><td class="d">{r.start.strftime("%Y-%m-%d %H:%M")}</td>'
             f"<td>{e(r.organization)}</td><td>{e(r.report_id)}</td>"
             + _n("sessions", num(r.sessions))
             + _n("failed", num(r.failed))
-            + f"<td><code>{e(r.archive_id)}</code></td></tr>"
+            + f'<td class="id" data-k="archive">{e(r.archive_id)}</td></tr>'
         )
     out += _rest(rest_line(s.reports_rest, "reports"), 6)
     out.append("</tbody></table></section>")
