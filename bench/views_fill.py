@@ -10,7 +10,9 @@ ten has failures, with one to three failure details from a pool of sending IPs.
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -86,6 +88,21 @@ def make_report(rng: random.Random, n: int, org: int, dom: int, day: date) -> Re
     )
 
 
+def generate(
+    reports: int = 50_000,
+    *,
+    domains: int = 5_000,
+    orgs: int = 30,
+    days: int = 365,
+    seed: int = 1,
+) -> Iterator[Report]:
+    """The reports ``fill`` stores, in order (tests recompute the expected numbers from them)."""
+    rng = random.Random(seed)
+    for n in range(reports):
+        day = END - timedelta(days=1 + rng.randrange(days))
+        yield make_report(rng, n, rng.randrange(orgs), rng.randrange(domains), day)
+
+
 def fill(
     path: Path,
     reports: int = 50_000,
@@ -96,20 +113,18 @@ def fill(
     seed: int = 1,
     batch: int = 5_000,
 ) -> None:
-    """Store ``reports`` reports about ``domains`` domains from ``orgs`` organisations, the
-    last of them on the day before END."""
-    rng = random.Random(seed)
+    """Store ``generate(...)``'s reports, ``batch`` per transaction."""
     db = Database(path)
     store = Store(db)
+    made = generate(reports, domains=domains, orgs=orgs, days=days, seed=seed)
     try:
         n = 0
         while n < reports:
             with db.transaction(durable=False) as c:
-                for _ in range(min(batch, reports - n)):
-                    day = END - timedelta(days=1 + rng.randrange(days))
-                    report = make_report(rng, n, rng.randrange(orgs), rng.randrange(domains), day)
+                for report in itertools.islice(made, batch):
+                    received = report.date_range_end.isoformat()
                     store.add_report(
-                        c, report, meta=META, archive_id=f"{n:064x}", received_at=day.isoformat()
+                        c, report, meta=META, archive_id=f"{n:064x}", received_at=received
                     )
                     n += 1
     finally:

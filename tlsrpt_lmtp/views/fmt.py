@@ -94,6 +94,18 @@ def scope_label(summary: Summary) -> str:
     return f"domain {domain_label(summary.domain)}" if summary.domain else "all policy domains"
 
 
+def findings_rest(summary: Summary) -> str | None:
+    """The one line for the findings a top-N list leaves out, by kind."""
+    left = summary.findings[summary.top :] if summary.top > 0 else ()
+    if not left:
+        return None
+    kinds: dict[str, int] = {}
+    for f in left:
+        kinds[f.kind] = kinds.get(f.kind, 0) + 1
+    parts = ", ".join(f"{num(n)} {kind}" for kind, n in sorted(kinds.items()))
+    return f"… {num(len(left))} more findings: {parts} (--top 0: all)"
+
+
 COUNTING = (
     "Sessions are the senders' session counts, never reports or rows; a domain reported under"
     " several policy types in one report counts the maximum of them, not the sum."

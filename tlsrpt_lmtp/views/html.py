@@ -21,6 +21,7 @@ from tlsrpt_lmtp.views.fmt import (
     clean,
     covered,
     domain_label,
+    findings_rest,
     headline,
     num,
     pct,
@@ -284,9 +285,10 @@ def _top(s: Summary, title: str) -> list[str]:
         out += [
             f'<li class="{e(f.severity)}" data-kind="{e(f.kind)}"><strong>{e(f.kind)}</strong>'
             f" {e(f.message)}</li>"
-            for f in s.findings
+            for f in s.shown(s.findings)
         ]
-        out.append("</ul></section>")
+        rest = findings_rest(s)
+        out.append("</ul>" + (f'<p class="sub">{e(rest)}</p>' if rest else "") + "</section>")
     return out
 
 

@@ -18,6 +18,7 @@ from tlsrpt_lmtp.views.fmt import (
     clean,
     covered,
     domain_label,
+    findings_rest,
     headline,
     num,
     pct,
@@ -173,7 +174,8 @@ def render(summary: Summary, *, views: Sequence[str] = ("result", "source")) -> 
     ]
     if s.findings:
         lines += ["## Findings", ""]
-        lines += [f"- **{esc(f.kind)}** {esc(f.message)}" for f in s.findings]
+        lines += [f"- **{esc(f.kind)}** {esc(f.message)}" for f in s.shown(s.findings)]
+        lines += _rest(findings_rest(s))
         lines.append("")
     if "result" in views:
         lines += _domains(s)

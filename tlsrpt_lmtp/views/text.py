@@ -12,6 +12,7 @@ from tlsrpt_lmtp.views.fmt import (
     clean,
     covered,
     domain_label,
+    findings_rest,
     headline,
     num,
     pct,
@@ -182,13 +183,13 @@ def _reports(s: Summary) -> list[str]:
     return lines + _rest(rest_line(s.reports_rest, "reports"))
 
 
-def findings(found: Sequence[Finding]) -> list[str]:
+def findings(found: Sequence[Finding], rest: str | None = None) -> list[str]:
     if not found:
         return []
-    lines = [f"FINDINGS ({num(len(found))}: silence and policy readiness)"]
+    lines = ["FINDINGS (silence and policy readiness; most severe first)"]
     for f in found:
         lines += _wrap(f"{f.severity.upper()} {f.kind}: {f.message}", "  ")
-    return lines
+    return lines + _rest(rest)
 
 
 def render(summary: Summary, *, views: Sequence[str] = ("result", "source")) -> str:
@@ -199,7 +200,7 @@ def render(summary: Summary, *, views: Sequence[str] = ("result", "source")) -> 
         *_wrap(COUNTING, ""),
     ]
     if s.findings:
-        lines += ["", *findings(s.findings)]
+        lines += ["", *findings(s.shown(s.findings), findings_rest(s))]
     if "result" in views:
         lines += ["", *_domains(s)]
         if s.domain is not None and s.groups:
