@@ -21,6 +21,7 @@ from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
 from tlsrpt_lmtp.sources import iter_messages
 from tlsrpt_lmtp.views import cli as views_cli
+from tlsrpt_lmtp.views import digest as views_digest
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     _policy_parsers(sub, common)
 
     views_cli.add_parser(sub, common)
+    views_digest.add_parser(sub, common)
     check_cli.add_parser(sub, common)
     milter_cli.add_parser(sub, common)
 
@@ -182,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return milter_cli.run(args)
     if args.command == "summary":  # reads the store; never opens it for writing
         return views_cli.run(args)
+    if args.command == "digest":  # reads the store; writes only the alert state
+        return views_digest.run(args)
     hook: AlertHook | None = None
     try:
         config = _config(args)

@@ -32,7 +32,8 @@ from typing import Any
 from tlsrpt_lmtp.config import ConfigError, read_toml
 from tlsrpt_lmtp.views.period import PeriodError, parse_duration
 
-RULES = ("enforce-failure", "failure-rate", "new-result-type", "result-type")
+RULES: tuple[str, ...] = ("enforce-failure", "failure-rate", "new-result-type", "result-type")
+RULES += ("reporter-silent", "domain-silent", "ready-for-enforce", "mode-none")  # absence.py
 SEVERITIES = ("info", "warning", "critical")
 ACTIONABLE = (
     "sts-policy-fetch-error",
