@@ -26,6 +26,7 @@ from tlsrpt_lmtp.model import MailMeta, Policy, Report
 from tlsrpt_lmtp.pipeline import Pipeline
 from tlsrpt_lmtp.store import Store
 from tlsrpt_lmtp.views import cli, model, query
+from tlsrpt_lmtp.views.indexes import ensure_indexes
 from tlsrpt_lmtp.views.period import Period, make_period
 
 NOW = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
@@ -347,3 +348,30 @@ def test_a_count_of_2_63_minus_1_does_not_overflow(tmp_path: Path) -> None:
     assert s.totals.failed == 2 * query.CAP + 5 and s.totals.successful == 2 * query.CAP + 5
     for fmt in ("text", "markdown", "json", "html"):
         assert cli.RENDERERS[fmt](s)
+
+
+def test_a_short_period_is_found_through_the_index(gen_store: Path) -> None:
+    """With the store's reports_start index, the period drives the query (no full scan)."""
+    db = sqlite3.connect(gen_store / "tlsrpt.sqlite3")
+    ensure_indexes(db)
+    db.commit()
+    params = {"start": "2026-05-12", "end": None, "domain": None}
+    params["where"] = "r.date_range_start >= :start"
+    params["plan"] = query._plan(db, params)
+    assert params["plan"] == "index"  # 1 report of 5 in the period
+    plans = []
+    for sql in query._BUILD:
+        bound = query._bind(sql, params)
+        if bound.startswith("CREATE TEMP TABLE") and " AS\n" in bound:
+            select = bound.split(" AS\n", 1)[1]
+            plans += [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {select}", params)]
+        db.execute(bound, params)
+    plan = " | ".join(plans)
+    db.close()
+    assert plan.count("USING INDEX reports_start") == 2, plan  # the failures and the units
+    may = make_period(since=None, date_from="2026-05-12", date_to=None, now=NOW)
+    assert summarise(gen_store, may).totals.reports == 1
+    every = {**params, "start": "2026-01-01"}
+    db = sqlite3.connect(gen_store / "tlsrpt.sqlite3")
+    assert query._plan(db, every) == "scan"  # most reports: a scan beats the index
+    db.close()
