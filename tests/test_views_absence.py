@@ -13,6 +13,7 @@ import pytest
 from tests.test_alerts_delivery import fake_sendmail, sent
 from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.alerts.hook import build_hook
+from tlsrpt_lmtp.alerts.state import AlertState
 from tlsrpt_lmtp.cli import _parser
 from tlsrpt_lmtp.db import Database
 from tlsrpt_lmtp.model import FailureDetail, MailMeta, Policy, Report
@@ -246,3 +247,25 @@ def test_digest_prints_without_mail_to_and_sends_findings_as_alerts(
 def test_digest_bad_since_is_a_usage_error(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_digest("--data-dir", str(world), "--since", "99999999999w", "--no-alerts") == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_the_failure_rate_history_counts_by_the_same_rule(tmp_path: Path) -> None:
+    """The failure-rate alert sees a domain's day as the views do: the maximum over its
+    policies per report, not sts + tlsa; and a hostile count does not overflow it."""
+    start = datetime(2026, 5, 10, tzinfo=UTC)
+    sts = Policy("sts", "m.example", ("mode: enforce",), (), 40, 10, ())
+    tlsa = Policy("tlsa", "m.example", (), (), 40, 10, ())
+    ms = Report("Microsoft", "m1", start, start + DAY, None, (sts, tlsa), ())
+    huge = Policy("sts", "m.example", ("mode: enforce",), (), 2**63 - 1, 2**63 - 1, ())
+    hostile = Report("Evil", "e1", start, start + DAY, None, (huge,), ())
+    db = Database(tmp_path / "tlsrpt.sqlite3")
+    state = AlertState(tmp_path / "tlsrpt.sqlite3")
+    try:
+        assert state.history(ms).days[("m.example", start.date())] == (40, 10)  # not stored
+        with db.transaction(durable=False) as c:
+            for n, r in enumerate((ms, hostile)):
+                Store.add_report(c, r, meta=MailMeta(), archive_id=f"a{n}", received_at="")
+        assert state.history(ms).days[("m.example", start.date())] == (40 + 10**12, 10 + 10**12)
+    finally:
+        state.close()
+        db.close()

@@ -116,22 +116,42 @@ class AlertState:
                 for d in domains
             }
             days = {(d, day): self._day(d, day) for d in domains}
-        if not stored:  # not in the store (yet): count it in its day
+        if not stored:  # not in the store (yet): count it in its day, by the counting rule
+            units: dict[str, tuple[int, int]] = {}
             for p in report.policies:
                 if p.policy_domain:
-                    ok, failed = days[(p.policy_domain, day)]
-                    days[(p.policy_domain, day)] = (
-                        ok + p.total_successful_session_count,
-                        failed + p.total_failure_session_count,
+                    sessions, failed = units.get(p.policy_domain, (0, 0))
+                    units[p.policy_domain] = (
+                        max(
+                            sessions,
+                            _cap(p.total_successful_session_count)
+                            + _cap(p.total_failure_session_count),
+                        ),
+                        max(failed, _cap(p.total_failure_session_count)),
                     )
+            for d, (sessions, failed) in units.items():
+                ok_before, failed_before = days[(d, day)]
+                days[(d, day)] = (ok_before + sessions - failed, failed_before + failed)
         return History(seen, days)
 
     def _day(self, domain: str, day: date) -> tuple[int, int]:
+        """The domain's sessions that day, counted as the views count them (docs/summary.md):
+        per report the maximum over the domain's policies, counts clamped to 10**12."""
         ok, failed = self._db.execute(
-            "SELECT COALESCE(SUM(p.total_successful_session_count), 0),"
-            " COALESCE(SUM(p.total_failure_session_count), 0)"
+            "SELECT COALESCE(SUM(s - f), 0), COALESCE(SUM(f), 0) FROM ("
+            f" SELECT MAX({_C.format('p.total_successful_session_count')}"
+            f" + {_C.format('p.total_failure_session_count')}) AS s,"
+            f" MAX({_C.format('p.total_failure_session_count')}) AS f"
             " FROM policies AS p JOIN reports AS r ON r.id = p.report"
-            " WHERE p.policy_domain = ? AND date(r.date_range_start) = ?",
+            " WHERE p.policy_domain = ? AND date(r.date_range_start) = ? GROUP BY p.report)",
             (domain, day.isoformat()),
         ).fetchone()
         return int(ok), int(failed)
+
+
+_CAP = 10**12
+_C = "MIN(MAX({}, 0), 1000000000000)"
+
+
+def _cap(n: int) -> int:
+    return min(max(n, 0), _CAP)
