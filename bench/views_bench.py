@@ -4,14 +4,16 @@
         [--main /work/main] [--time-cap 300]
 
 For each size, a store of that many reports (5,000 policy domains, 30 organisations, one
-year; bench/views_fill.py, through Store.add_report) is filled once and cached under
-bench/out/views-N/. Each format then runs in a fresh process over the whole year
-(``--from 2025-05-01 --to 2026-05-31``), this checkout beside the code in ``--main`` (the
-'before' column, run by the same runner with PYTHONPATH pointing there). The table prints
-the wall time of the whole process (start-up, imports, queries, rendering, writing), its CPU
-time (user + system: less sensitive to a busy machine than the wall time), the peak RSS
-(VmHWM) and the output's size. Runs over the time cap, or over a 4 GiB address-space limit,
-are shown as such. Progress goes to stderr.
+year up to yesterday, so that the silence findings read recent data; bench/views_fill.py,
+through Store.add_report; with views/indexes.py's index) is filled once and cached under
+bench/out/views-N-DATE/. Each format then runs in a fresh process over that year (``--from``
+a year ago ``--to`` today), this checkout beside the code in ``--main`` (the 'before'
+column, run by the same runner with PYTHONPATH pointing there); then one domain, and the
+last day alone (what a daily digest reads). The table prints the wall time of the whole
+process (start-up, imports, queries, rendering, writing), its CPU time (user + system: less
+sensitive to a busy machine than the wall time), the peak RSS (VmHWM) and the output's size.
+Runs over the time cap, or over a 4 GiB address-space limit, are shown as such. Progress
+goes to stderr.
 """
 
 from __future__ import annotations
@@ -19,19 +21,23 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from bench.views_fill import fill
+from tlsrpt_lmtp.views.indexes import ensure_indexes
 
 HERE = Path(__file__).resolve().parent
 OURS = HERE.parent
 OUT = HERE / "out"
 FORMATS = ("text", "markdown", "json", "html")
-PERIOD = ("--from", "2025-05-01", "--to", "2026-05-31")
+TODAY = datetime.now(UTC).date()  # the stores end yesterday: the findings see recent data
+PERIOD = ("--from", (TODAY - timedelta(days=365)).isoformat(), "--to", TODAY.isoformat())
 LIMIT = 4 << 30
 
 
@@ -44,15 +50,17 @@ class Run:
     cpu: float = 0.0  # user + system seconds of the child
 
 
-def store(size: int) -> Path:
-    data = OUT / f"views-{size}"
+def store(size: int, end: date) -> Path:
+    data = OUT / f"views-{size}-{end.isoformat()}"
     db = data / "tlsrpt.sqlite3"
     if not (data / "complete").exists():
         for p in data.glob("tlsrpt.sqlite3*"):
             p.unlink()
         print(f"filling {size:,} reports into {db} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        fill(db, size, batch=20_000)
+        fill(db, size, batch=20_000, end=end)
+        with sqlite3.connect(db) as c:  # the index views/indexes.py asks db.py to create
+            ensure_indexes(c)
         took = time.perf_counter() - started
         (data / "complete").write_text(f"{took:.1f}\n")
         print(f"  filled in {took:.1f} s", file=sys.stderr, flush=True)
@@ -63,14 +71,15 @@ def _limit() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
 
 
-def measure(code: Path, data: Path, argv: list[str], cap: float) -> Run:
+def measure(code: Path, data: Path, argv: list[str], cap: float, *, period: bool = True) -> Run:
     report = OUT / "views-run.txt"
     report.unlink(missing_ok=True)
     target = OUT / "views-output"
     target.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(code)}
     cmd = [sys.executable, str(HERE / "views_run.py"), str(report), "summary"]
-    cmd += ["--data-dir", str(data), *PERIOD, *argv, "--output", str(target)]
+    cmd += ["--data-dir", str(data), *(PERIOD if period else ()), *argv]
+    cmd += ["--output", str(target)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     try:
@@ -99,7 +108,7 @@ def cell(run: Run) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000, 1_000_000])
     ap.add_argument("--main", type=Path, default=Path("/work/main"))
     ap.add_argument("--time-cap", type=float, default=300.0)
     ap.add_argument("--skip-main-above", type=int, default=10**9)
@@ -107,7 +116,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes:
-        data = store(size)
+        data = store(size, TODAY)
         for fmt in FORMATS:
             argv = ["--format", fmt]
             print(f"{size:,} {fmt} ...", file=sys.stderr, flush=True)
@@ -118,9 +127,13 @@ def main() -> None:
                 else Run(None, None, None, "not run")
             )
             rows.append((f"{size:,}", fmt, cell(ours), cell(before)))
-        drill = ["--domain", "d00007.example"]
+        drill = ["--domain", "d00007.example"]  # one domain of 5,000
         ours = measure(OURS, data, drill, args.time_cap)
         rows.append((f"{size:,}", "text --domain", cell(ours), "-"))
+        day = ["--from", (TODAY - timedelta(days=1)).isoformat()]  # what a daily digest reads
+        ours = measure(OURS, data, day, args.time_cap, period=False)
+        before = measure(args.main, data, day, args.time_cap, period=False)
+        rows.append((f"{size:,}", "text, last day", cell(ours), cell(before)))
     head = (
         "reports",
         "format",

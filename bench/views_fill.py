@@ -95,11 +95,13 @@ def generate(
     orgs: int = 30,
     days: int = 365,
     seed: int = 1,
+    end: date = END,
 ) -> Iterator[Report]:
-    """The reports ``fill`` stores, in order (tests recompute the expected numbers from them)."""
+    """The reports ``fill`` stores, in order (tests recompute the expected numbers from them);
+    the last possible day is the day before ``end``."""
     rng = random.Random(seed)
     for n in range(reports):
-        day = END - timedelta(days=1 + rng.randrange(days))
+        day = end - timedelta(days=1 + rng.randrange(days))
         yield make_report(rng, n, rng.randrange(orgs), rng.randrange(domains), day)
 
 
@@ -112,11 +114,12 @@ def fill(
     days: int = 365,
     seed: int = 1,
     batch: int = 5_000,
+    end: date = END,
 ) -> None:
     """Store ``generate(...)``'s reports, ``batch`` per transaction."""
     db = Database(path)
     store = Store(db)
-    made = generate(reports, domains=domains, orgs=orgs, days=days, seed=seed)
+    made = generate(reports, domains=domains, orgs=orgs, days=days, seed=seed, end=end)
     try:
         n = 0
         while n < reports:

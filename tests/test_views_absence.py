@@ -118,9 +118,7 @@ def test_findings_follow_the_clock(world: Path) -> None:
 
 def test_the_rule_is_pure() -> None:
     act = [absence.Activity("x.example", "Org", date(2026, 5, 10), 5)]
-    ready = [
-        absence.Readiness("y.example", "testing", date(2026, 4, 20), frozenset({"testing"}), 0)
-    ]
+    ready = [absence.Readiness("y.example", "testing", date(2026, 4, 20), 30, 0, 0)]
     got = absence.evaluate(act, ready, NOW, absence.AbsenceConfig(), ignore=["y.example"])
     assert [(f.kind, f.domain) for f in got] == [("reporter-silent", "x.example")]
     strict = absence.AbsenceConfig(active_days=6)

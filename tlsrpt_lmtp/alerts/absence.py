@@ -65,7 +65,8 @@ class Readiness:
     domain: str
     latest_mode: str  # of the newest STS policy in the lookback
     recent_first_day: date | None  # first report day in the ready window
-    recent_modes: frozenset[str]  # STS modes seen in the ready window
+    recent_testing: int  # STS policies in mode testing in the ready window
+    recent_other: int  # STS policies in any other mode in the ready window
     recent_failed: int
 
 
@@ -82,15 +83,14 @@ _RECENT = f"""CREATE TEMP TABLE absence_pol AS
 _ACTIVITY = """WITH d AS (SELECT {key}, day FROM absence_pol GROUP BY {key}, day),
     l AS (SELECT {key}, MAX(day) AS last FROM d GROUP BY {key} HAVING last < :silent_before)
     SELECT {lkey}, l.last, COUNT(*) FROM l JOIN d ON {join} AND d.day > date(l.last, :window)
-    GROUP BY {lkey}"""
-_READY = """SELECT a.domain, latest.mode,
-    MIN(CASE WHEN a.start >= :ready THEN a.day END),
-    group_concat(DISTINCT CASE WHEN a.start >= :ready THEN a.mode END),
-    SUM(CASE WHEN a.start >= :ready THEN a.bad ELSE 0 END)
-    FROM absence_pol AS a
-    JOIN (SELECT domain, mode, MAX(start) FROM absence_pol WHERE mode IS NOT NULL
-          GROUP BY domain) AS latest ON latest.domain = a.domain
-    WHERE a.domain <> '' GROUP BY a.domain"""
+    GROUP BY {lkey} HAVING COUNT(*) >= :active"""
+_READY = """SELECT domain,
+    MAX(CASE WHEN mode IS NOT NULL THEN start || ' ' || mode END),
+    MIN(CASE WHEN start >= :ready THEN day END),
+    SUM(start >= :ready AND mode = 'testing'),
+    SUM(start >= :ready AND mode IS NOT NULL AND mode <> 'testing'),
+    SUM(CASE WHEN start >= :ready THEN bad ELSE 0 END)
+    FROM absence_pol WHERE domain <> '' GROUP BY domain HAVING MAX(mode IS NOT NULL)"""
 
 
 def read(
@@ -105,6 +105,7 @@ def read(
         "ready": ready.isoformat(),
         "window": f"-{config.window_days} days",
         "silent_before": (today - timedelta(days=config.silent_days)).isoformat(),
+        "active": config.active_days,
     }
     db.execute("DROP TABLE IF EXISTS temp.absence_pol")
     db.execute(_RECENT, p)
@@ -130,12 +131,13 @@ def read(
         readiness = [
             Readiness(
                 domain,
-                latest,
+                latest.rsplit(" ", 1)[-1],  # the mode of the newest STS policy
                 date.fromisoformat(first) if first else None,
-                frozenset((modes or "").split(",")) - {""},
+                testing or 0,
+                other or 0,
                 failed or 0,
             )
-            for domain, latest, first, modes, failed in db.execute(_READY, p)
+            for domain, latest, first, testing, other, failed in db.execute(_READY, p)
         ]
     finally:
         db.execute("DROP TABLE IF EXISTS temp.absence_pol")
@@ -186,7 +188,8 @@ def evaluate(
             )
         start = today - timedelta(days=config.ready_days)
         if (
-            r.recent_modes == {"testing"}
+            r.recent_testing > 0
+            and r.recent_other == 0
             and r.recent_first_day is not None
             and r.recent_first_day <= start + timedelta(days=3)
             and r.recent_failed == 0

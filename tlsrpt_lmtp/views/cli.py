@@ -16,7 +16,7 @@ import sqlite3
 import stat
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,11 +86,15 @@ def summarise(
     *,
     now: datetime,
     top: int,
-    findings: bool = True,
+    findings: bool | Sequence[absence.Finding] = True,
 ) -> model.Summary:
-    """The Summary of the store for ``period`` (and ``domain``), findings as of ``now``."""
+    """The Summary of the store for ``period`` (and ``domain``), with the findings as of
+    ``now`` (or those given, computed once for several summaries)."""
     rows = query.fetch(db, period, domain, top=top)
-    found = absence.find(db, now) if findings else []
+    if isinstance(findings, bool):
+        found = absence.find(db, now) if findings else []
+    else:
+        found = list(findings)
     if domain is not None:
         found = [f for f in found if f.domain == domain]
     return model.build(rows, period=period, domain=domain, now=now, top=top, findings=found)
@@ -115,7 +119,9 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
         pages: dict[str, str] = {}
         if out_dir is not None:
             for d in summary.shown(summary.domains):
-                drill = summarise(db, period, d.domain, now=now, top=args.top)
+                drill = summarise(
+                    db, period, d.domain, now=now, top=args.top, findings=summary.findings
+                )
                 pages[html.page_name(d.domain)] = html.render(drill, views=views)
     except sqlite3.Error as exc:
         print(f"tlsrpt-lmtp: cannot read the report store: {exc}", file=sys.stderr)
