@@ -112,7 +112,7 @@ def test_findings_follow_the_clock(world: Path) -> None:
     earlier = {(f.kind, f.domain) for f in findings(world, datetime(2026, 5, 18, 12, tzinfo=UTC))}
     assert ("reporter-silent", "b.example") in earlier  # last the 14th: 15th to 17th missing
     assert ("reporter-silent", "a.example") not in earlier  # last the 15th: 2 days missing
-    later = findings(world, datetime(2026, 10, 1, tzinfo=UTC))  # beyond the 90-day lookback
+    later = findings(world, datetime(2026, 10, 1, tzinfo=UTC))  # beyond the 45-day lookback
     assert later == []
 
 

@@ -12,7 +12,8 @@ moment (``now``) instead, so they run from ``tlsrpt-lmtp digest`` and appear in 
 - mode-none (info): the domain's latest MTA-STS policy has mode none (senders ignore it).
 
 Only reports that started within the last ``lookback`` days are read (defaults: K=5, M=14,
-D=3, lookback 90 days), with aggregate queries; the rules themselves are pure.
+D=3, lookback 45 days: a silence older than that is no longer listed; its alert went out
+when it began), with aggregate queries; the rules themselves are pure.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class AbsenceConfig:
     window_days: int = 14  # M
     silent_days: int = 3  # D
     ready_days: int = 30
-    lookback_days: int = 90
+    lookback_days: int = 45
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,7 @@ _RECENT = f"""CREATE TEMP TABLE absence_pol AS
            substr(r.date_range_start, 1, 10) AS day, r.date_range_start AS start,
            {_MODE} AS mode, MIN(MAX(p.total_failure_session_count, 0), 1000000000000) AS bad
     FROM reports AS r JOIN policies AS p ON p.report = r.id
-    WHERE r.date_range_start >= :since"""
+    WHERE r.date_range_start >= :since AND (:domain IS NULL OR p.policy_domain = :domain)"""
 _ACTIVITY = """WITH d AS (SELECT {key}, day FROM absence_pol GROUP BY {key}, day),
     l AS (SELECT {key}, MAX(day) AS last FROM d GROUP BY {key} HAVING last < :silent_before)
     SELECT {lkey}, l.last, COUNT(*) FROM l JOIN d ON {join} AND d.day > date(l.last, :window)
@@ -94,9 +95,9 @@ _READY = """SELECT domain,
 
 
 def read(
-    db: sqlite3.Connection, now: datetime, config: AbsenceConfig
+    db: sqlite3.Connection, now: datetime, config: AbsenceConfig, domain: str | None = None
 ) -> tuple[list[Activity], list[Readiness]]:
-    """The aggregates the rules need, from the store as of ``now``."""
+    """The aggregates the rules need, from the store as of ``now`` (for one domain, or all)."""
     today = now.date()
     since = datetime.combine(today - timedelta(days=config.lookback_days), datetime.min.time())
     ready = datetime.combine(today - timedelta(days=config.ready_days), datetime.min.time())
@@ -106,9 +107,13 @@ def read(
         "window": f"-{config.window_days} days",
         "silent_before": (today - timedelta(days=config.silent_days)).isoformat(),
         "active": config.active_days,
+        "domain": domain,
     }
     db.execute("DROP TABLE IF EXISTS temp.absence_pol")
-    db.execute(_RECENT, p)
+    recent = _RECENT
+    if domain is not None:  # its policies drive the query (their index), not the period
+        recent = recent.replace("r.date_range_start >= :since", "+r.date_range_start >= :since")
+    db.execute(recent, p)
     try:
         db.execute("CREATE INDEX temp.absence_pol_domain ON absence_pol(domain, org, day)")
         activity = [
@@ -215,8 +220,10 @@ def find(
     now: datetime,
     config: AbsenceConfig = AbsenceConfig(),
     ignore: Iterable[str] = (),
+    *,
+    domain: str | None = None,
 ) -> list[Finding]:
-    activity, readiness = read(db, now, config)
+    activity, readiness = read(db, now, config, domain)
     return evaluate(activity, readiness, now, config, ignore)
 
 

@@ -92,7 +92,7 @@ def summarise(
     ``now`` (or those given, computed once for several summaries)."""
     rows = query.fetch(db, period, domain, top=top)
     if isinstance(findings, bool):
-        found = absence.find(db, now) if findings else []
+        found = absence.find(db, now, domain=domain) if findings else []
     else:
         found = list(findings)
     if domain is not None:
