@@ -15,6 +15,7 @@ from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.archive import ArchiveError, Status
 from tlsrpt_lmtp.check import cli as check_cli
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy
+from tlsrpt_lmtp.delivery import Delivery, SinkError
 from tlsrpt_lmtp.dkim import checker_from_file
 from tlsrpt_lmtp.milter import cli as milter_cli
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
@@ -167,8 +168,14 @@ def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
     dkim = checker_from_file(args.config, policy=args.dkim_policy)
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
     emitter = open_emitter(config.log_format, target)
+    # The server's stage 2 waits for a failing sink; the one-shot commands stop and say so.
+    delivery = Delivery(emitter, retry=args.command == "_stage2")
     return Pipeline.open(
-        config.data_dir, emitter, max_decompressed=config.max_decompressed, dkim=dkim
+        config.data_dir,
+        emitter,
+        max_decompressed=config.max_decompressed,
+        dkim=dkim,
+        delivery=delivery,
     )
 
 
@@ -202,6 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "show":
             return _show(pipeline, args.archive_id)
         return _reprocess(pipeline, Status.INVALID if args.quarantine else Status.REPORT)
+    except SinkError as exc:
+        print(
+            f"tlsrpt-lmtp: {exc.strerror}; the message stays pending:"
+            " `tlsrpt-lmtp reprocess` writes its events once the sink works",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         if hook is not None:
             hook.close()

@@ -6,8 +6,11 @@ bump SCHEMA when a change is not backwards compatible. ``timestamp`` is added by
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from tlsrpt_lmtp.model import MailMeta, Policy, Report
 
@@ -20,6 +23,27 @@ Event = dict[str, Any]
 
 def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
+
+
+def stamp(events: list[Event], *scope: object) -> list[Event]:
+    """Give each event its stable ``event_id``: a hash of where it comes from (the archive id
+    and the report's identity, in ``scope``) and its position, so that writing the same
+    message's events again (after a crash or a sink failure) repeats the same ids."""
+    base = "\x1f".join(str(part) for part in scope)
+    for position, event in enumerate(events):
+        digest = hashlib.blake2b(
+            f"{base}\x1e{position}\x1e{event['event']}".encode("utf-8", "surrogatepass"),
+            digest_size=16,
+        )
+        event["event_id"] = digest.hexdigest()
+    return events
+
+
+def check_encodable(events: list[Event]) -> None:
+    """Raise (TypeError, orjson.JSONEncodeError) if a sink could not render an event, so that
+    the message is quarantined instead of failing at the sink forever."""
+    for event in events:
+        orjson.dumps(event, default=str)
 
 
 def _common(report: Report | None, archive_id: str | None, source: str) -> Event:
