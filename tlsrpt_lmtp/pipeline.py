@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from tlsrpt_lmtp.events import (
     invalid_event,
     iso,
     report_events,
+    scrub,
     stamp,
     submitter_of,
 )
@@ -54,6 +55,7 @@ DB_NAME = "tlsrpt.sqlite3"
 # Rough bytes of memory per parsed policy or failure detail, to weigh a chunk.
 _ITEM_WEIGHT = 512
 CHUNK_WEIGHT = 32 * 1024 * 1024
+_ALWAYS = "~"  # sorts after every ISO 8601 time: everything is a recovery
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +132,6 @@ class Pipeline:
         """Stage 2 for one message; never raises for bad input."""
         return self.process_many([Pending(raw, archive_id, source)])[0]
 
-    def now(self) -> str:
-        return iso(self._clock())
-
     def process_many(
         self, items: Sequence[Pending], *, recovery_before: str = ""
     ) -> list[IngestResult]:
@@ -159,7 +158,7 @@ class Pipeline:
         """Finish messages archived but not processed (the process stopped in between)."""
         results: list[IngestResult] = []
         while claimed := self.archive.claim(batch, batch_bytes):
-            results += self.process_many(claimed, recovery_before="~")
+            results += self.process_many(claimed, recovery_before=_ALWAYS)
         return results
 
     def _judge(self, item: Pending, source: str) -> _Judged:
@@ -233,7 +232,9 @@ class Pipeline:
         except Exception as exc:
             c.execute("ROLLBACK TO message")
             m.fail(f"internal error while storing the message: {exc!r}"[:1000])
-            m.events = self._events(m)
+            meta = m.extracted.meta
+            m.extracted = replace(m.extracted, meta=replace(meta, **scrub(asdict(meta))))
+            m.events = [scrub(event) for event in self._events(m)]
         c.execute("RELEASE message")
 
     def _events(self, m: _Judged) -> list[Event]:

@@ -31,18 +31,25 @@ POLL_SECONDS = 1.0  # look for pending rows even without a nudge
 MAX_BACKOFF = 60.0
 
 
-def follow(pipeline: Pipeline, nudges: int, *, sleep: Callable[[float], None] = time.sleep) -> None:
+def follow(
+    pipeline: Pipeline,
+    nudges: int,
+    *,
+    recovery_before: str = "",
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Process pending messages whenever nudged (and every POLL_SECONDS) until EOF.
 
+    Messages archived before ``recovery_before`` (the server's start) or taken up before
+    were left behind by an earlier run: their events say ``source: "recovery"``.
     A temporary database error (locked, busy, disk I/O) is waited out with backoff instead of
     ending the process."""
     done = False
     delay = 1.0
-    started = pipeline.now()  # what was archived before this process is a recovery
     while True:
         try:
             while batch := pipeline.archive.claim(BATCH, BATCH_BYTES):
-                pipeline.process_many(batch, recovery_before=started)
+                pipeline.process_many(batch, recovery_before=recovery_before)
             delay = 1.0
         except sqlite3.OperationalError as exc:
             print(
