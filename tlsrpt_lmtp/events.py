@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tlsrpt_lmtp.model import MailMeta, Policy, Report
+from tlsrpt_lmtp.names import canonical
 
 if TYPE_CHECKING:
     from tlsrpt_lmtp.dkim import DkimVerdict
@@ -37,7 +38,7 @@ def submitter_of(report: Report, meta: MailMeta) -> str | None:
     if meta.submitter:
         return meta.submitter
     contact = report.contact_info or ""
-    return contact.rpartition("@")[2].strip(" <>").lower() or None if "@" in contact else None
+    return canonical(contact.rpartition("@")[2].strip(" <>")) or None if "@" in contact else None
 
 
 def dkim_fields(verdict: DkimVerdict | None) -> Event:

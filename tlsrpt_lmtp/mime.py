@@ -16,6 +16,7 @@ from email.header import decode_header, make_header
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT, PayloadError, decode_payload, sniff
 from tlsrpt_lmtp.mimeparts import Leaf, Parts, parts
 from tlsrpt_lmtp.model import Attachment, Extracted, MailMeta, Report
+from tlsrpt_lmtp.names import canonical
 from tlsrpt_lmtp.report import ReportError, parse_report
 
 REPORT_TYPES = frozenset(
@@ -149,4 +150,4 @@ def header_text(value: str | None) -> str | None:
 
 
 def _domain(text: str | None) -> str | None:
-    return text.strip(" <>").rstrip(".").lower() if text else None
+    return canonical(text.strip(" <>")) if text else None
