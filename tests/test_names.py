@@ -7,6 +7,7 @@ import pytest
 
 from tests.factories import no_policy, report_dict, sts_policy, to_json
 from tlsrpt_lmtp import names
+from tlsrpt_lmtp.alerts.config import parse_alerts
 from tlsrpt_lmtp.check.cli import main as check_main
 from tlsrpt_lmtp.dkim import aligned as dkim_aligned
 from tlsrpt_lmtp.events import submitter_of
@@ -256,3 +257,8 @@ def test_check_refuses_an_invalid_name(capsys: pytest.CaptureFixture[str]) -> No
     assert capsys.readouterr().err == (
         "tlsrpt-lmtp check: invalid domain: 'a_b.de' is not a valid host name\n"
     )
+
+
+def test_alerts_ignore_domains_in_the_stored_form() -> None:
+    config = parse_alerts({"ignore_domains": ["Straße.DE.", "*.Mail.straße.de"]})
+    assert config.ignore_domains == (STRASSE, f"*.mail.{STRASSE}")
