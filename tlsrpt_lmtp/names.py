@@ -89,6 +89,20 @@ def canonical(name: str) -> str:
     """The form to store and compare a name that may not be valid: ``to_ascii`` when it is,
     else the text stripped, lower-cased and without a trailing dot (so it still equals
     itself)."""
+    # A report names the same few MX hosts thousands of times: short names are cached (only
+    # short ones, so that the cache stays small whatever a sender writes).
+    return _canonical_cached(name) if len(name) <= _CACHED_LENGTH else _canonical(name)
+
+
+_CACHED_LENGTH = 128
+
+
+@functools.lru_cache(maxsize=2048)
+def _canonical_cached(name: str) -> str:
+    return _canonical(name)
+
+
+def _canonical(name: str) -> str:
     result = to_ascii(name, wildcard=True)
     if result is not None:
         return result
