@@ -11,6 +11,7 @@ from tlsrpt_lmtp.alerts.config import parse_alerts
 from tlsrpt_lmtp.check.cli import main as check_main
 from tlsrpt_lmtp.dkim import aligned as dkim_aligned
 from tlsrpt_lmtp.events import submitter_of
+from tlsrpt_lmtp.mime import extract
 from tlsrpt_lmtp.model import MailMeta
 from tlsrpt_lmtp.report import parse_report
 from tlsrpt_lmtp.sts.domain import policy_domain
@@ -262,3 +263,15 @@ def test_check_refuses_an_invalid_name(capsys: pytest.CaptureFixture[str]) -> No
 def test_alerts_ignore_domains_in_the_stored_form() -> None:
     config = parse_alerts({"ignore_domains": ["Straße.DE.", "*.Mail.straße.de"]})
     assert config.ignore_domains == (STRASSE, f"*.mail.{STRASSE}")
+
+
+def test_mail_headers_and_contact_info_compare_as_a_labels() -> None:
+    body = to_json(report_dict(contact="tlsrpt@Reports.Straße.de"))
+    raw = (
+        "TLS-Report-Domain: Example.COM.\r\nTLS-Report-Submitter: <straße.de>\r\n"
+        "Content-Type: application/tlsrpt+json\r\n\r\n"
+    ).encode() + body
+    result = extract(raw)
+    assert result.meta.submitter == STRASSE and result.meta.report_domain == "example.com"
+    [report] = result.reports
+    assert "submitter-contact-mismatch" not in report.warnings

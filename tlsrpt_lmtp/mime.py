@@ -109,7 +109,7 @@ def _from_attachments(
 def _submitter_check(meta: MailMeta, report: Report) -> tuple[str, ...]:
     """RFC 8460 §5.3: the submitter MUST be the contact-info domain (a subdomain either way
     is accepted: Mail.ru writes corp.mail.ru and mail.ru)."""
-    contact = (report.contact_info or "").rpartition("@")[2].strip(" <>").lower()
+    contact = canonical((report.contact_info or "").rpartition("@")[2].strip(" <>"))
     if not meta.submitter or not contact:
         return ()
     if related_domains(meta.submitter, contact):
