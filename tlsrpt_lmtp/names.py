@@ -58,7 +58,7 @@ def to_ascii(name: str, *, wildcard: bool = False) -> str | None:
     return prefix + result if result is not None else None
 
 
-@functools.lru_cache(maxsize=2048)  # only this slow path is cached: keys are short, memory small
+@functools.lru_cache(maxsize=1024)  # only the slow path: at most ~1 MiB of keys (MAX_INPUT)
 def _uts46(text: str) -> str | None:
     try:
         mapped = idna.uts46_remap(text, std3_rules=True, transitional=False)
