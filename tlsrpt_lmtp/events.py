@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tlsrpt_lmtp.model import MailMeta, Policy, Report
+from tlsrpt_lmtp.names import canonical
 
 if TYPE_CHECKING:
     from tlsrpt_lmtp.dkim import DkimVerdict
@@ -76,7 +77,7 @@ def submitter_of(report: Report, meta: MailMeta) -> str | None:
     if meta.submitter:
         return meta.submitter
     contact = report.contact_info or ""
-    return contact.rpartition("@")[2].strip(" <>").lower() or None if "@" in contact else None
+    return canonical(contact.rpartition("@")[2].strip(" <>")) or None if "@" in contact else None
 
 
 def dkim_fields(verdict: DkimVerdict | None) -> Event:

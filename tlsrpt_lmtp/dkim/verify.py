@@ -12,8 +12,9 @@ nameservers, a small TTL'd cache); tests inject their own.
 Every signature on the message is checked (at most ``MAX_SIGNATURES``); each report then gets
 the verdict that matters for it (``MessageVerdict.for_submitter``): an aligned pass wins over
 an aligned temperror, over an unaligned pass, over any temperror, over a fail. Alignment: the
-signing domain equals the submitter (the TLS-Report-Submitter header, else the contact-info
-domain) or one is a subdomain of the other (Mail.ru signs as corp.mail.ru for mail.ru). A DNS
+signing domain and the submitter (the TLS-Report-Submitter header, else the contact-info
+domain) are equal or have the same organizational domain by the Public Suffix List (Mail.ru
+signs as corp.mail.ru for mail.ru; evil.co.uk does not align with co.uk). A DNS
 failure is ``temperror``: never an exception, never a pass.
 """
 
@@ -27,6 +28,8 @@ from typing import Any
 
 import dkim as dkimpy
 from dkim.util import InvalidTagValueList, parse_tag_value
+
+from tlsrpt_lmtp import names
 
 MAX_SIGNATURES = 5  # bounds the DNS work one message can cause
 
@@ -117,18 +120,8 @@ class MessageVerdict:
 
 
 def aligned(domain: str | None, submitter: str | None) -> bool:
-    """Same domain, or one a subdomain of the other; the shorter one needs two labels at least,
-    so that a signature by a bare TLD never aligns (there is no public-suffix list here)."""
-    if not domain or not submitter:
-        return False
-    d = domain.strip().rstrip(".").lower()
-    s = submitter.strip().strip("<>").rstrip(".").lower()
-    if not d or not s:
-        return False
-    if d == s:
-        return True
-    shorter, longer = sorted((d, s), key=len)
-    return "." in shorter and longer.endswith("." + shorter)
+    """Relaxed alignment by organizational domain (``names.aligned``, Public Suffix List)."""
+    return names.aligned(domain, submitter.strip().strip("<>") if submitter else submitter)
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,7 +181,7 @@ def _check_signature(
         return SignatureCheck(None, None, DkimResult.FAIL, f"malformed signature: {exc}")
     domain = _text(tags.get(b"d"))
     selector = _text(tags.get(b"s"))
-    domain = domain.rstrip(".").lower() if domain else None
+    domain = names.canonical(domain) if domain else None
     if b"l" in tags:
         return SignatureCheck(domain, selector, DkimResult.FAIL, "l= used (RFC 8460 §3)")
     missing: list[str] = []
