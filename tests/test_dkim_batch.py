@@ -193,8 +193,10 @@ class Ticking:
 def test_the_batch_budget_turns_the_rest_of_the_batch_into_temperror(
     dns: LoopbackDns, good: KeyPair
 ) -> None:
-    check = DkimChecker(real_lookup(dns), budgets=Budgets(message=5, batch=8), clock=Ticking())
-    verdicts = results(check.verify_many([sign(report_mail(), good)] * 8))
+    lookup, raw = real_lookup(dns), sign(report_mail(), good)
+    DkimChecker(lookup).verify(raw)  # the key in the cache: only the verification takes time
+    check = DkimChecker(lookup, budgets=Budgets(message=5, batch=8), clock=Ticking())
+    verdicts = results(check.verify_many([raw] * 8))
     outcomes = [v.result for v in verdicts]
     passed = outcomes.count(DkimResult.PASS)
     assert 0 < passed < len(outcomes)

@@ -127,13 +127,14 @@ def _fetch(
         }
         while pending:
             left = deadline - clock()
-            if left <= 0:
-                break
-            done, _ = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+            # after the deadline, still take what has come (its time decides, not this loop's)
+            done, _ = wait(pending, timeout=max(left, 0.0), return_when=FIRST_COMPLETED)
             for future in done:
                 name = pending.pop(future)
                 error = future.exception()
                 fetched[name] = _Outcome(future.result() if error is None else error, clock())
+            if left <= 0:
+                break
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     late = DnsTempError(f"no key record within the DKIM time budget ({limit:g} s)")
