@@ -291,3 +291,28 @@ def test_the_keys_fetched_ahead_are_the_keys_verification_asks_for(good: KeyPair
 
         verify_message(raw, lookup)
         assert list(key_names(raw)) == list(dict.fromkeys(asked))
+
+
+def test_the_pipeline_looks_up_the_keys_of_a_batch_at_once(
+    dns: LoopbackDns, good: KeyPair, tmp_path: Path
+) -> None:
+    """Through stage 2's path (claim → process_many): both unresponsive key domains are asked
+    at the same time, and the honest report after them is stored with its pass."""
+    from tests.test_pipeline import Recorder
+    from tlsrpt_lmtp.pipeline import Pipeline
+
+    watched = Watched(real_lookup(dns))
+    rec = Recorder()
+    pipeline = Pipeline.open(tmp_path, rec, dkim=DkimChecker(watched))
+    pipeline.archive_many(
+        [
+            (sign(report_mail(report_id="slow-1"), good, SLOW[0]), "lmtp"),
+            (sign(report_mail(report_id="slow-2"), good, SLOW[1]), "lmtp"),
+            (sign(report_mail(report_id="honest"), good), "lmtp"),
+        ]
+    )
+    results = pipeline.process_pending()
+    assert all(r.valid for r in results)  # policy verify: every report kept
+    verdicts = {e["report_id"]: e["dkim_result"] for e in rec.named("tlsrpt.report")}
+    assert verdicts == {"slow-1": "temperror", "slow-2": "temperror", "honest": "pass"}
+    assert any({key_name(d) for d in SLOW} <= names for names in watched.together)

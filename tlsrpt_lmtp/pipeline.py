@@ -6,7 +6,8 @@ whole batch). Only this stage may fail a delivery (ArchiveError → the MTA retr
 Stage 2, ``process_many``: for a chunk of messages (bounded by count and by weight, so memory
 stays bounded whatever arrives)
 
-1. extract the reports (MIME → decompress → parse) and verify DKIM, message by message;
+1. extract the reports (MIME → decompress → parse), message by message, then verify DKIM
+   for the chunk (all key lookups at once);
 2. in one transaction, one savepoint per message: store the reports (dedup) and build and
    check the events;
 3. write the events to the sink (``Delivery``: retried until the sink takes them);
@@ -32,7 +33,7 @@ from tlsrpt_lmtp.archive import MAX_ATTEMPTS, Archive, ArchiveError, Pending, St
 from tlsrpt_lmtp.db import Database
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
 from tlsrpt_lmtp.delivery import Delivery, Emit, SinkError
-from tlsrpt_lmtp.dkim import DkimChecker, DkimVerdict
+from tlsrpt_lmtp.dkim import DkimChecker, DkimVerdict, MessageVerdict
 from tlsrpt_lmtp.events import (
     Event,
     check_encodable,
@@ -174,16 +175,34 @@ class Pipeline:
             judged.weight += _ITEM_WEIGHT * sum(
                 len(p.failure_details) + 1 for r in judged.extracted.reports for p in r.policies
             )
-            self._sort_by_dkim(judged, item.raw)
+            judged.raw = item.raw
         except Exception as exc:  # a parser bug must not stop the queue or lose the message
             judged.fail(f"internal error while reading the message: {exc!r}"[:1000])
         return judged
 
-    def _sort_by_dkim(self, judged: _Judged, raw: bytes) -> None:
+    def _verify(self, chunk: list[_Judged]) -> None:
+        """DKIM for every message of the chunk that holds reports, all key lookups at once
+        (dkim/batch.py: bounded by time budgets, failures remembered)."""
+        todo = [m for m in chunk if m.raw is not None and m.extracted.reports]
+        verdicts: list[MessageVerdict | None] = [None] * len(todo)
+        if self.dkim is not None and todo:
+            try:
+                verdicts = list(self.dkim.verify_many([m.raw or b"" for m in todo]))
+            except Exception as exc:  # documented never to raise; a bug must not pass reports
+                for m in todo:
+                    m.fail(f"internal error while checking DKIM: {exc!r}"[:1000])
+                return
+        for m, message in zip(todo, verdicts, strict=True):
+            m.raw = None
+            try:
+                self._sort_by_dkim(m, message)
+            except Exception as exc:
+                m.fail(f"internal error while checking DKIM: {exc!r}"[:1000])
+
+    def _sort_by_dkim(self, judged: _Judged, message: MessageVerdict | None) -> None:
         ex = judged.extracted
         verdicts: list[DkimVerdict | None] = [None] * len(ex.reports)
-        if self.dkim is not None and ex.reports:
-            message = self.dkim.verify(raw)
+        if message is not None:
             verdicts = [message.for_submitter(submitter_of(r, ex.meta)) for r in ex.reports]
         enforcing = self.dkim is not None and self.dkim.enforcing
         for report, verdict in zip(ex.reports, verdicts, strict=True):
@@ -194,6 +213,7 @@ class Pipeline:
                 judged.kept.append((report, verdict))
 
     def _finish(self, chunk: list[_Judged]) -> list[IngestResult]:
+        self._verify(chunk)
         received = iso(self._clock())
         with self.db.transaction(durable=False) as c:
             for m in chunk:
@@ -289,6 +309,7 @@ class _Judged:
     failures: list[str] = field(default_factory=list)  # our own errors, not the sender's
     fresh: list[bool] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    raw: bytes | None = None  # until DKIM has seen it
 
     def fail(self, reason: str) -> None:
         """Quarantine the whole message: nothing of it is stored."""
