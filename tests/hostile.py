@@ -86,6 +86,31 @@ def many_encoded_words(n: int = 20_000) -> bytes:
     return head + mail
 
 
+def giant_string(size: int = 60 * 1024 * 1024, rid: str = "giant") -> bytes:
+    """A valid report whose one failure detail carries a `size`-byte string (~60 KB gzipped):
+    the shape that took stage 2 to ~870 MiB with thirteen such mails in one batch."""
+    doc = report_dict(
+        sts_policy(
+            failure=1,
+            details=[
+                {
+                    "result-type": "validation-failure",
+                    "failed-session-count": 1,
+                    "additional-information": "@@",
+                }
+            ],
+        ),
+        report_id=rid,
+    )
+    head, tail = json.dumps(doc).encode().split(b"@@")
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    data = comp.compress(head)
+    chunk = b"A" * (1 << 20)
+    data += b"".join(comp.compress(chunk) for _ in range(size >> 20))
+    data += comp.compress(tail) + comp.flush()
+    return tlsrpt_email(data, filenames=[f"r!example.com!1!2!{rid}.json.gz"])
+
+
 def bomb(size: int = 64 * 1024 * 1024 + 1) -> bytes:
     """gzip that inflates past the default decompression cap."""
     comp = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -105,5 +130,6 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "1,000,000 failure details": million_details,
     "20,000 gzip members": many_gzip_members,
     "20,000 encoded-words": many_encoded_words,
+    "60 MB string": giant_string,
     "gzip bomb": bomb,
 }
