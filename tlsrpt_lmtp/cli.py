@@ -14,7 +14,7 @@ from tlsrpt_lmtp import __version__
 from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.archive import ArchiveError, Status
 from tlsrpt_lmtp.check import cli as check_cli
-from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy
+from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy, syslog_options
 from tlsrpt_lmtp.dkim import checker_from_file
 from tlsrpt_lmtp.milter import cli as milter_cli
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
@@ -126,7 +126,7 @@ def _policy_main(args: argparse.Namespace) -> int:
         target = config.syslog_address if config.log_format == "syslog" else config.log_file
         if args.policy_command == "query":
             target = "-" if args.log_file is None else target
-        emitter = open_emitter(config.log_format, target)
+        emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
         service = daemon.build_service(config, emitter)
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
@@ -166,7 +166,7 @@ def _config(args: argparse.Namespace) -> Config:
 def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
     dkim = checker_from_file(args.config, policy=args.dkim_policy)
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
-    emitter = open_emitter(config.log_format, target)
+    emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
     return Pipeline.open(
         config.data_dir, emitter, max_decompressed=config.max_decompressed, dkim=dkim
     )
