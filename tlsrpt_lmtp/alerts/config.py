@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tlsrpt_lmtp.config import ConfigError, read_toml
 from tlsrpt_lmtp.views.period import PeriodError, parse_duration
@@ -148,10 +149,27 @@ def _check(c: AlertsConfig, where: str) -> None:
         raise ConfigError(f"{where}: counts must not be negative")
     if c.queue_size < 1 or c.webhook_timeout <= 0 or c.mail_timeout <= 0 or c.webhook_backoff < 0:
         raise ConfigError(f"{where}: queue_size and timeouts must be positive")
-    if c.webhook_url and not c.webhook_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}: webhook_url must be an http:// or https:// URL")
+    if c.webhook_url:
+        _check_url(c.webhook_url, where)
     bad = [a for a in c.mail_to if "@" not in a or any(ch in a for ch in "\r\n,<> ")]
     if bad:
         raise ConfigError(f"{where}: mail_to needs plain addresses, not {bad[0]!r}")
     if any(ch in c.mail_from for ch in "\r\n"):
         raise ConfigError(f"{where}: mail_from must be one line")
+
+
+def _check_url(url: str, where: str) -> None:
+    """Only http:// and https:// URLs with a host: urllib would also open file:, ftp: and
+    data: URLs, and a host-less URL would fail only at the first alert."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port out of range raises ValueError
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"{where}: webhook_url must be an http:// or https:// URL with a host, not {url!r}"
+        )
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise ConfigError(f"{where}: webhook_url must not contain spaces or control characters")
