@@ -4,6 +4,7 @@ against plain loopback sockets (the end-to-end tests with rsyslog are in test_sy
 from __future__ import annotations
 
 import json
+import random
 import re
 import socket
 from pathlib import Path
@@ -178,3 +179,35 @@ def test_tcp_reconnects_when_the_collector_closed_the_connection() -> None:
         writer.close()
     length, _, message = data.partition(b" ")
     assert int(length) == len(message) and json.loads(message.split(b" - ", 1)[1])["n"] == 2
+
+
+def test_shorten_always_fits_and_stays_json() -> None:
+    """Random events (fixed seed): every result fits the limit and parses as an object."""
+    rng = random.Random(8460)
+
+    def value(depth: int) -> Any:
+        kind = rng.randrange(6 if depth < 2 else 4)
+        if kind == 0:
+            return rng.randrange(-(10**12), 10**12)
+        if kind == 1:
+            return "".join(
+                chr(rng.choice([0, 10, 34, 92, 0xE9, 0x1F642, 97]))
+                for _ in range(rng.randrange(2000))
+            )
+        if kind == 2:
+            return rng.random() < 0.5
+        if kind == 3:
+            return None
+        if kind == 4:
+            return [value(depth + 1) for _ in range(rng.randrange(12))]
+        return {f"k{i}": value(depth + 1) for i in range(rng.randrange(8))}
+
+    for _ in range(80):
+        fields = {f"f{i}": value(0) for i in range(rng.randrange(1, 40))}
+        line = event(**fields)
+        limit = rng.choice([480, 1000, 8096])
+        out = shorten(line, limit)
+        assert len(out.encode()) <= limit
+        obj = json.loads(out)
+        assert obj["event"] == "tlsrpt.report"
+        assert (out == line) or obj["truncated"] is True

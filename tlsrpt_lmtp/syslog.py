@@ -118,7 +118,8 @@ def shorten(line: str, limit: int) -> str:
 
     The largest field is cut first, again until it fits: a string keeps its beginning (with
     '…'), a list its first items; anything else is removed. ``truncated: true``,
-    ``original_size`` (bytes) and ``truncated_fields`` say what happened."""
+    ``original_size`` (bytes) and ``truncated_fields`` (at most 20 names) say what
+    happened."""
     data = line.encode()
     if len(data) <= limit:
         return line
@@ -131,30 +132,47 @@ def shorten(line: str, limit: int) -> str:
     )
     obj.update(truncated=True, original_size=len(data))
     touched: list[str] = []
-    for _ in range(500):  # each round cuts a field; a list halves: far fewer rounds suffice
+    for _ in range(64):  # a string is cut in a round or two, a list halves per round
         if touched:
-            obj["truncated_fields"] = touched
+            obj["truncated_fields"] = touched[:20]
         out = orjson.dumps(obj, default=str)
         if len(out) <= limit:
             return out.decode()
+        excess = len(out) - limit
         sizes = {k: len(orjson.dumps(v, default=str)) for k, v in obj.items() if k not in _KEEP}
         sizes.pop("truncated_fields", None)
         if not sizes:
             break
-        key = max(sizes, key=lambda k: sizes[k])
-        value, size, excess = obj[key], sizes[key], len(out) - limit
+        order = sorted(sizes, key=lambda k: -sizes[k])
+        key, size = order[0], sizes[order[0]]
+        value = obj[key]
         if key not in touched:
             touched.append(key)
-        if isinstance(value, str) and size > 16 and len(value) > 1:
+        if _cuttable(value, size) and isinstance(value, str):
             keep = min(len(value) - 1, int(len(value) * (size - excess - 16) / size))
             obj[key] = value[: max(keep, 0)] + "…"
-        elif isinstance(value, list) and len(value) > 1:
+        elif _cuttable(value, size) and isinstance(value, list):
             obj[key] = value[: len(value) // 2]
-        else:
-            del obj[key]
+        else:  # remove it, and as many more of the largest such fields as the excess needs
+            freed = 0
+            for k in order:
+                if freed >= excess:
+                    break
+                if k == key or not _cuttable(obj[k], sizes[k]):
+                    freed += sizes[k] + len(k) + 4
+                    del obj[k]
+                    if len(touched) < 20 and k not in touched:
+                        touched.append(k)
     minimal = {k: obj[k] for k in ("schema", "event", "timestamp", *_MARKS[:2]) if k in obj}
     minimal["event"] = str(minimal.get("event", ""))[:64]
     return orjson.dumps(minimal, default=str).decode()
+
+
+def _cuttable(value: object, size: int) -> bool:
+    """A string or list that can be shortened rather than removed."""
+    if isinstance(value, str):
+        return size > 16 and len(value) > 1
+    return isinstance(value, list) and len(value) > 1
 
 
 class SyslogWriter:
