@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tlsrpt_lmtp.config import ConfigError, read_toml
+from tlsrpt_lmtp.names import canonical
 from tlsrpt_lmtp.views.period import PeriodError, parse_duration
 
 RULES = ("enforce-failure", "failure-rate", "new-result-type", "result-type")
@@ -142,6 +143,8 @@ def _coerce(key: str, value: Any) -> Any:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
             raise ValueError("a list of strings")
+        if key == "ignore_domains":  # compared with stored policy domains: the same form
+            return tuple(canonical(v) for v in items)
         lower = key != "mail_to"
         return tuple(v.strip().lower().rstrip(".") if lower else v.strip() for v in items)
     if not isinstance(value, str):
