@@ -38,7 +38,7 @@ _PRI = "<22>"  # facility mail (2) * 8 + severity informational (6)
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _EVENT = re.compile(r'"event":"([!-~]{1,32}?)"')
 _NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")  # not an escaped backslash, then "u0000"
-_KEEP = frozenset(("schema", "event", "timestamp", "truncated", "original_size"))
+_KEEP = frozenset(("schema", "event", "event_id", "timestamp", "truncated", "original_size"))
 _MARKS = ("truncated", "original_size", "truncated_fields")
 
 
@@ -163,7 +163,8 @@ def shorten(line: str, limit: int) -> str:
                     del obj[k]
                     if len(touched) < 20 and k not in touched:
                         touched.append(k)
-    minimal = {k: obj[k] for k in ("schema", "event", "timestamp", *_MARKS[:2]) if k in obj}
+    kept = ("schema", "event", "event_id", "timestamp", *_MARKS[:2])
+    minimal = {k: obj[k] for k in kept if k in obj}
     minimal["event"] = str(minimal.get("event", ""))[:64]
     return orjson.dumps(minimal, default=str).decode()
 
