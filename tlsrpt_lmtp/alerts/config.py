@@ -143,7 +143,7 @@ def _coerce(key: str, value: Any) -> Any:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
             raise ValueError("a list of strings")
-        if key == "ignore_domains":  # compared with stored policy domains: the same form
+        if key in ("ignore_domains", "domains"):  # compared with policy domains: same form
             return tuple(canonical(v) for v in items)
         lower = key != "mail_to"
         return tuple(v.strip().lower().rstrip(".") if lower else v.strip() for v in items)
