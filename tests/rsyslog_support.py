@@ -127,7 +127,9 @@ class Rsyslog:
         path = self.dir / "events.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        # rsyslog may be writing a record right now: only complete lines count
+        complete = path.read_bytes().split(b"\n")[:-1]
+        return [json.loads(line) for line in complete if line]
 
     def unparsed(self) -> list[str]:
         path = self.dir / "unparsed.log"
