@@ -40,7 +40,7 @@ from tlsrpt_lmtp.alerts.state import (
 )
 from tlsrpt_lmtp.alerts.webhook import Webhook
 from tlsrpt_lmtp.config import ConfigError
-from tlsrpt_lmtp.events import SCHEMA, Event, iso
+from tlsrpt_lmtp.events import SCHEMA, Event, iso, stamp
 from tlsrpt_lmtp.model import MailMeta, Report
 
 if TYPE_CHECKING:
@@ -173,7 +173,16 @@ class AlertHook:
         return events
 
     def _queue(self, event: Event, now: datetime) -> Event:
-        """Hand the alert to the delivery channels its severity reaches; returns it."""
+        """Hand the alert to the delivery channels its severity reaches; returns it, with the
+        event_id the event log will show (so a webhook receiver can match the two)."""
+        stamp(
+            [event],
+            event["archive_id"],
+            event["report_id"],
+            event.get("rule"),
+            event.get("domain"),
+            event.get("result_type"),
+        )
         payload: Payload = {"schema": SCHEMA, "timestamp": iso(now), **event}
         severity = SEVERITIES.index(str(event["severity"]))
         for box, minimum in self.outboxes:
