@@ -359,9 +359,14 @@ def test_large_but_allowed_payload_decodes_exactly() -> None:
         payload = decode_payload(data)
         assert payload.json_bytes == body
         assert payload.warnings == ()
-    report = parse_report(decode_payload(gzip.compress(body, compresslevel=1)).json_bytes)
+    json_bytes = decode_payload(gzip.compress(body, compresslevel=1)).json_bytes
+    report = parse_report(json_bytes, max_failure_details=10**6)
     assert report.total_failure_session_count == len(report.policies[0].failure_details)
     assert report.warnings == ()
+    capped = parse_report(json_bytes)  # the default keeps 10,000 and aggregates the rest
+    details = capped.policies[0].failure_details
+    assert sum(d.failed_session_count for d in details) == report.total_failure_session_count
+    assert capped.warnings == ("failure-details-aggregated",)
 
 
 def test_large_payload_with_trailing_data_keeps_its_warning_once() -> None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from tlsrpt_lmtp.sanitize import clamped_sum
+
 
 class FailureDetail(NamedTuple):
     """A named tuple, not a dataclass: reports carry up to tens of thousands of these, and
@@ -42,13 +44,14 @@ class Report:
     policies: tuple[Policy, ...]
     warnings: tuple[str, ...]
 
+    # Sums never pass sanitize.MAX_COUNT (2**53 - 1), so every SIEM and SQLite can hold them.
     @property
     def total_successful_session_count(self) -> int:
-        return sum(p.total_successful_session_count for p in self.policies)
+        return clamped_sum(p.total_successful_session_count for p in self.policies)
 
     @property
     def total_failure_session_count(self) -> int:
-        return sum(p.total_failure_session_count for p in self.policies)
+        return clamped_sum(p.total_failure_session_count for p in self.policies)
 
     @property
     def dedup_key(self) -> tuple[str, str, str, str]:
