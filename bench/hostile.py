@@ -126,7 +126,9 @@ def _with_counts(success: Any, failure: Any = 0, policies: int = 1) -> bytes:
     return _json(doc)
 
 
-def _details_stream(n: int, *, distinct: bool, fill_to: int | None = None) -> Iterator[bytes]:
+def _details_stream(
+    n: int, *, distinct: bool, fill_to: int | None = None, compact: bool = False
+) -> Iterator[bytes]:
     """Report JSON with ``n`` failure details (or as many as fit ``fill_to`` bytes)."""
     doc = report_doc()
     pol = doc["policies"][0]
@@ -135,7 +137,11 @@ def _details_stream(n: int, *, distinct: bool, fill_to: int | None = None) -> It
     before, after = _json(doc).split(b'"@@DETAILS@@"')
     yield before
     size = len(before) + len(after)
-    same = b'{"result-type":"certificate-expired","failed-session-count":1}'
+    same = (
+        b'{"failed-session-count":1}'
+        if compact
+        else b'{"result-type":"certificate-expired","failed-session-count":1}'
+    )
     block: list[bytes] = []
     i = 0
     while True:
@@ -202,7 +208,11 @@ def hostile_messages(only: Iterable[str] | None = None) -> dict[str, bytes]:
         "count-digit-string": lambda: mail([gz(_with_counts("9" * 40))]),
         "count-negative-bool": lambda: mail([gz(_with_counts(-(2**70), True))]),
         "count-sum-overflow": lambda: mail([gz(_with_counts(2**63 - 1, 2**63 - 1, policies=3))]),
+        # 63 MB of JSON: over the 32 MiB cap, so refused; the compact one (27 MB) is read.
         "details-1m-250kb": lambda: mail([gz(_details_stream(1_000_000, distinct=False))]),
+        "details-1m-compact": lambda: mail(
+            [gz(_details_stream(1_000_000, distinct=False, compact=True))]
+        ),
         "details-distinct-at-cap": lambda: mail(
             [gz(_details_stream(0, distinct=True, fill_to=cap))]
         ),
@@ -248,7 +258,7 @@ def _child(path: str) -> None:
                 "seconds": round(seconds, 2),
                 "reports": len(ex.reports),
                 "details": sum(len(p.failure_details) for r in ex.reports for p in r.policies),
-                "errors": [e[:60] for e in ex.errors][:2],
+                "errors": [e[-70:] for e in ex.errors][:2],
                 "warnings": sorted({w for r in ex.reports for w in r.warnings} | set(ex.warnings)),
             }
         )
