@@ -194,6 +194,28 @@ def test_truncated_only_member_is_refused() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def test_every_one_byte_damage_to_a_zip_is_refused_as_a_payload_error() -> None:
+    """zipfile raises ValueError (negative seek), zlib.error, IndexError (empty name) ..."""
+    data = zip_archive([("r.json", REPORT + b" " * 300)])
+    outcomes = set()
+    for at in range(len(data)):
+        for value in (0x00, 0x80, 0xFF):
+            damaged = data[:at] + bytes([value]) + data[at + 1 :]
+            try:
+                decode_payload(damaged)
+                outcomes.add("read")
+            except PayloadError:
+                outcomes.add("refused")
+    assert outcomes == {"read", "refused"}
+
+
+def test_zip_member_with_an_empty_name_is_read() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr(zipfile.ZipInfo(""), REPORT)
+    assert decode_payload(buf.getvalue()).json_bytes == REPORT
+
+
 @pytest.mark.parametrize("deflate", [True, False], ids=["deflated", "stored"])
 def test_zip_with_a_json_member(deflate: bool) -> None:
     data = zip_archive([("google.com!example.com!1!2.json", REPORT)], deflate=deflate)

@@ -153,6 +153,9 @@ def test_adjacent_words_are_decoded_as_one_run() -> None:
         ("=?utf-8?b?not base64?=", "=?utf-8?b?not base64?="),
         ("a =?UTF-8?Q?b_c?= d", "a b c d"),
         ("=?utf-8*en?q?x?=", "x"),
+        ("=?u\x00tf-8?q?x?=", "=?u\x00tf-8?q?x?="),
+        ("=?base64?q?eA==?=", "=?base64?q?eA==?="),
+        ("=?idna?q?=FF=FE?=", "=?idna?q?=FF=FE?="),
     ],
 )
 def test_decode_words_edge_cases(raw: str, decoded: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -201,11 +202,25 @@ def _broken(member: int, message: str) -> PayloadError:
     return LaterMemberBroken(message) if member else PayloadError(message)
 
 
+# What zipfile raises for damaged archives: ValueError (negative seek), RuntimeError
+# (encrypted member), zlib.error (damaged deflate data), struct.error (short headers) ...
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    NotImplementedError,
+    ValueError,
+    RuntimeError,
+    zlib.error,
+    struct.error,
+)
+
+
 def _zip_member(data: bytes) -> tuple[zipfile.ZipFile, zipfile.ZipInfo, list[str]]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-        members = [i for i in archive.infolist() if not i.is_dir()]
-    except (zipfile.BadZipFile, OSError) as exc:
+        members = [i for i in archive.infolist() if not i.filename.endswith("/")]
+    except _ZIP_ERRORS as exc:
         raise PayloadError(f"zip data is corrupt: {exc}") from None
     if not members:
         raise PayloadError("zip archive is empty")
@@ -221,7 +236,7 @@ def _zip_chunks(data: bytes, warnings: list[str]) -> Iterator[bytes | str]:
         with archive.open(member) as f:
             while chunk := f.read(_CHUNK):
                 yield chunk
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+    except _ZIP_ERRORS as exc:
         raise PayloadError(f"zip member {member.filename!r} is unreadable: {exc}") from None
 
 

@@ -12,7 +12,6 @@ them) are left for sanitize.clean_text.
 from __future__ import annotations
 
 import binascii
-import codecs
 import re
 from collections.abc import Callable
 
@@ -22,12 +21,11 @@ Decode = Callable[[bytes, str], str | None]
 
 
 def codec_decode(data: bytes, charset: str) -> str | None:
-    """``data`` in ``charset`` (None if Python has no such codec)."""
-    try:
-        codecs.lookup(charset)
-    except LookupError:
+    """``data`` in ``charset`` (None if Python has no such text codec, or it fails)."""
+    try:  # LookupError also for bytes codecs (base64, rot13); ValueError: NUL in the name
+        return data.decode(charset, "replace")
+    except (LookupError, ValueError, TypeError):
         return None
-    return data.decode(charset, "replace")
 
 
 def decode_words(text: str, decode: Decode = codec_decode) -> str:
