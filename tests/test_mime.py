@@ -676,3 +676,25 @@ def test_submitter_unrelated_to_contact_info_is_flagged() -> None:
     assert "submitter-contact-mismatch" in only_report(extract(raw)).warnings
     related = raw.replace(b"other.example", b"corp.reporter.example")
     assert "submitter-contact-mismatch" not in only_report(extract(related)).warnings
+
+
+def test_attachments_of_one_message_share_the_decompression_limit() -> None:
+    limit = len(REPORT) + len(REPORT) // 2
+    result = extract(tlsrpt_email(GZ, GZ, filenames=["a.json.gz", "b.json.gz"]), limit=limit)
+    assert len(result.reports) == 1
+    left = limit - len(REPORT)
+    assert result.errors == (
+        f"attachment b.json.gz: gzip data decompresses to more than the {left}-byte limit"
+        " (bomb refused)",
+    )
+
+
+def test_only_the_first_report_attachments_are_read() -> None:
+    from tlsrpt_lmtp.mime import MAX_REPORT_ATTACHMENTS
+
+    count = MAX_REPORT_ATTACHMENTS + 3
+    result = extract(tlsrpt_email(*[GZ] * count))
+    assert len(result.reports) == MAX_REPORT_ATTACHMENTS
+    assert result.errors == (
+        f"{count} report attachments: only the first {MAX_REPORT_ATTACHMENTS} were read",
+    )

@@ -9,6 +9,7 @@ the report itself, which lets file import share this code.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import replace
 
 from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
@@ -46,8 +47,8 @@ _GENERIC_TYPES = frozenset(
 )
 _REPORT_SUFFIXES = (".json", ".json.gz", ".gz", ".zip")
 _FOLD = re.compile(r"\r?\n[ \t]+")
-# Report mail carries one report; a few more are read, the rest refused (bounds CPU and
-# memory per message: each is decompressed up to ``limit`` and parsed).
+# Report mail carries one report; a few more are read, the rest refused (with the shared
+# decompression limit, this bounds the work per message).
 MAX_REPORT_ATTACHMENTS = 4
 # Raw header text read before decoding; after decoding, sanitize.MAX_TEXT characters are kept.
 MAX_HEADER_CHARS = 16 * 1024
@@ -61,7 +62,8 @@ def extract(
 ) -> Extracted:
     """Read one message (or one bare report file) into its reports and errors.
 
-    ``limit`` bounds each attachment's decompressed size, ``max_failure_details`` the
+    ``limit`` bounds the decompressed size of the message's report attachments (together:
+    the first gets all of it, the next what is left), ``max_failure_details`` the
     failure details kept per report (the rest are aggregated, see aggregate.py). Every
     text in the result is safe to encode; when a header had to be changed for that, its
     warning (``text-replaced``, ``text-truncated``) is in ``Extracted.warnings`` and so on
@@ -125,11 +127,22 @@ def _from_attachments(
             f"{len(attachments)} report attachments: only the first"
             f" {MAX_REPORT_ATTACHMENTS} were read"
         )
+    spent = [0]  # decompressed bytes of this message so far: all its attachments share limit
     for att in attachments[:MAX_REPORT_ATTACHMENTS]:
+        label = f" {att.filename}" if att.filename else ""
+        if spent[0] >= limit:
+            errors.append(
+                safe_text(
+                    f"attachment{label}: not read: the message's report attachments"
+                    f" already decompress to the {limit}-byte limit"
+                )
+            )
+            continue
         try:
-            report, payload_warnings = _read(att, meta, limit, max_failure_details)
+            report, payload_warnings = _read(
+                att, meta, limit - spent[0], max_failure_details, spent
+            )
         except (PayloadError, ReportError) as exc:
-            label = f" {att.filename}" if att.filename else ""
             errors.append(safe_text(f"attachment{label}: {exc}"))
             continue
         extra = (*warnings, *payload_warnings, *_submitter_check(meta, report))
@@ -140,15 +153,19 @@ def _from_attachments(
 
 
 def _read(
-    att: Attachment, meta: MailMeta, limit: int, max_failure_details: int
+    att: Attachment, meta: MailMeta, limit: int, max_failure_details: int, spent: list[int]
 ) -> tuple[Report, list[str]]:
-    """Decompress and parse one attachment as a stream (never the whole JSON in memory)."""
+    """Decompress and parse one attachment as a stream (never the whole JSON in memory);
+    ``spent[0]`` grows by the bytes decompressed, whether or not the report is usable."""
 
     def parse(stream: PayloadStream) -> Report:
+        def counted() -> Iterator[bytes]:
+            for chunk in stream.chunks:
+                spent[0] += len(chunk)
+                yield chunk
+
         return parse_report_chunks(
-            stream.chunks,
-            header_domain=meta.report_domain,
-            max_failure_details=max_failure_details,
+            counted(), header_domain=meta.report_domain, max_failure_details=max_failure_details
         )
 
     stream = open_payload(att.data, limit=limit)
