@@ -257,6 +257,7 @@ def _child(path: str) -> None:
                 "growth_mib": _status("VmHWM") - before,
                 "seconds": round(seconds, 2),
                 "reports": len(ex.reports),
+                "hint_mib": round(ex.size_hint / 2**20, 1),
                 "details": sum(len(p.failure_details) for r in ex.reports for p in r.policies),
                 "errors": [e[-70:] for e in ex.errors][:2],
                 "warnings": sorted({w for r in ex.reports for w in r.warnings} | set(ex.warnings)),
@@ -292,7 +293,7 @@ def main() -> None:
                 print(f"{name:26} {len(msgs[name]) // 1024:8} CRASHED: {tail[0]}")
                 continue
             r = json.loads(proc.stdout)
-            outcome = f"reports={r['reports']} details={r['details']}"
+            outcome = f"reports={r['reports']} details={r['details']} hint={r['hint_mib']}MiB"
             if r["errors"]:
                 outcome += f" errors={r['errors']}"
             if r["warnings"]:

@@ -191,3 +191,26 @@ def test_million_failure_details_from_gzip_are_aggregated() -> None:
     assert report.total_failure_session_count == 1_000_000
     assert "failure-count-mismatch" not in report.warnings
     assert "failure-details-aggregated" in report.warnings
+
+
+def test_size_hint_covers_what_an_extracted_message_holds() -> None:
+    from tlsrpt_lmtp.mime import extract
+
+    details = [
+        detail(sending_ip=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", receiving_ip=f"::{i:x}")
+        for i in range(12_000)
+    ]
+    data = gzip.compress(to_json(report_dict(sts_policy(failure=12_000, details=details))))
+    tracemalloc.start()
+    try:
+        ex = extract(data)
+        held = tracemalloc.get_traced_memory()[0]
+        del ex
+        held -= tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    ex = extract(data)
+    kept = ex.reports[0].policies[0].failure_details
+    assert len(kept) == 12_000  # 10,000 as sent + 2,000 keys of one folded detail each
+    assert kept[-1].failure_reason_code == "aggregated"
+    assert held <= ex.size_hint <= 2 * held
