@@ -173,6 +173,18 @@ def _gzip_members(body: bytes, per_member: int) -> bytes:
     )
 
 
+def _zip_many_entries(n: int) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("report.json", _json(report_doc()))
+        for i in range(n):
+            archive.writestr(zipfile.ZipInfo(f"{i:08d}"), b"")
+    return buf.getvalue()
+
+
 def _deep(fill_to: int) -> bytes:
     depth = (fill_to - 200) // 2
     doc = report_doc()
@@ -226,6 +238,9 @@ def hostile_messages(only: Iterable[str] | None = None) -> dict[str, bytes]:
             [gz(_details_stream(0, distinct=False, fill_to=cap))] * 20
         ),
         "gzip-200k-members": lambda: mail([_gzip_members(_with_counts(5) + b" " * 200_000, 1)]),
+        "zip-60k-entries": lambda: mail(
+            [_zip_many_entries(60_000)], content_type="application/tlsrpt+zip"
+        ),
         "encoded-words-50k": lambda: mail(
             [gz(small)], subject=" ".join(["=?utf-8?q?caf=C3=A9?="] * 50_000)
         ),

@@ -209,6 +209,32 @@ def test_every_one_byte_damage_to_a_zip_is_refused_as_a_payload_error() -> None:
     assert outcomes == {"read", "refused"}
 
 
+def test_zip_with_a_huge_directory_is_refused_before_zipfile_reads_it() -> None:
+    """zipfile builds an object per directory entry: 17 MB of them took 100 MiB."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for i in range(30_000):
+            archive.writestr(zipfile.ZipInfo(f"member-{i:08d}.txt"), b"")
+    with pytest.raises(PayloadError, match=r"zip directory of \d+ bytes is larger than"):
+        decode_payload(buf.getvalue())
+
+
+def test_zip64_end_record_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 1)  # makes zipfile write zip64 records
+    data = zip_archive([("r.json", REPORT), ("s.json", REPORT)])
+    monkeypatch.undo()
+    with pytest.raises(PayloadError, match="zip64"):
+        decode_payload(data)
+
+
+def test_zip_with_a_comment_is_read() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("r.json", REPORT)
+        archive.comment = b"x" * 60_000
+    assert decode_payload(buf.getvalue()).json_bytes == REPORT
+
+
 def test_zip_member_with_an_empty_name_is_read() -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:

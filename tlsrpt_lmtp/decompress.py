@@ -216,7 +216,29 @@ _ZIP_ERRORS = (
 )
 
 
+# zipfile builds an object (~500 bytes) per central directory entry, read up to the size the
+# end record gives: 17 MB of empty entries took 100 MiB. A report zip has one small entry.
+_MAX_ZIP_DIRECTORY = 1024 * 1024
+_EOCD = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"
+
+
+def _check_zip_directory(data: bytes) -> None:
+    tail_start = max(0, len(data) - 22 - 65535)  # the end record, then a comment of <64 KiB
+    at = data.rfind(_EOCD, tail_start)
+    if at < 0 or len(data) - at < 22:
+        return  # zipfile refuses it as not a zip file
+    (directory_size,) = struct.unpack_from("<I", data, at + 12)
+    if data.startswith(_ZIP64_LOCATOR, max(0, at - 20)) or directory_size == 0xFFFFFFFF:
+        raise PayloadError("zip64 archives are not read (a report needs no zip64)")
+    if directory_size > _MAX_ZIP_DIRECTORY:
+        raise PayloadError(
+            f"zip directory of {directory_size} bytes is larger than {_MAX_ZIP_DIRECTORY}"
+        )
+
+
 def _zip_member(data: bytes) -> tuple[zipfile.ZipFile, zipfile.ZipInfo, list[str]]:
+    _check_zip_directory(data)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [i for i in archive.infolist() if not i.filename.endswith("/")]
