@@ -1,4 +1,5 @@
-"""Normalise one value of a report: texts, counts, addresses, dates, failure details.
+"""Normalise one value of a report: texts, counts, addresses, dates, failure details, policy
+strings and MX hosts.
 
 Every text goes through ``sanitize.clean_text`` and every count through the clamp, so what
 leaves here can always be encoded, stored and emitted (see sanitize.py).
@@ -6,9 +7,11 @@ leaves here can always be encoded, stored and emitted (see sanitize.py).
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+from tlsrpt_lmtp.jsonstream import MAX_LIST_ITEMS
 from tlsrpt_lmtp.model import FailureDetail
 from tlsrpt_lmtp.sanitize import COUNT_CLAMPED, MAX_COUNT, clean_text
 
@@ -220,3 +223,103 @@ def date_time(value: Any, name: str, warn: Warnings) -> datetime:
     except (ValueError, OverflowError):  # OverflowError: year 9999 east of UTC, or year 1 west
         shown = clean_text(value, 80)[0]
         raise ReportError(f"date-range {name} is not an RFC 3339 date-time: {shown!r}") from None
+
+
+def policy_domain(value: Any, header_domain: str | None, warn: Warnings) -> str | None:
+    domain = text(value, warn)
+    if not domain:
+        warn.add("policy-domain-missing")
+        if not header_domain:
+            return None
+        warn.add("policy-domain-from-header")
+        domain = header_domain
+    domain = domain.strip().rstrip(".").lower()
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+            warn.add("policy-domain-not-a-label")
+        except UnicodeError:
+            warn.add("policy-domain-invalid")
+    return domain
+
+
+def _list(value: list[Any], warn: Warnings) -> list[Any]:
+    if len(value) > MAX_LIST_ITEMS:
+        warn.add("list-truncated")
+        return value[:MAX_LIST_ITEMS]
+    return value
+
+
+def _safe(s: str, warn: Warnings) -> str:
+    s, codes = clean_text(s)
+    for code in codes:
+        warn.add(code)
+    return s
+
+
+def _scalar_json(value: Any) -> str | None:
+    """A non-string policy-string item as JSON text; None for a container."""
+    if value is None or isinstance(value, bool | float):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return text(value, Warnings())
+    return None
+
+
+def policy_strings(value: Any, ptype: str, warn: Warnings) -> tuple[str, ...]:
+    if value is None:
+        if ptype in ("sts", "tlsa"):
+            warn.add("policy-string-missing")
+        return ()
+    if isinstance(value, str):
+        warn.add("policy-string-not-array")
+        value = [value]
+    if not isinstance(value, list):
+        warn.add("policy-string-invalid")
+        return ()
+    strings: list[str] = []
+    for item in _list(value, warn):
+        s = item if isinstance(item, str) else _scalar_json(item)
+        if s is None:
+            warn.add("policy-string-invalid")
+        else:
+            strings.append(_safe(s, warn))
+    # Microsoft sends TLSA records as one string holding a JSON array of strings.
+    if len(strings) == 1 and strings[0].lstrip().startswith("["):
+        try:
+            inner = json.loads(strings[0])
+        except (ValueError, RecursionError):
+            inner = None
+        if isinstance(inner, list) and all(isinstance(s, str) for s in inner):
+            warn.add("policy-string-json-encoded")
+            strings = [_safe(s, warn) for s in _list(inner, warn)]
+    if ptype == "sts":
+        strings = [_sts_line(s, warn) for s in strings]
+    return tuple(strings)
+
+
+def _sts_line(line: str, warn: Warnings) -> str:
+    key, sep, val = line.partition(":")
+    if not sep:
+        return line
+    tidy = f"{key.strip()}: {val.strip()}"
+    if tidy != line:
+        warn.add("policy-string-spacing")
+    return tidy
+
+
+def mx_hosts(policy: dict[str, Any], warn: Warnings) -> tuple[str, ...]:
+    value = policy.get("mx-host")
+    if value is None and "mx-host-pattern" in policy:
+        warn.add("mx-host-pattern-key")
+        value = policy.get("mx-host-pattern")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        warn.add("mx-host-not-array")
+        value = [value] if value else []
+    if not isinstance(value, list):
+        warn.add("mx-host-invalid")
+        return ()
+    hosts = (text(s, warn) if isinstance(s, str) else None for s in _list(value, warn))
+    return tuple(h.rstrip(".").lower() for h in hosts if h)
