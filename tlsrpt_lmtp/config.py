@@ -10,7 +10,7 @@ silently fall back to a default):
 
     [storage]
     data_dir = "/var/lib/tlsrpt-lmtp"
-    max_decompressed = 67108864
+    max_decompressed = 33554432
 
     [log]
     format = "json"          # or "syslog"
