@@ -11,6 +11,7 @@ silently fall back to a default):
     [storage]
     data_dir = "/var/lib/tlsrpt-lmtp"
     max_decompressed = 33554432
+    max_failure_details = 10000
 
     [log]
     format = "json"          # or "syslog"
@@ -29,6 +30,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
 from tlsrpt_lmtp.dnsutil import parse_nameserver
 from tlsrpt_lmtp.syslog import SyslogOptions, parse_target
@@ -52,6 +54,7 @@ class Config:
     max_message_size: int = 32 * 1024 * 1024
     data_dir: Path = Path()  # replaced by default_data_dir() in load()
     max_decompressed: int = DEFAULT_LIMIT
+    max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS
     log_format: str = "json"
     log_file: str = "-"
     syslog_address: str = "/dev/log"
@@ -91,7 +94,11 @@ _LAYOUT: dict[str, dict[str, str]] = {
         "recipients": "recipients",
         "max_message_size": "max_message_size",
     },
-    "storage": {"data_dir": "data_dir", "max_decompressed": "max_decompressed"},
+    "storage": {
+        "data_dir": "data_dir",
+        "max_decompressed": "max_decompressed",
+        "max_failure_details": "max_failure_details",
+    },
     "log": {
         "format": "log_format",
         "file": "log_file",
@@ -115,7 +122,7 @@ _POLICY_LAYOUT: dict[str, dict[str, str]] = {
             "fetch_timeout",
         )
     },
-    "storage": {"data_dir": "data_dir", "max_decompressed": ""},
+    "storage": {"data_dir": "data_dir", "max_decompressed": "", "max_failure_details": ""},
     "log": _LAYOUT["log"],
     "lmtp": dict.fromkeys(_LAYOUT["lmtp"], ""),
 }
@@ -240,6 +247,8 @@ def _check(config: Config) -> None:
     _check_log(config)
     if config.max_message_size <= 0 or config.max_decompressed <= 0:
         raise ConfigError("size limits must be positive")
+    if not 1 <= config.max_failure_details <= 1_000_000:
+        raise ConfigError("max_failure_details must be between 1 and 1000000")
     parse_listen(config.listen)
 
 
