@@ -83,7 +83,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         pipeline = Pipeline.open(
-            base.data_dir, emitter, max_decompressed=base.max_decompressed, dkim=dkim
+            base.data_dir,
+            emitter,
+            max_decompressed=base.max_decompressed,
+            max_failure_details=base.max_failure_details,
+            dkim=dkim,
         )
     except OSError as exc:
         emitter.close()
