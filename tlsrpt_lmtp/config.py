@@ -7,6 +7,9 @@ silently fall back to a default):
     listen = "unix:/var/spool/postfix/private/tlsrpt"
     recipients = ["tlsrpt@example.org"]
     max_message_size = 33554432
+    max_in_flight = 134217728     # mail held across connections; past it: 452, retry later
+    max_connections = 100         # more are answered 421 and closed
+    idle_timeout = 120            # seconds without a byte from the client
 
     [storage]
     data_dir = "/var/lib/tlsrpt-lmtp"
@@ -46,6 +49,9 @@ class Config:
     listen: str = "127.0.0.1:24240"
     recipients: tuple[str, ...] = ()
     max_message_size: int = 32 * 1024 * 1024
+    max_in_flight: int = 128 * 1024 * 1024
+    max_connections: int = 100
+    idle_timeout: float = 120.0
     data_dir: Path = Path()  # replaced by default_data_dir() in load()
     max_decompressed: int = DEFAULT_LIMIT
     log_format: str = "json"
@@ -80,6 +86,9 @@ _LAYOUT: dict[str, dict[str, str]] = {
         "listen": "listen",
         "recipients": "recipients",
         "max_message_size": "max_message_size",
+        "max_in_flight": "max_in_flight",
+        "max_connections": "max_connections",
+        "idle_timeout": "idle_timeout",
     },
     "storage": {"data_dir": "data_dir", "max_decompressed": "max_decompressed"},
     "log": {"format": "log_format", "file": "log_file", "syslog_address": "syslog_address"},
@@ -213,6 +222,10 @@ def _check(config: Config) -> None:
         raise ConfigError(f"log format must be 'json' or 'syslog', not {config.log_format!r}")
     if config.max_message_size <= 0 or config.max_decompressed <= 0:
         raise ConfigError("size limits must be positive")
+    if config.max_connections <= 0 or config.idle_timeout <= 0:
+        raise ConfigError("[lmtp] max_connections and idle_timeout must be positive")
+    if config.max_in_flight < config.max_message_size:
+        raise ConfigError("[lmtp] max_in_flight must be at least max_message_size")
     parse_listen(config.listen)
 
 
