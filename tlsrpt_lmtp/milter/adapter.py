@@ -28,7 +28,9 @@ import milter
 
 from tlsrpt_lmtp.milter.config import MilterConfig
 from tlsrpt_lmtp.milter.core import HEADER, Action, MessageFilter, Reply
+from tlsrpt_lmtp.milter.gate import ConnectionGate
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
+from tlsrpt_lmtp.unixsock import prepare_unix_listen
 
 CONTINUE: int = Milter.CONTINUE
 ACCEPT: int = Milter.ACCEPT
@@ -188,16 +190,21 @@ def serve(
     milter.setconn(config.listen)
     milter.settimeout(config.timeout)
     path = config.socket_path
+    if path is not None:
+        prepare_unix_listen(path)
     milter.opensocket(True)
     if path is not None:
         os.chmod(path, 0o666)  # the MTA runs as another user; guard access with the directory
     else:
         disable_nagle()
+    gate = ConnectionGate(config.max_connections, config.timeout)
+    gate.start()
     if ready is not None:
         ready()
     try:
         milter.main()
     finally:
+        gate.stop()
         service.close()
         if path is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -6,7 +6,8 @@
     add_header = true                 # X-TLSRPT-Report on the mail passed on (tap, reject-invalid)
     recipients = ["tlsrpt@example.org"]   # default: [lmtp] recipients
     max_message_size = 33554432       # default: [lmtp] max_message_size
-    timeout = 600                     # libmilter's I/O timeout with the MTA, seconds
+    timeout = 330                     # a connection idle this long is closed, seconds
+    max_connections = 256             # more are closed at once (the MTA tempfails or retries)
 
 Checked as strictly as the rest of the file: an unknown key or a bad value is an error.
 """
@@ -37,7 +38,10 @@ class MilterConfig:
     add_header: bool = True
     recipients: tuple[str, ...] = ()
     max_message_size: int = 32 * 1024 * 1024
-    timeout: int = 600
+    # libmilter's I/O timeout, i.e. the idle timeout: above Postfix's smtpd_timeout (300 s),
+    # the longest an SMTP client (and so the MTA's side of the milter) may be silent.
+    timeout: int = 330
+    max_connections: int = 256
 
     @property
     def socket_path(self) -> Path | None:
@@ -53,6 +57,7 @@ _KINDS = {
     "recipients": "tuple[str, ...]",
     "max_message_size": "int",
     "timeout": "int",
+    "max_connections": "int",
 }
 _INET = re.compile(r"^(inet6?):(\d+)@(\S+)$")
 
@@ -78,8 +83,8 @@ def load_milter_config(path: Path | None, overrides: dict[str, Any], base: Confi
             "the milter needs the report address(es): set [milter] recipients or"
             " [lmtp] recipients, or pass --recipient (it must not ingest all mail)"
         )
-    if config.max_message_size <= 0 or config.timeout <= 0:
-        raise ConfigError("[milter] max_message_size and timeout must be positive")
+    if min(config.max_message_size, config.timeout, config.max_connections) <= 0:
+        raise ConfigError("[milter] max_message_size, timeout and max_connections must be positive")
     return config
 
 

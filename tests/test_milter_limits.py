@@ -1,0 +1,115 @@
+"""The real milter's connection limit and idle timeout, from the MTA's side (miltertest).
+
+Waits are bounded by socket timeouts; nothing asserts on speed.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("Milter", reason="pymilter not installed (pip install '.[milter]')")
+pytest.importorskip("miltertest", reason="miltertest not installed")
+
+from miltertest import constants as C
+
+from tests.dkim_support import report_mail
+from tests.test_milter_protocol import DKIM_OFF, PROJECT, REPORT_RCPT, MilterProcess
+
+BASE = f'[lmtp]\nrecipients = ["{REPORT_RCPT}"]\n'
+
+
+def milter(tmp_path: Path, settings: str, listen: str | None = None) -> Iterator[MilterProcess]:
+    process = MilterProcess(tmp_path / "m", BASE + "[milter]\n" + settings + DKIM_OFF, listen)
+    process.start()
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0
+
+
+@pytest.fixture
+def limited(tmp_path: Path) -> Iterator[MilterProcess]:
+    yield from milter(tmp_path, "max_connections = 2\ntimeout = 30\n")
+
+
+@pytest.fixture
+def impatient(tmp_path: Path) -> Iterator[MilterProcess]:
+    yield from milter(tmp_path, "timeout = 1\n")
+
+
+def closed_by_peer(sock: socket.socket, wait: float = 30) -> bool:
+    """True once the other side has closed (end of file); False if it is still open after
+    ``wait`` seconds (only a bound: the test passes as soon as the close comes)."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def raw_connection(process: MilterProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", process.port), timeout=15)
+
+
+def test_connections_beyond_the_limit_are_closed_and_the_others_work(
+    limited: MilterProcess,
+) -> None:
+    first, second = limited.connect(), limited.connect()
+    time.sleep(1)  # not an assertion: the watcher has seen both before the third comes
+    third = raw_connection(limited)
+    assert closed_by_peer(third)
+    third.close()
+    for side, rid in ((first, "one"), (second, "two")):
+        assert side.message(report_mail(report_id=rid))[-1] == (C.SMFIR_CONTINUE, {})
+        side.close()
+    wait = time.monotonic() + 15
+    while limited.archived() < 2 and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert limited.archived() == 2
+    again = limited.connect()  # the slots are free again
+    again.close()
+
+
+def test_idle_connection_is_closed(impatient: MilterProcess) -> None:
+    silent = raw_connection(impatient)
+    assert closed_by_peer(silent)
+    silent.close()
+    negotiated = impatient.connect()
+    assert closed_by_peer(negotiated.conn.sock)
+    negotiated.conn.sock.close()
+
+
+def test_unsafe_unix_socket_paths_are_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "milter.sock"
+    victim.write_bytes(b"precious")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    config = tmp_path / "tlsrpt.toml"
+    config.write_text(BASE + DKIM_OFF)
+    for path, message in (
+        (victim, "exists and is not a socket"),
+        (shared / "milter.sock", "writable by group or others"),
+    ):
+        argv = [sys.executable, "-m", "tlsrpt_lmtp.milter", "--config", str(config)]
+        argv += ["--listen", f"unix:{path}", "--data-dir", str(tmp_path / "data")]
+        out = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"},
+        )
+        assert out.returncode == 2, out.stderr
+        assert message in out.stderr
+    assert victim.read_bytes() == b"precious"
+    assert not (shared / "milter.sock").exists()
