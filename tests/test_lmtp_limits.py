@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import socket
 import sqlite3
@@ -23,7 +24,7 @@ import pytest
 
 from tests.lmtp_client import NO_DKIM, LMTPClient, address_of, free_port
 from tests.test_lmtp import RCPT, Server, report_mail
-from tlsrpt_lmtp.lmtpdata import DotDecoder, next_chunk
+from tlsrpt_lmtp.lmtpdata import Connections, DotDecoder, InFlight, next_chunk
 
 MIB = 1024 * 1024
 
@@ -101,6 +102,24 @@ def test_decoder_drops_content_but_keeps_counting() -> None:
     assert not decoder.feed(b"x" * 100)
     assert decoder.feed(b"\r\n.\r\n")
     assert decoder.content() == b"" and decoder.raw_size == 107
+
+
+def test_connections_count_in_all_and_per_peer() -> None:
+    gate = Connections(limit=3, per_peer=2)
+    assert gate.enter(("uid", 1)) and gate.enter(("uid", 1))
+    assert not gate.enter(("uid", 1))  # that user's share is taken
+    assert gate.enter(None)  # unknown peers count against the total only
+    assert not gate.enter(("uid", 2))  # the total is taken
+    gate.leave(("uid", 1))
+    assert gate.enter(("uid", 2)) and not gate.enter(("uid", 1))
+    assert gate.open == 3
+
+
+def test_in_flight_bound() -> None:
+    flight = InFlight(100)
+    assert flight.take(60) and not flight.take(41) and flight.take(40)
+    flight.give_back(100)
+    assert flight.held == 0 and flight.peak == 100
 
 
 def send_raw(client: LMTPClient, content: bytes) -> tuple[int, str]:
@@ -225,6 +244,34 @@ def test_connection_beyond_the_limit_is_421_and_the_others_deliver(tmp_path: Pat
         c.close()
         second.close()
     finally:
+        s.stop()
+
+
+def test_one_local_user_cannot_take_every_slot(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to connect as another user")
+    s = config_server(tmp_path, "max_connections = 10\nmax_connections_per_peer = 2\n")
+    host, port = address_of(s.listen)
+    script = (
+        "import encodings.idna, os, socket, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        f"socks = [socket.create_connection(({host!r}, {port}), timeout=15) for _ in range(3)]\n"
+        "print(' '.join(c.recv(512)[:3].decode() for c in socks), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    nobody = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert nobody.stdout is not None
+        assert nobody.stdout.readline().decode().split() == ["220", "220", "421"]
+        c = s.client()  # another user (root, like the MTA's own user) still gets in
+        assert [code for code, _ in c.deliver("r@example.net", [RCPT], report_mail())] == [250]
+        c.close()
+    finally:
+        assert nobody.stdin is not None
+        nobody.stdin.close()
+        nobody.wait(timeout=15)
         s.stop()
 
 

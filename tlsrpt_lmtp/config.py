@@ -9,6 +9,7 @@ silently fall back to a default):
     max_message_size = 33554432
     max_in_flight = 134217728     # mail held across connections; past it: 452, retry later
     max_connections = 100         # more are answered 421 and closed
+    max_connections_per_peer = 50 # per local user (uid) or remote address
     idle_timeout = 120            # seconds without a byte from the client
 
     [storage]
@@ -51,6 +52,7 @@ class Config:
     max_message_size: int = 32 * 1024 * 1024
     max_in_flight: int = 128 * 1024 * 1024
     max_connections: int = 100
+    max_connections_per_peer: int = 50
     idle_timeout: float = 120.0
     data_dir: Path = Path()  # replaced by default_data_dir() in load()
     max_decompressed: int = DEFAULT_LIMIT
@@ -88,6 +90,7 @@ _LAYOUT: dict[str, dict[str, str]] = {
         "max_message_size": "max_message_size",
         "max_in_flight": "max_in_flight",
         "max_connections": "max_connections",
+        "max_connections_per_peer": "max_connections_per_peer",
         "idle_timeout": "idle_timeout",
     },
     "storage": {"data_dir": "data_dir", "max_decompressed": "max_decompressed"},
@@ -222,8 +225,8 @@ def _check(config: Config) -> None:
         raise ConfigError(f"log format must be 'json' or 'syslog', not {config.log_format!r}")
     if config.max_message_size <= 0 or config.max_decompressed <= 0:
         raise ConfigError("size limits must be positive")
-    if config.max_connections <= 0 or config.idle_timeout <= 0:
-        raise ConfigError("[lmtp] max_connections and idle_timeout must be positive")
+    if min(config.max_connections, config.max_connections_per_peer, config.idle_timeout) <= 0:
+        raise ConfigError("[lmtp] connection limits and idle_timeout must be positive")
     if config.max_in_flight < config.max_message_size:
         raise ConfigError("[lmtp] max_in_flight must be at least max_message_size")
     parse_listen(config.listen)

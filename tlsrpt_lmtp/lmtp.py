@@ -29,6 +29,7 @@ from tlsrpt_lmtp.lmtpdata import (
     lmtp_replies,
     next_chunk,
 )
+from tlsrpt_lmtp.peers import PeerKey, peer_key
 from tlsrpt_lmtp.pipeline import ArchiveError, Pipeline
 from tlsrpt_lmtp.stage2 import Stage2Process
 from tlsrpt_lmtp.unixsock import prepare_unix_listen
@@ -63,11 +64,13 @@ class _LMTP(LMTP):
         self._gate = gate
         self._flight = flight
         self._admitted = False
+        self._peer: PeerKey | None = None
         self._busy = False  # the server, not the client, is working (archiving)
         self._last_activity = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._admitted = self._gate.enter()
+        self._peer = peer_key(transport.get_extra_info("socket"))
+        self._admitted = self._gate.enter(self._peer)
         if not self._admitted:
             _Refused().connection_made(transport)
             return
@@ -77,7 +80,7 @@ class _LMTP(LMTP):
         if not self._admitted:
             return
         self._admitted = False
-        self._gate.leave()
+        self._gate.leave(self._peer)
         super().connection_lost(error)
 
     def eof_received(self) -> bool | None:
@@ -275,9 +278,10 @@ async def serve(
         max_message_size=config.max_message_size,
         max_in_flight=config.max_in_flight,
         max_connections=config.max_connections,
+        max_connections_per_peer=config.max_connections_per_peer,
         idle_timeout=config.idle_timeout,
     )
-    gate = Connections(limits.max_connections)
+    gate = Connections(limits.max_connections, limits.max_connections_per_peer)
     flight = InFlight(limits.max_in_flight)
 
     fqdn = socket.getfqdn()  # once, not per connection (it may ask DNS)

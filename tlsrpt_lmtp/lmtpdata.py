@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 END = b".\r\n"  # what the reader waits for; it ends DATA only at the start of a line
@@ -85,20 +86,31 @@ class InFlight:
 
 
 class Connections:
-    """How many connections are open; a new one beyond ``limit`` is refused."""
+    """Open connections, in all and per peer (see peers.py); one beyond a limit is refused, so
+    that one local user cannot take every slot from the MTA."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_peer: int) -> None:
         self.limit = limit
+        self.per_peer = per_peer
         self.open = 0
+        self._by_peer: dict[Hashable, int] = {}
 
-    def enter(self) -> bool:
+    def enter(self, peer: Hashable | None) -> bool:
         if self.open >= self.limit:
             return False
+        if peer is not None:
+            if self._by_peer.get(peer, 0) >= self.per_peer:
+                return False
+            self._by_peer[peer] = self._by_peer.get(peer, 0) + 1
         self.open += 1
         return True
 
-    def leave(self) -> None:
+    def leave(self, peer: Hashable | None) -> None:
         self.open -= 1
+        if peer is not None:
+            left = self._by_peer.pop(peer) - 1
+            if left:
+                self._by_peer[peer] = left
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +120,7 @@ class Limits:
     max_message_size: int
     max_in_flight: int
     max_connections: int
+    max_connections_per_peer: int
     idle_timeout: float
 
 
