@@ -288,6 +288,28 @@ def test_idle_connection_is_closed(tmp_path: Path) -> None:
         s.stop()
 
 
+def test_a_stalled_data_is_closed_and_its_bytes_are_freed(tmp_path: Path) -> None:
+    s = config_server(
+        tmp_path, "idle_timeout = 1\nmax_message_size = 100000\nmax_in_flight = 100000\n"
+    )
+    try:
+        stalled = s.client()
+        stalled.cmd("MAIL FROM:<r@example.net>")
+        stalled.cmd(f"RCPT TO:<{RCPT}>")
+        assert stalled.cmd("DATA")[0] == 354
+        stalled.sock.sendall(b"Subject: stalled\r\n\r\n" + b"s" * 90000)  # then nothing
+        stalled.sock.settimeout(30)  # generous: only bounds the wait
+        assert stalled.reply()[0] == 421
+        assert stalled.sock.recv(1) == b""
+        stalled.sock.close()
+        content = b"Subject: after\r\n\r\n" + b"a" * 90000 + b"\r\n"
+        c = s.client()
+        assert_stored(send_raw(c, content), tmp_path, content)
+        c.close()
+    finally:
+        s.stop()
+
+
 def run_serve(data_dir: Path, listen: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "tlsrpt_lmtp", "serve", "--data-dir", str(data_dir)]
     return subprocess.run(

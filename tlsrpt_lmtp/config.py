@@ -10,7 +10,7 @@ silently fall back to a default):
     max_in_flight = 134217728     # mail held across connections; past it: 452, retry later
     max_connections = 100         # more are answered 421 and closed
     max_connections_per_peer = 50 # per local user (uid) or remote address
-    idle_timeout = 120            # seconds without a byte from the client
+    idle_timeout = 120            # seconds without a command or mail data
 
     [storage]
     data_dir = "/var/lib/tlsrpt-lmtp"

@@ -50,7 +50,7 @@ class _Refused(asyncio.Protocol):
 class _LMTP(LMTP):
     """aiosmtpd's LMTP with DATA read in chunks (memory ≈ message size, lines as long as the
     message), a bound on mail held across connections, a connection limit and an idle
-    timeout counted from the client's last byte."""
+    timeout counted from the client's last command or piece of mail data."""
 
     # Command lines only: DATA does not go through line reads (see smtp_DATA).
     line_length_limit = 4096
