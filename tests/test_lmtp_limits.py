@@ -275,6 +275,33 @@ def test_one_local_user_cannot_take_every_slot(tmp_path: Path) -> None:
         s.stop()
 
 
+def test_per_peer_limit_on_a_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "lmtp.sock"
+    s = config_server(tmp_path, "max_connections_per_peer = 1\n", f"--listen=unix:{path}")
+    try:
+        first = s.client()
+        second = LMTPClient(str(path))
+        assert second.greeting[0] == 421 and second.greeting[1].startswith("4.3.2")
+        second.sock.close()
+        assert [code for code, _ in first.deliver("r@example.net", [RCPT], report_mail())] == [250]
+        first.close()
+    finally:
+        s.stop()
+
+
+def test_in_flight_below_the_message_size_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[lmtp]\nmax_message_size = 2000\nmax_in_flight = 1000\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "tlsrpt_lmtp", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "max_in_flight must be at least max_message_size" in out.stderr
+
+
 def test_idle_connection_is_closed(tmp_path: Path) -> None:
     s = config_server(tmp_path, "idle_timeout = 1\n")
     try:

@@ -88,6 +88,18 @@ def test_idle_connection_is_closed(impatient: MilterProcess) -> None:
     negotiated.conn.sock.close()
 
 
+def test_connection_limit_on_a_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "milter.sock"
+    for process in milter(tmp_path, "max_connections = 1\ntimeout = 30\n", f"unix:{path}"):
+        first = process.connect()
+        time.sleep(1)  # not an assertion: the watcher has seen the first before the second
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as second:
+            second.connect(str(path))
+            assert closed_by_peer(second)
+        assert first.message(report_mail(report_id="unix"))[-1] == (C.SMFIR_CONTINUE, {})
+        first.close()
+
+
 def test_unsafe_unix_socket_paths_are_refused(tmp_path: Path) -> None:
     victim = tmp_path / "milter.sock"
     victim.write_bytes(b"precious")
