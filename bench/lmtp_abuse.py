@@ -192,6 +192,8 @@ def idle(count: int) -> Callable[[Path], list[Row]]:
 
 SCENARIOS: list[tuple[str, Callable[[Path], list[Row]]]] = [
     ("10 MB mail of empty lines", one_mail(b"Subject: e\r\n\r\n" + b"\r\n" * 5_000_000)),
+    # Every line ends in ".CRLF", so the reader stops at each (its worst case, CPU-wise).
+    ("12 MB mail of '.' lines", one_mail(b"Subject: d\r\n\r\n" + b".\r\n" * 3_000_000)),
     ("2 MiB line", one_mail(b"Subject: l\r\n\r\n" + b"y" * (2 * MIB) + b"\r\n")),
     ("100 idle connections (user nobody)", idle(100)),
     ("1,100 idle connections (user nobody)", idle(1100)),
