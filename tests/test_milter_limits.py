@@ -20,7 +20,15 @@ pytest.importorskip("miltertest", reason="miltertest not installed")
 from miltertest import constants as C
 
 from tests.dkim_support import report_mail
-from tests.test_milter_protocol import DKIM_OFF, PROJECT, REPORT_RCPT, MilterProcess
+from tests.test_milter_protocol import (
+    DKIM_OFF,
+    PROJECT,
+    REPORT_RCPT,
+    SENDER,
+    MilterProcess,
+    MtaSide,
+    code,
+)
 
 BASE = f'[lmtp]\nrecipients = ["{REPORT_RCPT}"]\n'
 
@@ -98,6 +106,46 @@ def test_connection_limit_on_a_unix_socket(tmp_path: Path) -> None:
             assert closed_by_peer(second)
         assert first.message(report_mail(report_id="unix"))[-1] == (C.SMFIR_CONTINUE, {})
         first.close()
+
+
+def big_report(size: int) -> bytes:
+    """A report-shaped mail (DKIM is off) whose body has ``size`` bytes."""
+    head = f"From: {SENDER}\r\nTo: {REPORT_RCPT}\r\nSubject: Report\r\n\r\n"
+    return head.encode() + (b"z" * 98 + b"\r\n") * (size // 100)
+
+
+def up_to_end_of_message(side: MtaSide, raw: bytes) -> None:
+    """Everything of one message but its end: the milter holds it, waiting."""
+    if not side.protocol & C.SMFIP_NOCONNECT:
+        side.conn.send_ar(
+            C.SMFIC_CONNECT, hostname="client.test", family="4", port=2525, address="127.0.0.1"
+        )
+    if not side.protocol & C.SMFIP_NOHELO:
+        side.conn.send_ar(C.SMFIC_HELO, helo="client.test")
+    side._step(C.SMFIC_MAIL, C.SMFIP_NR_MAIL, args=[f"<{SENDER}>"])
+    side._step(C.SMFIC_RCPT, C.SMFIP_NR_RCPT, args=[f"<{REPORT_RCPT}>"])
+    side._step(C.SMFIC_DATA, C.SMFIP_NR_DATA)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    for line in head.decode().split("\r\n"):
+        name, _, value = line.partition(":")
+        side._step(C.SMFIC_HEADER, C.SMFIP_NR_HDR, name=name, value=value)
+    side._step(C.SMFIC_EOH, C.SMFIP_NR_EOH)
+    text = body.decode()
+    for start in range(0, len(text), C.MILTER_CHUNK_SIZE):
+        side._step(C.SMFIC_BODY, C.SMFIP_NR_BODY, buf=text[start : start + C.MILTER_CHUNK_SIZE])
+
+
+def test_report_mail_beyond_the_buffer_bound_is_451(tmp_path: Path) -> None:
+    settings = "max_message_size = 200000\nmax_in_flight = 300000\ntimeout = 30\n"
+    for process in milter(tmp_path, settings):
+        holding = process.connect()
+        up_to_end_of_message(holding, big_report(180000))
+        time.sleep(1)  # not an assertion: lets the milter take in what was sent
+        replies = process.send(big_report(150000))
+        assert code(replies).startswith("451 4.3.1"), replies
+        assert holding.conn.send_eom()[-1][0] == C.SMFIR_CONTINUE
+        holding.close()
+        assert process.send(big_report(150000))[-1][0] == C.SMFIR_CONTINUE  # it fits now
 
 
 def test_unsafe_unix_socket_paths_are_refused(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@
     max_message_size = 33554432       # default: [lmtp] max_message_size
     timeout = 330                     # a connection idle this long is closed, seconds
     max_connections = 256             # more are closed at once (the MTA tempfails or retries)
+    max_in_flight = 134217728         # report mail buffered across connections; beyond: 451
 
 Checked as strictly as the rest of the file: an unknown key or a bad value is an error.
 """
@@ -42,6 +43,7 @@ class MilterConfig:
     # the longest an SMTP client (and so the MTA's side of the milter) may be silent.
     timeout: int = 330
     max_connections: int = 256
+    max_in_flight: int = 128 * 1024 * 1024
 
     @property
     def socket_path(self) -> Path | None:
@@ -58,6 +60,7 @@ _KINDS = {
     "max_message_size": "int",
     "timeout": "int",
     "max_connections": "int",
+    "max_in_flight": "int",
 }
 _INET = re.compile(r"^(inet6?):(\d+)@(\S+)$")
 
@@ -85,6 +88,8 @@ def load_milter_config(path: Path | None, overrides: dict[str, Any], base: Confi
         )
     if min(config.max_message_size, config.timeout, config.max_connections) <= 0:
         raise ConfigError("[milter] max_message_size, timeout and max_connections must be positive")
+    if config.max_in_flight < config.max_message_size:
+        raise ConfigError("[milter] max_in_flight must be at least max_message_size")
     return config
 
 
