@@ -5,6 +5,7 @@ Waits are bounded by socket timeouts; nothing asserts on speed.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -106,6 +107,52 @@ def test_connection_limit_on_a_unix_socket(tmp_path: Path) -> None:
             assert closed_by_peer(second)
         assert first.message(report_mail(report_id="unix"))[-1] == (C.SMFIR_CONTINUE, {})
         first.close()
+
+
+NOBODY_CONNECTS = """
+import encodings.idna, os, socket, sys, time
+os.setgid(65534); os.setuid(65534)
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=15) for _ in range(3)]
+
+def closed():
+    shut = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            shut += s.recv(1) == b""
+        except BlockingIOError:
+            pass
+    return shut
+
+deadline = time.monotonic() + 15
+while closed() == 0 and time.monotonic() < deadline:
+    time.sleep(0.1)
+time.sleep(1)  # not an assertion: a second look, after more watcher rounds
+print(closed(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_one_local_user_cannot_take_every_milter_slot(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to connect as another user")
+    settings = "max_connections = 10\nmax_connections_per_peer = 2\ntimeout = 30\n"
+    for process in milter(tmp_path, settings):
+        nobody = subprocess.Popen(
+            [sys.executable, "-c", NOBODY_CONNECTS, str(process.port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert nobody.stdout is not None
+            assert nobody.stdout.readline().split() == [b"1"]  # one of its three is closed
+            mta = process.connect()  # another user's (the MTA's) connection works
+            assert mta.message(report_mail(report_id="peer"))[-1] == (C.SMFIR_CONTINUE, {})
+            mta.close()
+        finally:
+            assert nobody.stdin is not None
+            nobody.stdin.close()
+            nobody.wait(timeout=15)
 
 
 def big_report(size: int) -> bytes:

@@ -204,7 +204,7 @@ def serve(
         os.chmod(path, 0o666)  # the MTA runs as another user; guard access with the directory
     else:
         disable_nagle()
-    gate = ConnectionGate(config.max_connections, config.timeout)
+    gate = ConnectionGate(config.max_connections, config.max_connections_per_peer, config.timeout)
     gate.start()
     if ready is not None:
         ready()

@@ -8,6 +8,7 @@
     max_message_size = 33554432       # default: [lmtp] max_message_size
     timeout = 330                     # a connection idle this long is closed, seconds
     max_connections = 256             # more are closed at once (the MTA tempfails or retries)
+    max_connections_per_peer = 128    # per local user (uid) or remote address
     max_in_flight = 134217728         # report mail buffered across connections; beyond: 451
 
 Checked as strictly as the rest of the file: an unknown key or a bad value is an error.
@@ -43,6 +44,7 @@ class MilterConfig:
     # the longest an SMTP client (and so the MTA's side of the milter) may be silent.
     timeout: int = 330
     max_connections: int = 256
+    max_connections_per_peer: int = 128
     max_in_flight: int = 128 * 1024 * 1024
 
     @property
@@ -60,6 +62,7 @@ _KINDS = {
     "max_message_size": "int",
     "timeout": "int",
     "max_connections": "int",
+    "max_connections_per_peer": "int",
     "max_in_flight": "int",
 }
 _INET = re.compile(r"^(inet6?):(\d+)@(\S+)$")
@@ -86,8 +89,9 @@ def load_milter_config(path: Path | None, overrides: dict[str, Any], base: Confi
             "the milter needs the report address(es): set [milter] recipients or"
             " [lmtp] recipients, or pass --recipient (it must not ingest all mail)"
         )
-    if min(config.max_message_size, config.timeout, config.max_connections) <= 0:
-        raise ConfigError("[milter] max_message_size, timeout and max_connections must be positive")
+    limits = (config.max_connections, config.max_connections_per_peer)
+    if min(config.max_message_size, config.timeout, *limits) <= 0:
+        raise ConfigError("[milter] sizes, timeout and connection limits must be positive")
     if config.max_in_flight < config.max_message_size:
         raise ConfigError("[milter] max_in_flight must be at least max_message_size")
     return config

@@ -24,6 +24,8 @@ import threading
 import time
 from collections.abc import Iterator
 
+from tlsrpt_lmtp.peers import PeerKey, peer_key
+
 _POLL = 0.2  # seconds between looks
 _IDLE_EVERY = 1.0  # seconds between idle checks
 # struct tcp_info (linux/tcp.h): 8 bytes of u8 fields, then u32s from tcpi_rto on;
@@ -76,14 +78,18 @@ _WILDCARDS = ("0.0.0.0", "::")
 
 
 class ConnectionGate:
-    """Keep at most ``limit`` connections accepted on the listening socket(s) open."""
+    """Keep at most ``limit`` connections accepted on the listening socket(s) open, at most
+    ``per_peer`` of them from one peer (a local user, see peers.py), none idle too long."""
 
-    def __init__(self, limit: int, idle_timeout: float) -> None:
+    def __init__(self, limit: int, per_peer: int, idle_timeout: float) -> None:
         self.limit = limit
+        self.per_peer = per_peer
         self.idle_timeout = idle_timeout
         self._idle_checked = 0.0
         self._listeners: set[tuple[int, str, int]] = set()
-        self._seen: dict[int, int | None] = {}  # inode -> arrival order, or None: not ours
+        # inode -> (arrival order, peer), or None: not a connection of ours
+        self._seen: dict[int, tuple[int, PeerKey | None] | None] = {}
+        self._cut: set[int] = set()  # shut down, waiting for libmilter to close them
         self._order = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="milter-gate", daemon=True)
@@ -107,23 +113,40 @@ class ConnectionGate:
                 self.check()
 
     def check(self) -> int:
-        """One look: shut down the newest connections beyond the limit and (every second)
+        """One look: shut down the newest connections beyond the limits and (every second)
         the idle ones; returns how many."""
         current = {inode: fd for fd, inode in _sockets()}
         for inode in list(self._seen):
             if inode not in current:
                 del self._seen[inode]
+                self._cut.discard(inode)
         for inode in sorted(set(current) - set(self._seen)):
             self._seen[inode] = self._classify(current[inode], inode)
-        ours = sorted((order, inode) for inode, order in self._seen.items() if order is not None)
-        cut = [inode for _, inode in ours[self.limit :]]
+        ours = sorted(
+            (seen[0], inode, seen[1])
+            for inode, seen in self._seen.items()
+            if seen is not None and inode not in self._cut
+        )
+        kept: list[int] = []
+        cut: list[int] = []
+        by_peer: dict[PeerKey, int] = {}
+        for _, inode, peer in ours:
+            if len(kept) >= self.limit or (
+                peer is not None and by_peer.get(peer, 0) >= self.per_peer
+            ):
+                cut.append(inode)
+                continue
+            if peer is not None:
+                by_peer[peer] = by_peer.get(peer, 0) + 1
+            kept.append(inode)
         if time.monotonic() - self._idle_checked >= _IDLE_EVERY:
             self._idle_checked = time.monotonic()
-            cut += [inode for _, inode in ours[: self.limit] if self._idle(current[inode], inode)]
+            cut += [inode for inode in kept if self._idle(current[inode], inode)]
         for inode in cut:
             with _borrow(current[inode], inode) as sock, contextlib.suppress(OSError):
                 if sock is not None:
                     sock.shutdown(socket.SHUT_RDWR)
+        self._cut.update(cut)
         return len(cut)
 
     def _idle(self, fd: int, inode: int) -> bool:
@@ -134,7 +157,7 @@ class ConnectionGate:
                 return bool(last_data_recv >= self.idle_timeout * 1000)
         return False
 
-    def _classify(self, fd: int, inode: int) -> int | None:
+    def _classify(self, fd: int, inode: int) -> tuple[int, PeerKey | None] | None:
         with _borrow(fd, inode) as sock:
             if sock is None or sock.type != socket.SOCK_STREAM:
                 return None
@@ -146,8 +169,9 @@ class ConnectionGate:
                 sock.getpeername()  # an accepted connection has a peer
             except OSError:
                 return None
+            peer = peer_key(sock)
         self._order += 1
-        return self._order
+        return self._order, peer
 
     def _accepted_here(self, address: tuple[int, str, int]) -> bool:
         family, _, port = address
