@@ -16,6 +16,7 @@ from email.header import decode_header, make_header
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT, PayloadError, decode_payload, sniff
 from tlsrpt_lmtp.mimeparts import Leaf, Parts, parts
 from tlsrpt_lmtp.model import Attachment, Extracted, MailMeta, Report
+from tlsrpt_lmtp.names import canonical
 from tlsrpt_lmtp.report import ReportError, parse_report
 
 REPORT_TYPES = frozenset(
@@ -108,7 +109,7 @@ def _from_attachments(
 def _submitter_check(meta: MailMeta, report: Report) -> tuple[str, ...]:
     """RFC 8460 §5.3: the submitter MUST be the contact-info domain (a subdomain either way
     is accepted: Mail.ru writes corp.mail.ru and mail.ru)."""
-    contact = (report.contact_info or "").rpartition("@")[2].strip(" <>").lower()
+    contact = canonical((report.contact_info or "").rpartition("@")[2].strip(" <>"))
     if not meta.submitter or not contact:
         return ()
     if related_domains(meta.submitter, contact):
@@ -149,4 +150,4 @@ def header_text(value: str | None) -> str | None:
 
 
 def _domain(text: str | None) -> str | None:
-    return text.strip(" <>").rstrip(".").lower() if text else None
+    return canonical(text.strip(" <>")) if text else None

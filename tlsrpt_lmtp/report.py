@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from tlsrpt_lmtp.model import FailureDetail, Policy, Report
+from tlsrpt_lmtp.names import canonical, to_ascii
 
 KNOWN_POLICY_TYPES = frozenset({"sts", "tlsa", "no-policy-found"})
 # IANA "STARTTLS Validation Result Types" (RFC 8460 §6.6); the registry may grow.
@@ -196,14 +197,13 @@ def _policy_domain(value: Any, header_domain: str | None, warn: _Warnings) -> st
             return None
         warn.add("policy-domain-from-header")
         domain = header_domain
-    domain = domain.strip().rstrip(".").lower()
+    ascii_name = to_ascii(domain)
+    if ascii_name is None:
+        warn.add("policy-domain-invalid")
+        return canonical(domain)
     if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-            warn.add("policy-domain-not-a-label")
-        except UnicodeError:
-            warn.add("policy-domain-invalid")
-    return domain
+        warn.add("policy-domain-not-a-label")
+    return ascii_name
 
 
 def _policy_strings(value: Any, ptype: str, warn: _Warnings) -> tuple[str, ...]:
@@ -255,7 +255,7 @@ def _mx_hosts(policy: dict[str, Any], warn: _Warnings) -> tuple[str, ...]:
     if not isinstance(value, list):
         warn.add("mx-host-invalid")
         return ()
-    return tuple(s.strip().rstrip(".").lower() for s in value if isinstance(s, str) and s.strip())
+    return tuple(canonical(s) for s in value if isinstance(s, str) and s.strip())
 
 
 def _failure_details(value: Any, warn: _Warnings) -> tuple[FailureDetail, ...]:
@@ -368,7 +368,7 @@ def _ip(value: Any, warn: _Warnings) -> str | None:
 
 def _host(value: Any) -> str | None:
     text = value.strip() if type(value) is str else _text(value)
-    return text.rstrip(".").lower() if text else None
+    return canonical(text) if text else None
 
 
 def _text(value: Any) -> str | None:
