@@ -7,6 +7,10 @@ silently fall back to a default):
     listen = "unix:/var/spool/postfix/private/tlsrpt"
     recipients = ["tlsrpt@example.org"]
     max_message_size = 33554432
+    max_in_flight = 134217728     # mail held across connections; past it: 452, retry later
+    max_connections = 100         # more are answered 421 and closed
+    max_connections_per_peer = 50 # per local user (uid) or remote address
+    idle_timeout = 120            # seconds without a command or mail data
 
     [storage]
     data_dir = "/var/lib/tlsrpt-lmtp"
@@ -52,6 +56,10 @@ class Config:
     listen: str = "127.0.0.1:24240"
     recipients: tuple[str, ...] = ()
     max_message_size: int = 32 * 1024 * 1024
+    max_in_flight: int = 128 * 1024 * 1024
+    max_connections: int = 100
+    max_connections_per_peer: int = 50
+    idle_timeout: float = 120.0
     data_dir: Path = Path()  # replaced by default_data_dir() in load()
     max_decompressed: int = DEFAULT_LIMIT
     max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS
@@ -93,6 +101,10 @@ _LAYOUT: dict[str, dict[str, str]] = {
         "listen": "listen",
         "recipients": "recipients",
         "max_message_size": "max_message_size",
+        "max_in_flight": "max_in_flight",
+        "max_connections": "max_connections",
+        "max_connections_per_peer": "max_connections_per_peer",
+        "idle_timeout": "idle_timeout",
     },
     "storage": {
         "data_dir": "data_dir",
@@ -249,6 +261,10 @@ def _check(config: Config) -> None:
         raise ConfigError("size limits must be positive")
     if not 1 <= config.max_failure_details <= 1_000_000:
         raise ConfigError("max_failure_details must be between 1 and 1000000")
+    if min(config.max_connections, config.max_connections_per_peer, config.idle_timeout) <= 0:
+        raise ConfigError("[lmtp] connection limits and idle_timeout must be positive")
+    if config.max_in_flight < config.max_message_size:
+        raise ConfigError("[lmtp] max_in_flight must be at least max_message_size")
     parse_listen(config.listen)
 
 

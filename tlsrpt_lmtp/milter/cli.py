@@ -115,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
     except milter.error as exc:
         print(f"tlsrpt-lmtp: milter cannot listen on {config.listen}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the unix socket path is unsafe (unixsock.prepare_unix_listen)
+        print(
+            f"tlsrpt-lmtp: milter cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
     finally:
         hook.close()
         pipeline.close()
