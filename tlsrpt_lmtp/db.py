@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS messages (
     from_addr    TEXT,
     subject      TEXT,
     message_id   TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,  -- times stage 2 took it up (crash-loop guard)
     raw          BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_status ON messages(status);
@@ -83,8 +84,15 @@ class Database:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         path.chmod(0o640)
+
+    def _migrate(self) -> None:
+        """Forward migrations of stores made by older versions."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        if "attempts" not in columns:  # schema 2 → 3
+            self._db.execute("ALTER TABLE messages ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:

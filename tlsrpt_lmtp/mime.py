@@ -23,6 +23,7 @@ from tlsrpt_lmtp.decompress import (
 )
 from tlsrpt_lmtp.mimeparts import Leaf, Parts, parts
 from tlsrpt_lmtp.model import Attachment, Extracted, MailMeta, Report
+from tlsrpt_lmtp.names import canonical
 from tlsrpt_lmtp.report import ReportError, parse_report_chunks
 from tlsrpt_lmtp.rfc2047 import decode_words
 from tlsrpt_lmtp.sanitize import clean_text, safe_text
@@ -183,7 +184,7 @@ def _read(
 def _submitter_check(meta: MailMeta, report: Report) -> tuple[str, ...]:
     """RFC 8460 §5.3: the submitter MUST be the contact-info domain (a subdomain either way
     is accepted: Mail.ru writes corp.mail.ru and mail.ru)."""
-    contact = (report.contact_info or "").rpartition("@")[2].strip(" <>").lower()
+    contact = canonical((report.contact_info or "").rpartition("@")[2].strip(" <>"))
     if not meta.submitter or not contact:
         return ()
     if related_domains(meta.submitter, contact):
@@ -238,4 +239,4 @@ def header_text(value: str | None) -> str | None:
 
 
 def _domain(text: str | None) -> str | None:
-    return text.strip(" <>").rstrip(".").lower() if text else None
+    return canonical(text.strip(" <>")) if text else None

@@ -13,6 +13,7 @@ from typing import Any
 
 from tlsrpt_lmtp.jsonstream import MAX_LIST_ITEMS
 from tlsrpt_lmtp.model import FailureDetail
+from tlsrpt_lmtp.names import canonical, to_ascii
 from tlsrpt_lmtp.sanitize import COUNT_CLAMPED, MAX_COUNT, clean_text
 
 # IANA "STARTTLS Validation Result Types" (RFC 8460 §6.6); the registry may grow.
@@ -197,7 +198,7 @@ def ip(value: Any, warn: Warnings) -> str | None:
 
 def host(value: Any, warn: Warnings) -> str | None:
     t = text(value, warn)
-    return t.rstrip(".").lower() if t else None
+    return canonical(t) if t else None
 
 
 def domain_of(address: str | None) -> str | None:
@@ -233,14 +234,13 @@ def policy_domain(value: Any, header_domain: str | None, warn: Warnings) -> str 
             return None
         warn.add("policy-domain-from-header")
         domain = header_domain
-    domain = domain.strip().rstrip(".").lower()
+    ascii_name = to_ascii(domain)
+    if ascii_name is None:
+        warn.add("policy-domain-invalid")
+        return canonical(domain)
     if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-            warn.add("policy-domain-not-a-label")
-        except UnicodeError:
-            warn.add("policy-domain-invalid")
-    return domain
+        warn.add("policy-domain-not-a-label")
+    return ascii_name
 
 
 def _list(value: list[Any], warn: Warnings) -> list[Any]:
@@ -322,4 +322,4 @@ def mx_hosts(policy: dict[str, Any], warn: Warnings) -> tuple[str, ...]:
         warn.add("mx-host-invalid")
         return ()
     hosts = (text(s, warn) if isinstance(s, str) else None for s in _list(value, warn))
-    return tuple(h.rstrip(".").lower() for h in hosts if h)
+    return tuple(canonical(h) for h in hosts if h)

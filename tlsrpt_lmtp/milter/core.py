@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from tlsrpt_lmtp.archive import ArchiveError
+from tlsrpt_lmtp.delivery import SinkError
 from tlsrpt_lmtp.dkim import DkimResult
 from tlsrpt_lmtp.milter.config import MilterConfig, Mode, normalise_address
 from tlsrpt_lmtp.pipeline import IngestResult
@@ -134,6 +135,8 @@ class MessageFilter:
         except ArchiveError as exc:
             why = exc.strerror or str(exc)
             return tempfail("4.3.0", f"cannot store the report, try again later ({why})")
+        except SinkError:  # archived, events owed: the retry writes them (same event ids)
+            return tempfail("4.3.0", "cannot write the report's events, try again later")
         except Exception:  # a bug must not lose the report: the client retries it
             return tempfail("4.3.0", "internal error, try again later")
         if mode is Mode.DISCARD:
