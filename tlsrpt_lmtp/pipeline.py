@@ -274,12 +274,21 @@ class Pipeline:
                 key,
                 *report.dedup_key,
             )
+        warnings = m.extracted.warnings
         invalid = [
-            invalid_event(reason, meta, archive_id=key, source=source, report=report, dkim=verdict)
+            invalid_event(
+                reason,
+                meta,
+                archive_id=key,
+                source=source,
+                report=report,
+                dkim=verdict,
+                warnings=warnings,
+            )
             for report, verdict, reason in m.refused
         ]
         invalid += [
-            invalid_event(reason, meta, archive_id=key, source=source)
+            invalid_event(reason, meta, archive_id=key, source=source, warnings=warnings)
             for reason in (*m.extracted.errors, *m.failures)
         ]
         return events + stamp(invalid, key, "invalid")
