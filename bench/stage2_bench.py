@@ -121,10 +121,6 @@ def cell(r: dict[str, object]) -> str:
 
 
 def main() -> None:
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from tests.hostile import HOSTILE
-
     p = argparse.ArgumentParser()
     p.add_argument("--fill")
     p.add_argument("--stage2", action="store_true")
@@ -136,8 +132,12 @@ def main() -> None:
         fill(args.fill, args.data)
         return
     if args.stage2:
-        stage2(args.data)
+        stage2(args.data)  # with the tlsrpt_lmtp of PYTHONPATH: ours or --before's
         return
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.hostile import HOSTILE
+
     cases = [*HOSTILE, WORST_BATCH]
     print(
         "| hostile input | ours: peak RSS, CPU, max events per mail (bytes), statuses"
