@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WORST_BATCH = "worst batch: 13 x 60 MB string + every hostile mail"
+WORST_BATCH = "worst batch: 13 x 30 MB string + every hostile mail"
 
 
 def _peak_kib() -> int:
