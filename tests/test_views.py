@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import idna
 import pytest
 
 from tests.test_views_support import (
@@ -80,7 +81,7 @@ class Expected:
         for entry in policies if isinstance(policies, list) else [policies]:
             policy, summary = entry.get("policy", {}), entry.get("summary", {})
             domain = (policy.get("policy-domain") or header or "").strip().rstrip(".").lower()
-            domain = domain.encode("idna").decode() if not domain.isascii() else domain
+            domain = idna.encode(domain, uts46=True).decode() if not domain.isascii() else domain
             details = entry.get("failure-details") or []
             ok = int(summary.get("total-successful-session-count", 0))
             failed = summary.get("total-failure-session-count")

@@ -267,3 +267,25 @@ def test_the_failure_rate_history_counts_by_the_same_rule(tmp_path: Path) -> Non
     finally:
         state.close()
         db.close()
+
+
+def test_findings_alert_only_for_the_operators_domains_and_within_the_cap(
+    world: Path, tmp_path: Path
+) -> None:
+    script = fake_sendmail(tmp_path / "bin")
+    config = alerts_config(tmp_path, script)
+    config.write_text(
+        config.read_text() + 'domains = ["a.example", "*.d.example", "d.example"]\n'
+        "max_alerts_per_period = 2\n"
+    )
+    hook = build_hook(config, world, lambda _: None, clock=lambda: NOW)
+    try:
+        got = absence.raise_alerts(hook, findings(world), source="digest")
+        assert hook.join(20)
+    finally:
+        hook.close()
+    # three findings are about the operator's domains; the cap lets the first two through
+    assert [(e["rule"], e["domain"]) for e in got] == [
+        ("domain-silent", "d.example"),
+        ("reporter-silent", "a.example"),
+    ]

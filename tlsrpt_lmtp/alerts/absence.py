@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from tlsrpt_lmtp.alerts.config import SEVERITIES
+from tlsrpt_lmtp.alerts.guard import domain_matches
 from tlsrpt_lmtp.alerts.hook import AlertHook
 from tlsrpt_lmtp.alerts.outbox import Payload
 from tlsrpt_lmtp.alerts.rules import Alert
@@ -279,15 +280,24 @@ def finding_event(f: Finding, *, source: str) -> Event:
 
 
 def raise_alerts(hook: AlertHook, found: Iterable[Finding], *, source: str) -> list[Event]:
-    """Send the findings through the hook's channels, deduplicated like every alert (one per
-    domain, kind and organisation within the repeat window). Returns the events sent."""
+    """Send the findings (most severe first, as ``evaluate`` orders them) through the hook's
+    channels, deduplicated like every alert (one per domain, kind and organisation within the
+    repeat window). Returns the events sent."""
     if not hook.config.enabled or hook.state is None:
         return []
     now = hook.clock()
+    config = hook.config
+    # Reports can be forged: only the operator's domains ([alerts] domains) may alert, and one
+    # run sends at most max_alerts_per_period, most severe first (the digest lists them all).
+    kept = [
+        f
+        for f in found
+        if f.kind in config.rules
+        and f.domain not in config.ignore_domains
+        and (not config.domains or domain_matches(f.domain, config.domains))
+    ]
     events = []
-    for f in found:
-        if f.kind not in hook.config.rules:
-            continue
+    for f in kept[: config.max_alerts_per_period]:
         held = hook.state.claim(as_alert(f), now, hook.config.repeat_window)
         if held is None:
             continue

@@ -32,8 +32,8 @@ from tlsrpt_lmtp.alerts.advice import safe
 from tlsrpt_lmtp.alerts.config import load_alerts
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.alerts.mail import default_sender
-from tlsrpt_lmtp.config import ConfigError, load
-from tlsrpt_lmtp.sinks import Emitter, StreamWriter, open_emitter
+from tlsrpt_lmtp.config import ConfigError, load, syslog_options
+from tlsrpt_lmtp.sinks import Emitter, open_emitter
 from tlsrpt_lmtp.views import query, text
 from tlsrpt_lmtp.views.cli import summarise
 from tlsrpt_lmtp.views.fmt import (
@@ -317,12 +317,23 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     return status
 
 
+class _Stderr:
+    """The events' writer when the digest itself goes to stdout."""
+
+    def write_line(self, line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        """Not ours to close."""
+
+
 def _alerts(args: argparse.Namespace, config: Any, digest: Digest, now: datetime) -> int:
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
     if config.log_format != "syslog" and target in ("-", "stdout") and not args.mail_to:
-        emitter = Emitter(StreamWriter(sys.stderr, owned=False))  # stdout has the digest
+        emitter = Emitter(_Stderr())  # stdout has the digest
     else:
-        emitter = open_emitter(config.log_format, target)
+        emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
     try:
         hook = build_hook(args.config, config.data_dir, emitter, clock=lambda: now, source="digest")
     except (ConfigError, OSError) as exc:

@@ -6,8 +6,7 @@ import math
 import re
 from datetime import date, datetime, timedelta
 
-import idna
-
+from tlsrpt_lmtp.names import to_unicode
 from tlsrpt_lmtp.views.model import Rest, Summary
 
 # C0, DEL, C1, and the Unicode line/paragraph separators and bidi/format controls
@@ -52,14 +51,9 @@ def clean(text: str) -> str:
 
 
 def u_label(domain: str) -> str:
-    """A domain as people write it: its U-labels where the A-labels decode (UTS 46), else
-    as stored. Views show this; JSON and events keep the stored A-labels."""
-    if "xn--" not in domain.lower():
-        return domain
-    try:
-        return str(idna.decode(domain, uts46=True))
-    except (idna.IDNAError, UnicodeError, ValueError):
-        return domain
+    """A domain as people write it: U-labels (tlsrpt_lmtp.names, UTS 46), or as stored when
+    it does not decode. Views show this; JSON and events keep the stored A-labels."""
+    return to_unicode(domain) if "xn--" in domain.lower() else domain
 
 
 def domain_label(domain: str) -> str:

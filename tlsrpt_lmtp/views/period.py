@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from tlsrpt_lmtp.names import canonical
+
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
 
@@ -77,12 +79,7 @@ def make_period(
 
 def normalise_domain(text: str) -> str:
     """As the parser stores policy domains: lower case, no final dot, A-labels."""
-    domain = text.strip().rstrip(".").lower()
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise PeriodError(f"not a domain name: {text!r}") from None
+    domain = canonical(text)
     if not domain:
         raise PeriodError("--domain needs a domain name")
     return domain
