@@ -166,6 +166,8 @@ def render_text(d: Digest) -> str:
                 text.WIDTH,
             )
         )
+    if not s.sources:
+        lines.append("  (no failure details)")
     if line := rest_line(s.sources_rest, "sources"):
         lines.append(text.fit("  " + line, text.WIDTH))
     shown = d.changes if top <= 0 else d.changes[:top]
