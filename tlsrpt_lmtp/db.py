@@ -17,6 +17,9 @@ from pathlib import Path
 
 SCHEMA_VERSION = 3
 
+# The views select reports by period (views/query.py); without it a short period scans them all.
+REPORTS_START_INDEX = "CREATE INDEX IF NOT EXISTS reports_start ON reports(date_range_start)"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     archive_id   TEXT PRIMARY KEY,       -- SHA-256 of raw
@@ -99,6 +102,7 @@ class Database:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._db.execute(REPORTS_START_INDEX)
         self._migrate()
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):  # stores made before
