@@ -351,6 +351,31 @@ def test_mx_without_address_and_null_mx(netsim: NetSim, check: Runner) -> None:
     assert rc == 0 and "null MX" in doc["findings"][-1]["message"]
 
 
+HOSTILE = b"\x1b]52;c;ZXZpbA==\x07\x1b[2J\x9b2J"  # clipboard write, clear screen, 8-bit CSI
+
+
+def test_hostile_smtp_replies_reach_the_terminal_escaped(netsim: NetSim, capsys: Any) -> None:
+    setup_domain(netsim, "esc.test", {"mx1.esc.test": "good", "mx2.esc.test": "good"})
+    netsim.sink("mx1.esc.test").ehlo_reply = (b"550-5.7.1 " + HOSTILE + b" no", b"550 bye")
+    netsim.sink("mx2.esc.test").banner = HOSTILE[:-3].decode()  # "220 mx2.esc.test ESC]52..."
+    argv = ["esc.test", "--nameserver", netsim.nameserver, "--ca-file", str(netsim.ca_file)]
+    argv += ["--smtp-timeout", "5"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert all(line.isprintable() for line in out.splitlines()), repr(out)
+    shown = "\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\x9b2J"
+    assert f"EHLO refused, so no STARTTLS: 550 5.7.1 {shown} no [starttls-not-supported]" in (
+        " ".join(out.split())
+    )
+    assert "1 error, 0 warnings, 7 ok" in out  # mx2's greeting was a 220: it passed
+
+    assert main([*argv, "--json"]) == 1
+    text = capsys.readouterr().out
+    assert all(c == "\n" or c.isprintable() for c in text), repr(text)
+    [finding] = errors(json.loads(text))
+    assert HOSTILE.decode("latin-1") in finding["message"]  # the data itself is kept
+
+
 # --- --print-records, configuration, usage ----------------------------------------------------
 
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pytest
 
-from tlsrpt_lmtp.check.observed import Probe, ProbeStatus
+from tlsrpt_lmtp.check import render
+from tlsrpt_lmtp.check.checks import Limits, check_tls
+from tlsrpt_lmtp.check.findings import Report
+from tlsrpt_lmtp.check.observed import MxHost, MxLookup, Probe, ProbeStatus
 from tlsrpt_lmtp.check.probe import probe
 from tlsrpt_lmtp.sts.fetch import tls_context
 
@@ -98,3 +102,20 @@ def test_connection_refused_is_unreachable() -> None:
     result = asyncio.run(main())
     assert result.status is ProbeStatus.UNREACHABLE
     assert result.detail.startswith("cannot connect to port ")
+
+
+def test_hostile_greeting_is_kept_as_data_and_printed_escaped() -> None:
+    hostile = b"554 5.7.1 \x1b]52;c;ZXZpbA==\x07\x1b[2J\x9b2J\r\x1b[1Agone\r\n"
+    result = scripted([hostile], timeout=0.5)
+    assert result.status is ProbeStatus.SMTP_ERROR
+    assert "\x1b]52;c;ZXZpbA==\x07\x1b[2J\x9b2J\r\x1b[1Agone" in result.detail  # the data
+    now = datetime.now(UTC)
+    host = MxHost("mx.example.test", 10, ("127.0.0.1",), probes=(result,))
+    report = Report("example.test", now, tuple(check_tls(MxLookup((host,)), now, Limits())))
+    text = render.text(report)
+    assert all(line.isprintable() for line in text.splitlines()), repr(text)
+    assert "\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\x9b2J\\x0d\\x1b[1Agone" in "".join(
+        line.strip() for line in text.splitlines()
+    )
+    doc = render.as_json(report)
+    assert all(c == "\n" or c.isprintable() for c in doc), repr(doc)

@@ -271,14 +271,23 @@ def test_lookup_answers_from_the_cache_until_the_ttl(dns: LoopbackDns, good: Key
     assert dns.queries(KEY_NAME) == before + 2
 
 
-def test_temperrors_are_not_cached(dns: LoopbackDns, good: KeyPair) -> None:
+def test_temperrors_are_remembered_only_briefly(dns: LoopbackDns, good: KeyPair) -> None:
     dns.publish(good)
     dns.server.fail(KEY_NAME, "servfail", "TXT")
-    lookup = DnsKeyLookup(make_resolver((dns.nameserver,), 1.0))
-    with pytest.raises(DnsTempError):
+    now = [0.0]
+    cache = KeyCache(clock=lambda: now[0])
+    lookup = DnsKeyLookup(make_resolver((dns.nameserver,), 1.0), cache, failure_ttl=60)
+    with pytest.raises(DnsTempError, match="SERVFAIL"):
         lookup(KEY_NAME)
+    asked = dns.queries(KEY_NAME)
     dns.server.clear_fault(KEY_NAME, "TXT")
+    now[0] = 59.0
+    with pytest.raises(DnsTempError, match="not asked again for 60 s"):
+        lookup(KEY_NAME)
+    assert dns.queries(KEY_NAME) == asked
+    now[0] = 60.0
     assert lookup(KEY_NAME) == good.record().encode()
+    assert dns.queries(KEY_NAME) == asked + 1
 
 
 def test_verification_never_raises_on_garbage() -> None:

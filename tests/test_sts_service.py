@@ -425,3 +425,14 @@ def test_exim_line_protocol(netsim: NetSim, rig: Rig) -> None:
 
     assert run(ask(b"ex.test\n")).startswith(b'mode=enforce domain=ex.test mx="mx1.ex.test" ')
     assert run(ask(b"nothing.test\n")) == b"mode=none\n"
+
+
+def test_idn_keys_are_looked_up_as_uts46_a_labels(netsim: NetSim, rig: Rig) -> None:
+    # straße.test is xn--strae-oqa.test (IDNA 2008), never strasse.test (IDNA 2003)
+    netsim.publish_sts("xn--strae-oqa.test", mx=["mx1.xn--strae-oqa.test"])
+    netsim.publish_sts("strasse.test", mode="none")
+    answer = rig.lookup("Straße.TEST.")
+    assert enforced(answer) and answer.policy_id == "20261123"
+    assert rig.fetches("xn--strae-oqa.test") == 1 and rig.fetches("strasse.test") == 0
+    assert enforced(rig.lookup("xn--strae-oqa.test"))  # the same cache entry
+    assert rig.fetches("xn--strae-oqa.test") == 1

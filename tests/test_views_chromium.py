@@ -15,6 +15,7 @@ import pytest
 from tests.test_views import generated, ingest_all
 from tests.test_views_render import EVIL_DOMAIN, evil_report, run
 from tests.test_views_support import raw, sample_files
+from tlsrpt_lmtp.views.fmt import clean
 
 CHROMIUM = next(
     (p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None
@@ -92,53 +93,66 @@ def page(tmp_path: Path) -> tuple[Path, Path]:
     data_dir = tmp_path / "data"
     docs = [f.read_bytes() for f in sample_files()]
     ingest_all(data_dir, [*docs, *(raw(d) for d in generated()), evil_report()])
-    out = tmp_path / "summary.html"
-    assert run("--data-dir", str(data_dir), "--format", "html", "--output", str(out)) == 0
-    return data_dir, out
+    out = tmp_path / "site"
+    out.mkdir()
+    argv = ("--data-dir", str(data_dir), "--format", "html", "--top", "0", "--output", str(out))
+    assert run(*argv) == 0
+    return data_dir, out / "index.html"
 
 
-def test_html_renders_in_chromium_with_the_stores_numbers(
-    page: tuple[Path, Path], tmp_path: Path
-) -> None:
-    data_dir, html_file = page
+def dump(tmp_path: Path, html_file: Path) -> Cells:
     done = chromium(tmp_path, "--dump-dom", html_file.as_uri())
     assert done.returncode == 0, done.stderr[-2000:]
     dom = Cells()
     dom.feed(done.stdout)
-    assert "svg" in dom.tags and "circle" in dom.tags
     assert not {"script", "img", "iframe"} & set(dom.tags)  # report text stayed text
+    return dom
+
+
+# the counting rule, in this test's own SQL: per report and domain, the maximum over policies
+_UNITS = """SELECT p.report AS report, COALESCE(p.policy_domain, '') AS domain,
+    MAX(p.total_successful_session_count + p.total_failure_session_count) AS sessions,
+    MAX(p.total_failure_session_count) AS failed FROM policies AS p GROUP BY 1, 2"""
+
+
+def test_overview_renders_in_chromium_with_the_stores_numbers(
+    page: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data_dir, html_file = page
+    dom = dump(tmp_path, html_file)
+    assert "svg" in dom.tags and "circle" in dom.tags and "a" in dom.tags
 
     db = sqlite3.connect(data_dir / "tlsrpt.sqlite3")
-    ok, failed, reports = db.execute(
-        "SELECT SUM(total_successful_session_count), SUM(total_failure_session_count), COUNT(*)"
-        " FROM reports"
-    ).fetchone()
+    (reports,) = db.execute("SELECT COUNT(*) FROM reports").fetchone()
+    sessions, failed = db.execute(f"SELECT SUM(sessions), SUM(failed) FROM ({_UNITS})").fetchone()
     per_domain = {
-        d or "": (s, f)
+        d: (s - f, f)
         for d, s, f in db.execute(
-            "SELECT policy_domain, SUM(total_successful_session_count),"
-            " SUM(total_failure_session_count) FROM policies GROUP BY policy_domain"
+            f"SELECT domain, SUM(sessions), SUM(failed) FROM ({_UNITS}) GROUP BY domain"
         )
     }
     per_org = {
-        o: (n, s + f, f)
+        clean(o): (n, s, f)
         for o, n, s, f in db.execute(
-            "SELECT organization_name, COUNT(*), SUM(total_successful_session_count),"
-            " SUM(total_failure_session_count) FROM reports GROUP BY organization_name"
+            f"SELECT r.organization_name, COUNT(DISTINCT r.id), SUM(u.sessions), SUM(u.failed)"
+            f" FROM ({_UNITS}) AS u JOIN reports AS r ON r.id = u.report"
+            " GROUP BY r.organization_name"
         )
     }
     db.close()
 
     assert number(dom.totals["reports"]) == reports
-    assert number(dom.totals["sessions"]) == ok + failed
+    assert number(dom.totals["sessions"]) == sessions
     assert number(dom.totals["failed"]) == failed
-    shown: dict[str, list[int]] = {}
-    for cls, data, cells in dom.rows:
-        if cls == "group":
-            total = shown.setdefault(data["data-domain"], [0, 0])
-            total[0] += number(cells["sessions"]) - number(cells["failed"])
-            total[1] += number(cells["failed"])
-    assert {d: tuple(v) for d, v in shown.items()} == per_domain
+    shown = {
+        data["data-domain"]: (
+            number(cells["sessions"]) - number(cells["failed"]),
+            number(cells["failed"]),
+        )
+        for cls, data, cells in dom.rows
+        if cls == "group"
+    }
+    assert shown == per_domain
     orgs = {
         data["data-org"]: (number(c["reports"]), number(c["sessions"]), number(c["failed"]))
         for cls, data, c in dom.rows
@@ -147,6 +161,26 @@ def test_html_renders_in_chromium_with_the_stores_numbers(
     assert orgs == per_org
     assert any(o.startswith("<script>alert(1)</script>|*bold*") for o in orgs)
     assert EVIL_DOMAIN in shown
+
+
+def test_drill_down_page_in_chromium_lists_the_domains_reports(
+    page: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data_dir, html_file = page
+    dom = dump(tmp_path, html_file.parent / "domain-example.com.html")
+    db = sqlite3.connect(data_dir / "tlsrpt.sqlite3")
+    stored = sorted(
+        (f, archive)
+        for archive, f in db.execute(
+            f"SELECT r.archive_id, u.failed FROM ({_UNITS}) AS u"
+            " JOIN reports AS r ON r.id = u.report WHERE u.domain = 'example.com'"
+        )
+    )
+    db.close()
+    rows = [(number(c["failed"]), c["archive"]) for cls, _, c in dom.rows if cls == "report"]
+    assert sorted(rows) == stored
+    policies = {data["data-policy"] for cls, data, _ in dom.rows if "data-policy" in data}
+    assert {"sts/enforce", "tlsa"} <= policies  # Microsoft's tlsa next to the sts policy
 
 
 def test_html_screenshot(page: tuple[Path, Path], tmp_path: Path) -> None:

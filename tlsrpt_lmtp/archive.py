@@ -2,8 +2,11 @@
 
 A message is stored under its SHA-256 (``archive_id``), so storing the same bytes twice is
 a no-op and the key is stable across re-imports. It starts as ``pending``; processing marks
-it ``report`` or ``invalid`` (the quarantine). A crash in between leaves it ``pending``, and
-the next start processes it.
+it ``report`` or ``invalid`` (the quarantine) once its events are written. A crash in between
+leaves it ``pending``, and the next start processes it again. Each time stage 2 takes a
+message up, its ``attempts`` count grows: a message taken up before is processed alone, and
+one taken up ``MAX_ATTEMPTS`` times without finishing is quarantined as poison, so a message
+that kills the process cannot form a crash loop.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import errno
 import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 from tlsrpt_lmtp.db import Database
@@ -25,6 +29,25 @@ class Status(StrEnum):
     PENDING = "pending"
     REPORT = "report"
     INVALID = "invalid"  # the quarantine
+
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A message taken up by stage 2; ``attempts`` counts the earlier take-ups."""
+
+    raw: bytes
+    archive_id: str
+    source: str
+    attempts: int = 0
+    received_at: str = ""
+
+    @property
+    def interrupted(self) -> bool:
+        """Taken up before without finishing: the process died or was killed meanwhile."""
+        return self.attempts > 0
 
 
 class Archive:
@@ -67,6 +90,43 @@ class Archive:
             (limit,),
         )
         return [(bytes(r["raw"]), r["archive_id"], r["source"]) for r in rows]
+
+    def claim(self, max_count: int, max_bytes: int) -> list[Pending]:
+        """Take up pending messages, oldest first, and count the attempt durably.
+
+        The batch stops at ``max_count`` messages or ``max_bytes`` of raw mail (at least one
+        message is taken). A message taken up before (``interrupted``) is always taken alone,
+        so that the message that killed the process cannot take a whole batch down with it.
+        """
+        rows = self.db.query(
+            "SELECT archive_id, attempts, length(raw) AS size FROM messages"
+            " WHERE status='pending' ORDER BY received_at, archive_id LIMIT ?",
+            (max_count,),
+        )
+        chosen: list[str] = []
+        total = 0
+        for row in rows:
+            if chosen and (row["attempts"] > 0 or total + row["size"] > max_bytes):
+                break
+            chosen.append(row["archive_id"])
+            total += row["size"]
+            if row["attempts"] > 0:
+                break
+        if not chosen:
+            return []
+        marks = ",".join("?" * len(chosen))
+        with self.db.transaction(durable=False) as c:
+            found = c.execute(
+                f"SELECT raw, archive_id, source, attempts, received_at FROM messages"
+                f" WHERE status='pending' AND archive_id IN ({marks})",
+                chosen,
+            ).fetchall()
+            c.execute(
+                f"UPDATE messages SET attempts=attempts+1 WHERE archive_id IN ({marks})", chosen
+            )
+        order = {key: i for i, key in enumerate(chosen)}
+        found.sort(key=lambda r: order[r[1]])
+        return [Pending(bytes(r[0]), r[1], r[2], r[3], r[4]) for r in found]
 
     def scan(self, status: Status) -> Iterator[tuple[str, bytes]]:
         keys = self.db.query(

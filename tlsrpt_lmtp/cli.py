@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,16 @@ from tlsrpt_lmtp import __version__
 from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.archive import ArchiveError, Status
 from tlsrpt_lmtp.check import cli as check_cli
-from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy
+from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy, syslog_options
+from tlsrpt_lmtp.delivery import Delivery, SinkError
 from tlsrpt_lmtp.dkim import checker_from_file
+from tlsrpt_lmtp.events import iso
 from tlsrpt_lmtp.milter import cli as milter_cli
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
 from tlsrpt_lmtp.sources import iter_messages
 from tlsrpt_lmtp.views import cli as views_cli
+from tlsrpt_lmtp.views import digest as views_digest
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,11 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     _policy_parsers(sub, common)
 
     views_cli.add_parser(sub, common)
+    views_digest.add_parser(sub, common)
     check_cli.add_parser(sub, common)
     milter_cli.add_parser(sub, common)
 
     # The LMTP server's stage 2 process (stage2.py); started by `serve`, not by people.
-    sub.add_parser("_stage2", parents=[common])
+    st = sub.add_parser("_stage2", parents=[common])
+    st.add_argument("--server-started", default="", help=argparse.SUPPRESS)
 
     sh = sub.add_parser("show", parents=[common], help="print an archived raw message")
     sh.add_argument("archive_id", help="the archive_id of an event")
@@ -133,7 +139,7 @@ def _policy_main(args: argparse.Namespace) -> int:
         target = config.syslog_address if config.log_format == "syslog" else config.log_file
         if args.policy_command == "query":
             target = "-" if args.log_file is None else target
-        emitter = open_emitter(config.log_format, target)
+        emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
         service = daemon.build_service(config, emitter)
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
@@ -173,9 +179,16 @@ def _config(args: argparse.Namespace) -> Config:
 def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
     dkim = checker_from_file(args.config, policy=args.dkim_policy)
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
-    emitter = open_emitter(config.log_format, target)
+    emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
+    # The server's stage 2 waits for a failing sink; the one-shot commands stop and say so.
+    delivery = Delivery(emitter, retry=args.command == "_stage2")
     return Pipeline.open(
-        config.data_dir, emitter, max_decompressed=config.max_decompressed, dkim=dkim
+        config.data_dir,
+        emitter,
+        max_decompressed=config.max_decompressed,
+        dkim=dkim,
+        delivery=delivery,
+        max_failure_details=config.max_failure_details,
     )
 
 
@@ -189,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return milter_cli.run(args)
     if args.command == "summary":  # reads the store; never opens it for writing
         return views_cli.run(args)
+    if args.command == "digest":  # reads the store; writes only the alert state
+        return views_digest.run(args)
     hook: AlertHook | None = None
     try:
         config = _config(args)
@@ -203,12 +218,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(config, pipeline, args)
         if args.command == "_stage2":
-            return _stage2(pipeline)
+            return _stage2(pipeline, args.server_started)
         if args.command == "parse":
             return _parse(pipeline, args.paths)
         if args.command == "show":
             return _show(pipeline, args.archive_id)
         return _reprocess(pipeline, Status.INVALID if args.quarantine else Status.REPORT)
+    except SinkError as exc:
+        print(
+            f"tlsrpt-lmtp: {exc.strerror}; the message stays pending:"
+            " `tlsrpt-lmtp reprocess` writes its events once the sink works",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         if hook is not None:
             hook.close()
@@ -238,6 +260,8 @@ def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
     argv = [sys.executable, "-m", "tlsrpt_lmtp", "_stage2", "--data-dir", str(config.data_dir)]
+    # Messages archived before this server started were left behind by an earlier run.
+    argv += ["--server-started", iso(datetime.now(UTC))]
     argv += ["--log-format", config.log_format, "--log-file", config.log_file]
     argv += ["--syslog-address", config.syslog_address]
     argv += ["--max-decompressed", str(config.max_decompressed)]
@@ -248,14 +272,14 @@ def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _stage2(pipeline: Pipeline) -> int:
+def _stage2(pipeline: Pipeline, server_started: str) -> int:
     from tlsrpt_lmtp.stage2 import follow
 
     # The server ends this process by closing its stdin, after the last delivery; a
     # signal to the whole process group must not cut a batch short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    follow(pipeline, sys.stdin.fileno())
+    follow(pipeline, sys.stdin.fileno(), recovery_before=server_started)
     return 0
 
 

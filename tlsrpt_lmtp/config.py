@@ -7,15 +7,23 @@ silently fall back to a default):
     listen = "unix:/var/spool/postfix/private/tlsrpt"
     recipients = ["tlsrpt@example.org"]
     max_message_size = 33554432
+    max_in_flight = 134217728     # mail held across connections; past it: 452, retry later
+    max_connections = 100         # more are answered 421 and closed
+    max_connections_per_peer = 50 # per local user (uid) or remote address
+    idle_timeout = 120            # seconds without a command or mail data
 
     [storage]
     data_dir = "/var/lib/tlsrpt-lmtp"
-    max_decompressed = 67108864
+    max_decompressed = 33554432
+    max_failure_details = 10000
 
     [log]
     format = "json"          # or "syslog"
     file = "-"               # json: "-" (stdout) or a path
     syslog_address = "/dev/log"   # or "udp:HOST:PORT", "tcp:HOST:PORT"
+    syslog_format = "auto"        # RFC 3164 on a unix socket, RFC 5424 on udp/tcp; or either
+    syslog_framing = "octet-counting"   # on tcp; or "lf"
+    syslog_max_size = 8096        # bytes per message; longer events are shortened
 """
 
 from __future__ import annotations
@@ -26,8 +34,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
 from tlsrpt_lmtp.dnsutil import parse_nameserver
+from tlsrpt_lmtp.syslog import SyslogOptions, parse_target
 
 
 class ConfigError(ValueError):
@@ -46,11 +56,19 @@ class Config:
     listen: str = "127.0.0.1:24240"
     recipients: tuple[str, ...] = ()
     max_message_size: int = 32 * 1024 * 1024
+    max_in_flight: int = 128 * 1024 * 1024
+    max_connections: int = 100
+    max_connections_per_peer: int = 50
+    idle_timeout: float = 120.0
     data_dir: Path = Path()  # replaced by default_data_dir() in load()
     max_decompressed: int = DEFAULT_LIMIT
+    max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS
     log_format: str = "json"
     log_file: str = "-"
     syslog_address: str = "/dev/log"
+    syslog_format: str = "auto"
+    syslog_framing: str = "octet-counting"
+    syslog_max_size: int = 8096
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +95,9 @@ class PolicyConfig:
     log_format: str = "json"
     log_file: str = "-"
     syslog_address: str = "/dev/log"
+    syslog_format: str = "auto"
+    syslog_framing: str = "octet-counting"
+    syslog_max_size: int = 8096
 
 
 # TOML table → (key in table → Config field)
@@ -85,9 +106,21 @@ _LAYOUT: dict[str, dict[str, str]] = {
         "listen": "listen",
         "recipients": "recipients",
         "max_message_size": "max_message_size",
+        "max_in_flight": "max_in_flight",
+        "max_connections": "max_connections",
+        "max_connections_per_peer": "max_connections_per_peer",
+        "idle_timeout": "idle_timeout",
     },
-    "storage": {"data_dir": "data_dir", "max_decompressed": "max_decompressed"},
-    "log": {"format": "log_format", "file": "log_file", "syslog_address": "syslog_address"},
+    "storage": {
+        "data_dir": "data_dir",
+        "max_decompressed": "max_decompressed",
+        "max_failure_details": "max_failure_details",
+    },
+    "log": {
+        "format": "log_format",
+        "file": "log_file",
+        **{k: k for k in ("syslog_address", "syslog_format", "syslog_framing", "syslog_max_size")},
+    },
 }
 _POLICY_LAYOUT: dict[str, dict[str, str]] = {
     "policy": {
@@ -111,7 +144,7 @@ _POLICY_LAYOUT: dict[str, dict[str, str]] = {
             "allow_private_policy_hosts",
         )
     },
-    "storage": {"data_dir": "data_dir", "max_decompressed": ""},
+    "storage": {"data_dir": "data_dir", "max_decompressed": "", "max_failure_details": ""},
     "log": _LAYOUT["log"],
     "lmtp": dict.fromkeys(_LAYOUT["lmtp"], ""),
 }
@@ -128,8 +161,7 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
 
 def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
     config = _load(PolicyConfig(), _POLICY_LAYOUT, path, overrides)
-    if config.log_format not in ("json", "syslog"):
-        raise ConfigError(f"log format must be 'json' or 'syslog', not {config.log_format!r}")
+    _check_log(config)
     for address in (config.listen, config.exim_listen):
         if address:
             parse_listen(address)
@@ -222,11 +254,31 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
         raise ConfigError(f"{name}: invalid value {value!r}") from None
 
 
-def _check(config: Config) -> None:
+def syslog_options(config: Config | PolicyConfig) -> SyslogOptions:
+    """The [log] syslog_* settings, for ``sinks.open_emitter``."""
+    return SyslogOptions(config.syslog_format, config.syslog_framing, config.syslog_max_size)
+
+
+def _check_log(config: Config | PolicyConfig) -> None:
     if config.log_format not in ("json", "syslog"):
         raise ConfigError(f"log format must be 'json' or 'syslog', not {config.log_format!r}")
+    try:
+        syslog_options(config).check()
+        parse_target(config.syslog_address)
+    except ValueError as exc:
+        raise ConfigError(f"[log] {exc}") from None
+
+
+def _check(config: Config) -> None:
+    _check_log(config)
     if config.max_message_size <= 0 or config.max_decompressed <= 0:
         raise ConfigError("size limits must be positive")
+    if not 1 <= config.max_failure_details <= 1_000_000:
+        raise ConfigError("max_failure_details must be between 1 and 1000000")
+    if min(config.max_connections, config.max_connections_per_peer, config.idle_timeout) <= 0:
+        raise ConfigError("[lmtp] connection limits and idle_timeout must be positive")
+    if config.max_in_flight < config.max_message_size:
+        raise ConfigError("[lmtp] max_in_flight must be at least max_message_size")
     parse_listen(config.listen)
 
 

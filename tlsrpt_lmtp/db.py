@@ -8,13 +8,17 @@ One fsynced commit may carry a whole batch of messages (group commit).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# The views select reports by period (views/query.py); without it a short period scans them all.
+REPORTS_START_INDEX = "CREATE INDEX IF NOT EXISTS reports_start ON reports(date_range_start)"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -26,6 +30,7 @@ CREATE TABLE IF NOT EXISTS messages (
     from_addr    TEXT,
     subject      TEXT,
     message_id   TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,  -- times stage 2 took it up (crash-loop guard)
     raw          BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_status ON messages(status);
@@ -73,18 +78,42 @@ CREATE INDEX IF NOT EXISTS failures_policy ON failures(policy);
 """
 
 
+@contextmanager
+def _umask(bits: int) -> Iterator[None]:
+    """Add ``bits`` to the process umask for the block (never loosening it)."""
+    old = os.umask(0o077)
+    os.umask(old | bits)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 class Database:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
         self._durable: bool | None = None
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # SQLite gives -wal and -shm (raw mail) the mode of the database file, so the file must
+        # be 0640 from the first byte: a chmod after the schema would come too late for them.
+        with _umask(0o027):
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._db.execute(REPORTS_START_INDEX)
+        self._migrate()
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        path.chmod(0o640)
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):  # stores made before
+            with suppress(FileNotFoundError):
+                name.chmod(0o640)
+
+    def _migrate(self) -> None:
+        """Forward migrations of stores made by older versions."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        if "attempts" not in columns:  # schema 2 → 3
+            self._db.execute("ALTER TABLE messages ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:

@@ -6,10 +6,14 @@ bump SCHEMA when a change is not backwards compatible. ``timestamp`` is added by
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from tlsrpt_lmtp.model import MailMeta, Policy, Report
+from tlsrpt_lmtp.names import canonical
 
 if TYPE_CHECKING:
     from tlsrpt_lmtp.dkim import DkimVerdict
@@ -20,6 +24,42 @@ Event = dict[str, Any]
 
 def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
+
+
+def stamp(events: list[Event], *scope: object) -> list[Event]:
+    """Give each event its stable ``event_id``: a hash of where it comes from (the archive id
+    and the report's identity, in ``scope``) and its position, so that writing the same
+    message's events again (after a crash or a sink failure) repeats the same ids."""
+    base = "\x1f".join(str(part) for part in scope)
+    for position, event in enumerate(events):
+        digest = hashlib.blake2b(
+            f"{base}\x1e{position}\x1e{event['event']}".encode("utf-8", "surrogatepass"),
+            digest_size=16,
+        )
+        event.setdefault("event_id", digest.hexdigest())
+    return events
+
+
+def check_encodable(events: list[Event]) -> None:
+    """Raise (TypeError, orjson.JSONEncodeError) if a sink could not render an event, so that
+    the message is quarantined instead of failing at the sink forever."""
+    for event in events:
+        orjson.dumps(event, default=str)
+
+
+def scrub(value: Any) -> Any:
+    """A last resort for text the core let through: lone surrogates become U+FFFD."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    return value
 
 
 def _common(report: Report | None, archive_id: str | None, source: str) -> Event:
@@ -37,7 +77,7 @@ def submitter_of(report: Report, meta: MailMeta) -> str | None:
     if meta.submitter:
         return meta.submitter
     contact = report.contact_info or ""
-    return contact.rpartition("@")[2].strip(" <>").lower() or None if "@" in contact else None
+    return canonical(contact.rpartition("@")[2].strip(" <>")) or None if "@" in contact else None
 
 
 def dkim_fields(verdict: DkimVerdict | None) -> Event:
@@ -125,8 +165,10 @@ def invalid_event(
     source: str,
     report: Report | None = None,
     dkim: DkimVerdict | None = None,
+    warnings: tuple[str, ...] = (),
 ) -> Event:
-    """``report`` and ``dkim``: a report refused by ``[dkim] policy = "enforce"``."""
+    """``report`` and ``dkim``: a report refused by ``[dkim] policy = "enforce"``;
+    ``warnings``: what had to be changed in the mail's headers (``text-replaced``, ...)."""
     event: Event = {
         "event": "tlsrpt.invalid",
         **_common(report, archive_id, source),
@@ -134,6 +176,7 @@ def invalid_event(
         "from": meta.from_,
         "subject": meta.subject,
         "message_id": meta.message_id,
+        "warnings": list(warnings),
     }
     if dkim is not None:
         event.update(dkim_fields(dkim))

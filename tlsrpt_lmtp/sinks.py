@@ -6,9 +6,10 @@ stable keys first, render JSON. The sink only writes the rendered line.
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
-import socket
+import contextlib
+import io
+import os
+import stat
 import sys
 import threading
 from collections.abc import MutableMapping
@@ -19,8 +20,9 @@ import orjson
 import structlog
 
 from tlsrpt_lmtp.events import SCHEMA, Event
+from tlsrpt_lmtp.syslog import SyslogOptions, SyslogWriter
 
-_FIRST = ("schema", "event", "timestamp")
+_FIRST = ("schema", "event", "event_id", "timestamp")
 
 
 def _dumps(event: Any, **_: Any) -> str:
@@ -53,61 +55,64 @@ class Writer(Protocol):
 
 
 class StreamWriter:
-    """One JSON object per line, flushed per event so a SIEM shipper sees it at once."""
+    """One JSON object per line, written with one system call per event (no buffer that
+    could hold half an event): a SIEM shipper sees it at once, and a write that fails raises.
 
-    def __init__(self, stream: TextIO, *, owned: bool) -> None:
-        self._stream = stream
+    On a regular file a failed write is undone (the file is cut back to where the event
+    began), so a full disk never leaves half a line that the retry would follow."""
+
+    def __init__(self, fd: int, *, owned: bool) -> None:
+        self._fd = fd
         self._owned = owned
+        self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, target: str) -> StreamWriter:
+    def open(cls, target: str) -> Writer:
         if target in ("-", "stdout"):
-            return cls(sys.stdout, owned=False)
+            try:
+                fd = sys.stdout.fileno()
+            except (AttributeError, ValueError, io.UnsupportedOperation):
+                return _TextWriter(sys.stdout)  # stdout replaced in-process (tests, embedding)
+            sys.stdout.flush()
+            return cls(fd, owned=False)
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(path.open("a", encoding="utf-8"), owned=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        return cls(fd, owned=True)
 
     def write_line(self, line: str) -> None:
+        data = (line + "\n").encode()
         with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
+            start = os.lseek(self._fd, 0, os.SEEK_END) if self._regular else 0
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError:
+                if self._regular:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, start)
+                raise
+
+    def flush(self) -> None:
+        """Every line is in the kernel already; a file is not fsynced per event."""
 
     def close(self) -> None:
         if self._owned:
-            self._stream.close()
+            os.close(self._fd)
 
 
-class SyslogWriter:
-    """The JSON event as the syslog message (facility mail), for rsyslog/syslog-ng to parse."""
-
-    def __init__(self, address: str, *, ident: str = "tlsrpt-lmtp") -> None:
-        target, socktype = _syslog_target(address)
-        self._handler = logging.handlers.SysLogHandler(
-            target, facility=logging.handlers.SysLogHandler.LOG_MAIL, socktype=socktype
-        )
-        self._handler.ident = f"{ident}: "
+class _TextWriter:
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
 
     def write_line(self, line: str) -> None:
-        self._handler.emit(
-            logging.makeLogRecord({"msg": line, "levelno": logging.INFO, "levelname": "INFO"})
-        )
+        self._stream.write(line + "\n")
+        self._stream.flush()
 
     def close(self) -> None:
-        self._handler.close()
-
-
-def _syslog_target(address: str) -> tuple[Any, socket.SocketKind]:
-    """'/dev/log', 'udp:HOST:PORT' or 'tcp:HOST:PORT' (port defaults to 514)."""
-    scheme, _, rest = address.partition(":")
-    if scheme in ("udp", "tcp") and rest:
-        if rest.endswith("]") or ":" not in rest:
-            host, port = rest, "514"
-        else:
-            host, _, port = rest.rpartition(":")
-        kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
-        return (host.strip("[]"), int(port)), kind
-    return address, socket.SOCK_DGRAM
+        """Not ours to close."""
 
 
 class _Logger:
@@ -132,15 +137,21 @@ class Emitter:
         )
 
     def __call__(self, event: Event) -> None:
+        """Render and write one event; raises OSError if the sink did not take it."""
         fields = dict(event)
         name = fields.pop("event")
         self._log.info(name, **fields)
+
+    def flush(self) -> None:
+        flush = getattr(self._writer, "flush", None)
+        if flush is not None:
+            flush()
 
     def close(self) -> None:
         self._writer.close()
 
 
-def open_emitter(log_format: str, target: str) -> Emitter:
+def open_emitter(log_format: str, target: str, *, syslog: SyslogOptions | None = None) -> Emitter:
     if log_format == "syslog":
-        return Emitter(SyslogWriter(target))
+        return Emitter(SyslogWriter(target, syslog))
     return Emitter(StreamWriter.open(target))

@@ -31,7 +31,12 @@ class Store:
     def add_report(
         c: sqlite3.Connection, report: Report, *, meta: MailMeta, archive_id: str, received_at: str
     ) -> bool:
-        """Store a report; False if it is a duplicate (same org, id and date range)."""
+        """Store a report; False if it is a duplicate (same org, id and date range).
+
+        A report stored before by this same message while the message is still pending
+        (its processing was interrupted before its events were written) is not a duplicate:
+        its events are still owed, and they must be the same as the first time.
+        """
         org, rid, start, end = report.dedup_key
 
         cur = c.execute(
@@ -56,7 +61,13 @@ class Store:
             ),
         )
         if cur.rowcount == 0:
-            return False
+            owner = c.execute(
+                "SELECT r.archive_id, m.status FROM reports r JOIN messages m"
+                " ON m.archive_id = r.archive_id WHERE r.organization_name=?"
+                " AND r.report_id=? AND r.date_range_start=? AND r.date_range_end=?",
+                (org, rid, start, end),
+            ).fetchone()
+            return owner is not None and tuple(owner) == (archive_id, "pending")
         report_pk = cur.lastrowid
         for p in report.policies:
             pcur = c.execute(

@@ -88,6 +88,8 @@ class SmtpSink:
         self.port = port
         self.hostname = hostname
         self.data_reply = data_reply
+        self.banner = "netsim sink"  # the greeting is "220 <hostname> <banner>"
+        self.ehlo_reply: tuple[bytes, ...] | None = None  # raw reply lines instead of EHLO
         self._cond = threading.Condition()
         self._log = _SinkLog()
         self._sni_by_conn: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
@@ -213,6 +215,13 @@ class SmtpSink:
                         sink._log.connections += 1
                 super().connection_made(transport)
 
+            async def smtp_EHLO(self, hostname: str) -> None:
+                if sink.ehlo_reply is None:
+                    await super().smtp_EHLO(hostname)
+                    return
+                for line in sink.ehlo_reply:
+                    await self.push(line)
+
             async def smtp_STARTTLS(self, arg: str) -> None:
                 try:
                     await super().smtp_STARTTLS(arg)
@@ -224,7 +233,7 @@ class SmtpSink:
         return _Smtp(
             self,
             hostname=self.hostname,
-            ident="netsim sink",
+            ident=self.banner,
             tls_context=self._tls,
             require_starttls=False,
             timeout=30,

@@ -32,6 +32,7 @@ from tlsrpt_lmtp.config import ConfigError, load_policy
 from tlsrpt_lmtp.dnsutil import parse_nameserver
 from tlsrpt_lmtp.sts.domain import DomainError, to_a_label
 from tlsrpt_lmtp.sts.policy import Mode
+from tlsrpt_lmtp.textsafe import printable
 
 USAGE_ERROR = 2
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
         domain, settings = _setup(args)
         network = Network(settings)
     except (UsageError, ConfigError, OSError, ssl.SSLError) as exc:
-        print(f"tlsrpt-lmtp check: {exc}", file=sys.stderr)
+        _complain(str(exc))
         return USAGE_ERROR
     if args.print_records:
         return _print_records(args, domain, network, now)
@@ -162,7 +163,7 @@ def _print_records(args: argparse.Namespace, domain: str, net: Network, now: dat
         found = asyncio.run(net.mx_names(domain))
         if found.error or found.null_mx:
             why = found.error or f"{domain} has a null MX (it receives no mail)"
-            print(f"tlsrpt-lmtp check: {why}; give the MX hosts with --mx", file=sys.stderr)
+            _complain(f"{why}; give the MX hosts with --mx")
             return 1
         mx = [h.name for h in found.hosts]
     try:
@@ -175,13 +176,17 @@ def _print_records(args: argparse.Namespace, domain: str, net: Network, now: dat
             now,
         )
     except ValueError as exc:
-        print(f"tlsrpt-lmtp check: {exc}", file=sys.stderr)
+        _complain(str(exc))
         return USAGE_ERROR
     if args.json:
         sys.stdout.write(json.dumps(records.as_dict(), indent=2) + "\n")
     else:
-        sys.stdout.write(records.text())
+        sys.stdout.write(printable(records.text(), newlines=True))
     return 0
+
+
+def _complain(message: str) -> None:
+    print(f"tlsrpt-lmtp check: {printable(message)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import dns.resolver
 from tlsrpt_lmtp.check.observed import MxHost, MxLookup, Observations, PolicyFetch, TxtLookup
 from tlsrpt_lmtp.check.probe import probe
 from tlsrpt_lmtp.dnsutil import why
+from tlsrpt_lmtp.names import canonical
 from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
 from tlsrpt_lmtp.sts.fetch import WELL_KNOWN, Fetcher, FetchError, tls_context
 from tlsrpt_lmtp.sts.record import join_rr
@@ -85,9 +86,7 @@ class Network:
             return MxLookup((MxHost(domain, 0),), implicit=True)
         except dns.exception.DNSException as exc:
             return MxLookup(error=f"DNS lookup of {domain} MX failed: {why(exc)}")
-        records = sorted(
-            {(rr.preference, rr.exchange.to_text().rstrip(".").lower()) for rr in answer}
-        )
+        records = sorted({(rr.preference, canonical(rr.exchange.to_text())) for rr in answer})
         if any(not name for _, name in records):
             return MxLookup(null_mx=True)
         return MxLookup(tuple(MxHost(name, pref) for pref, name in records))

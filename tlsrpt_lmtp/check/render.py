@@ -1,4 +1,8 @@
-"""A check report for people (lines of at most 100 columns) and for scripts (JSON)."""
+"""A check report for people (lines of at most 100 columns) and for scripts (JSON).
+
+Findings quote what servers sent (SMTP replies, TXT records, policy files): every value is
+passed through ``textsafe`` so that no control character reaches the terminal raw.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import textwrap
 
 from tlsrpt_lmtp.check.findings import Finding, Report, Severity
+from tlsrpt_lmtp.textsafe import json_escaped, printable
 
 WIDTH = 100
 _SEVERITY_COLUMN = 6
@@ -15,7 +20,7 @@ _INDENT = " " * (_SEVERITY_COLUMN + _CHECK_COLUMN)
 
 def text(report: Report, width: int = WIDTH) -> str:
     when = report.checked_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-    out = [f"check of {report.domain} at {when}"]
+    out = [f"check of {printable(report.domain)} at {when}"]
     for finding in report.findings:
         out += _finding(finding, width)
     out.append(_summary(report))
@@ -24,12 +29,12 @@ def text(report: Report, width: int = WIDTH) -> str:
 
 def _finding(f: Finding, width: int) -> list[str]:
     head = f"{f.severity:<{_SEVERITY_COLUMN}}{f.check:<{_CHECK_COLUMN}}"
-    body = f"{f.subject}: {f.message}"
+    body = f"{printable(f.subject)}: {printable(f.message)}"
     if f.result_type:
-        body += f" [{f.result_type}]"
+        body += f" [{printable(f.result_type)}]"
     lines = _wrap(body, head, width)
     if f.fix:
-        lines += _wrap(f"fix: {f.fix}", _INDENT, width)
+        lines += _wrap(f"fix: {printable(f.fix)}", _INDENT, width)
     return lines
 
 
@@ -46,15 +51,16 @@ def _wrap(body: str, first: str, width: int) -> list[str]:
 
 def _summary(report: Report) -> str:
     errors, warnings = report.count(Severity.ERROR), report.count(Severity.WARN)
+    domain = printable(report.domain)
     counts = (
         f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)},"
         f" {report.count(Severity.OK)} ok"
     )
     if errors:
-        return f"{counts}: {report.domain} needs fixing"
+        return f"{counts}: {domain} needs fixing"
     if warnings:
-        return f"{counts}: {report.domain} works; the warnings say what to improve"
-    return f"{counts}: {report.domain} is set up correctly"
+        return f"{counts}: {domain} works; the warnings say what to improve"
+    return f"{counts}: {domain} is set up correctly"
 
 
 def as_json(report: Report) -> str:
@@ -65,4 +71,4 @@ def as_json(report: Report) -> str:
         "counts": {str(s): report.count(s) for s in Severity},
         "findings": [f.as_dict() for f in report.findings],
     }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return json_escaped(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n"

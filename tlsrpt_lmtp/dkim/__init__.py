@@ -1,5 +1,6 @@
 """Report authenticity: DKIM verification by RFC 8460 §3's rules (see verify.py)."""
 
+from tlsrpt_lmtp.dkim.batch import Budgets, verify_batch
 from tlsrpt_lmtp.dkim.config import (
     DkimChecker,
     DkimConfig,
@@ -7,7 +8,7 @@ from tlsrpt_lmtp.dkim.config import (
     checker_from_file,
     load_dkim_config,
 )
-from tlsrpt_lmtp.dkim.keys import DnsKeyLookup, KeyCache
+from tlsrpt_lmtp.dkim.keys import DnsKeyLookup, KeyCache, KeyFailure
 from tlsrpt_lmtp.dkim.verify import (
     DkimPolicy,
     DkimResult,
@@ -16,10 +17,12 @@ from tlsrpt_lmtp.dkim.verify import (
     MessageVerdict,
     SignatureCheck,
     aligned,
+    key_names,
     verify_message,
 )
 
 __all__ = [
+    "Budgets",
     "DkimChecker",
     "DkimConfig",
     "DkimPolicy",
@@ -28,11 +31,14 @@ __all__ = [
     "DnsKeyLookup",
     "DnsTempError",
     "KeyCache",
+    "KeyFailure",
     "MessageVerdict",
     "SignatureCheck",
     "aligned",
     "build_checker",
     "checker_from_file",
+    "key_names",
     "load_dkim_config",
+    "verify_batch",
     "verify_message",
 ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tlsrpt_lmtp.config import ConfigError, read_table
+from tlsrpt_lmtp.dkim.batch import DEFAULT_BUDGETS, Budgets, Clock, verify_batch
 from tlsrpt_lmtp.dkim.keys import DnsKeyLookup, KeyCache, make_resolver
 from tlsrpt_lmtp.dkim.verify import (
     DkimPolicy,
@@ -13,7 +16,6 @@ from tlsrpt_lmtp.dkim.verify import (
     KeyLookup,
     MessageVerdict,
     SignatureCheck,
-    verify_message,
 )
 from tlsrpt_lmtp.dnsutil import parse_nameserver
 
@@ -33,6 +35,9 @@ class DkimConfig:
     min_key_bits: int = 1024
     cache_size: int = 1000
     cache_max_ttl: float = 3600.0
+    failure_cache_ttl: float = 60.0  # a failed lookup (timeout, SERVFAIL) is remembered this long
+    message_budget: float = 10.0  # seconds of DKIM work per message, then temperror
+    batch_budget: float = 30.0  # the same for a whole stage 2 batch
 
 
 _KINDS = {
@@ -43,6 +48,9 @@ _KINDS = {
     "min_key_bits": "int",
     "cache_size": "int",
     "cache_max_ttl": "float",
+    "failure_cache_ttl": "float",
+    "message_budget": "float",
+    "batch_budget": "float",
 }
 
 
@@ -56,10 +64,15 @@ def load_dkim_config(path: Path | None, *, policy: str | None = None) -> DkimCon
         choices = ", ".join(repr(p.value) for p in DkimPolicy)
         raise ConfigError(f"[dkim] policy must be one of {choices}, not {policy!r}")
     config = DkimConfig(policy=DkimPolicy(policy), **values)
-    if config.timeout <= 0 or config.min_key_bits <= 0:
-        raise ConfigError("[dkim] timeout and min_key_bits must be positive")
-    if config.cache_size < 0 or config.cache_max_ttl < 0:
-        raise ConfigError("[dkim] cache_size and cache_max_ttl must not be negative")
+    positive = ("timeout", "min_key_bits", "message_budget", "batch_budget")
+    if any(not getattr(config, key) > 0 for key in positive):  # "not >": NaN is refused too
+        raise ConfigError(f"[dkim] {', '.join(positive)} must be positive")
+    if any(not v >= 0 for v in (config.cache_size, config.cache_max_ttl, config.failure_cache_ttl)):
+        raise ConfigError(
+            "[dkim] cache_size, cache_max_ttl and failure_cache_ttl must not be negative"
+        )
+    if config.message_budget > config.batch_budget:
+        raise ConfigError("[dkim] message_budget must not exceed batch_budget")
     for ns in config.nameservers:
         try:
             parse_nameserver(ns)
@@ -78,11 +91,15 @@ class DkimChecker:
         policy: DkimPolicy = DkimPolicy.VERIFY,
         strict_service_type: bool = False,
         min_key_bits: int = 1024,
+        budgets: Budgets = DEFAULT_BUDGETS,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.lookup = lookup
         self.policy = policy
         self.strict_service_type = strict_service_type
         self.min_key_bits = min_key_bits
+        self.budgets = budgets
+        self.clock = clock
 
     @property
     def enforcing(self) -> bool:
@@ -90,16 +107,39 @@ class DkimChecker:
 
     def verify(self, raw: bytes) -> MessageVerdict:
         """Never raises: a bug here must not lose the report (it is a fail, never a pass)."""
+        return self.verify_many([raw])[0]
+
+    def verify_many(self, raws: Sequence[bytes]) -> list[MessageVerdict]:
+        """One verdict per message, in order: the keys of the whole batch are fetched at once,
+        within the budgets (see batch.py). Never raises; a bug while verifying the batch is
+        retried message by message, so it costs only the message that causes it."""
         try:
-            return verify_message(
-                raw,
-                self.lookup,
-                strict_service_type=self.strict_service_type,
-                min_key_bits=self.min_key_bits,
-            )
+            return self._verify(raws)
         except Exception as exc:
-            reason = f"verification error: {exc!r}"
-            return MessageVerdict((SignatureCheck(None, None, DkimResult.FAIL, reason),))
+            if len(raws) == 1:
+                return [_broken(exc)]
+        verdicts = []
+        for raw in raws:
+            try:
+                verdicts.extend(self._verify([raw]))
+            except Exception as exc:
+                verdicts.append(_broken(exc))
+        return verdicts
+
+    def _verify(self, raws: Sequence[bytes]) -> list[MessageVerdict]:
+        return verify_batch(
+            raws,
+            self.lookup,
+            strict_service_type=self.strict_service_type,
+            min_key_bits=self.min_key_bits,
+            budgets=self.budgets,
+            clock=self.clock,
+        )
+
+
+def _broken(exc: Exception) -> MessageVerdict:
+    reason = f"verification error: {exc!r}"
+    return MessageVerdict((SignatureCheck(None, None, DkimResult.FAIL, reason),))
 
 
 def build_checker(config: DkimConfig) -> DkimChecker | None:
@@ -107,12 +147,14 @@ def build_checker(config: DkimConfig) -> DkimChecker | None:
     if config.policy is DkimPolicy.OFF:
         return None
     cache = KeyCache(config.cache_size, config.cache_max_ttl)
-    lookup = DnsKeyLookup(make_resolver(config.nameservers, config.timeout), cache)
+    resolver = make_resolver(config.nameservers, config.timeout)
+    lookup = DnsKeyLookup(resolver, cache, failure_ttl=config.failure_cache_ttl)
     return DkimChecker(
         lookup,
         policy=config.policy,
         strict_service_type=config.strict_service_type,
         min_key_bits=config.min_key_bits,
+        budgets=Budgets(config.message_budget, config.batch_budget),
     )
 
 

@@ -1,4 +1,6 @@
-"""DKIM key records through dnspython: configurable nameservers and a TTL'd key cache."""
+"""DKIM key records through dnspython: configurable nameservers and a TTL'd key cache that
+remembers failures (timeouts, SERVFAIL) for a short while too, so that an unresponsive key
+domain costs one timeout per ``failure_ttl``, not one per message."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import dns.exception
 import dns.rdatatype
@@ -21,10 +24,19 @@ from tlsrpt_lmtp.sts.dnsclient import nameserver
 
 
 NEGATIVE_TTL = 60  # seconds an absent key record is remembered
+FAILURE_TTL = 60.0  # seconds a failed lookup (timeout, SERVFAIL, ...) is remembered
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFailure:
+    """A remembered lookup failure: asking again before it expires gives the same temperror."""
+
+    reason: str
 
 
 class KeyCache:
-    """Key records by name, each until its TTL (capped) runs out; bounded (LRU); thread-safe."""
+    """Lookup outcomes by name (a record, None for "no record", or a KeyFailure), each until its
+    TTL (capped at ``max_ttl``) runs out; bounded (LRU); thread-safe."""
 
     def __init__(
         self,
@@ -35,11 +47,11 @@ class KeyCache:
         self.size = size
         self.max_ttl = max_ttl
         self._clock = clock
-        self._items: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, bytes | KeyFailure | None]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> tuple[bool, bytes | None]:
-        """(found, record); found is False when the name is absent or expired."""
+    def get(self, name: str) -> tuple[bool, bytes | KeyFailure | None]:
+        """(found, outcome); found is False when the name is absent or expired."""
         with self._lock:
             item = self._items.get(name)
             if item is None:
@@ -51,7 +63,7 @@ class KeyCache:
             self._items.move_to_end(name)
             return True, record
 
-    def put(self, name: str, record: bytes | None, ttl: float) -> None:
+    def put(self, name: str, record: bytes | KeyFailure | None, ttl: float) -> None:
         if self.size <= 0:
             return
         with self._lock:
@@ -74,14 +86,24 @@ def make_resolver(nameservers: tuple[str, ...], timeout: float) -> dns.resolver.
 class DnsKeyLookup:
     """The real KeyLookup: TXT queries through ``resolver``, answers kept in ``cache``."""
 
-    def __init__(self, resolver: dns.resolver.Resolver, cache: KeyCache | None = None) -> None:
+    def __init__(
+        self,
+        resolver: dns.resolver.Resolver,
+        cache: KeyCache | None = None,
+        *,
+        failure_ttl: float = FAILURE_TTL,
+    ) -> None:
         self._resolver = resolver
         self.cache = cache if cache is not None else KeyCache()
+        self.failure_ttl = failure_ttl
 
     def __call__(self, name: str) -> bytes | None:
-        key = name.rstrip(".").lower() + "."
+        key = query_name(name)
         found, record = self.cache.get(key)
         if found:
+            if isinstance(record, KeyFailure):
+                again = f"remembered: not asked again for {self.failure_ttl:g} s"
+                raise DnsTempError(f"{record.reason} ({again})")
             return record
         try:
             answer = self._resolver.resolve(
@@ -91,7 +113,9 @@ class DnsKeyLookup:
             self.cache.put(key, None, NEGATIVE_TTL)
             return None
         except dns.exception.DNSException as exc:
-            raise DnsTempError(f"DNS lookup of {key.rstrip('.')} failed: {why(exc)}") from None
+            reason = f"DNS lookup of {key.rstrip('.')} failed: {why(exc)}"
+            self.cache.put(key, KeyFailure(reason), self.failure_ttl)
+            raise DnsTempError(reason) from None
         if answer.rrset is None:  # the name exists, but has no TXT record
             self.cache.put(key, None, NEGATIVE_TTL)
             return None
@@ -99,3 +123,8 @@ class DnsKeyLookup:
         record = next((r for r in records if b"p=" in r), records[0])
         self.cache.put(key, record, answer.rrset.ttl)
         return record
+
+
+def query_name(name: str) -> str:
+    """The cache key of a key record's name: lower case, one trailing dot."""
+    return name.rstrip(".").lower() + "."

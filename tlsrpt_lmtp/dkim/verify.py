@@ -7,13 +7,15 @@ MUST ignore reports without one), ``l=`` MUST NOT be used, and the key record SH
 The verification core is sans-I/O: ``verify_message`` takes the raw bytes and a key lookup
 function (name → TXT record bytes, ``None`` when there is no record, ``DnsTempError`` when DNS
 gave no definitive answer). ``DnsKeyLookup`` is the real lookup (dnspython, configurable
-nameservers, a small TTL'd cache); tests inject their own.
+nameservers, a small TTL'd cache); tests inject their own. ``key_names`` tells which records a
+message needs, so that ``verify_batch`` (batch.py) can fetch those of a whole batch at once.
 
 Every signature on the message is checked (at most ``MAX_SIGNATURES``); each report then gets
 the verdict that matters for it (``MessageVerdict.for_submitter``): an aligned pass wins over
 an aligned temperror, over an unaligned pass, over any temperror, over a fail. Alignment: the
-signing domain equals the submitter (the TLS-Report-Submitter header, else the contact-info
-domain) or one is a subdomain of the other (Mail.ru signs as corp.mail.ru for mail.ru). A DNS
+signing domain and the submitter (the TLS-Report-Submitter header, else the contact-info
+domain) are equal or have the same organizational domain by the Public Suffix List (Mail.ru
+signs as corp.mail.ru for mail.ru; evil.co.uk does not align with co.uk). A DNS
 failure is ``temperror``: never an exception, never a pass.
 """
 
@@ -27,6 +29,8 @@ from typing import Any
 
 import dkim as dkimpy
 from dkim.util import InvalidTagValueList, parse_tag_value
+
+from tlsrpt_lmtp import names
 
 MAX_SIGNATURES = 5  # bounds the DNS work one message can cause
 
@@ -50,6 +54,8 @@ class DnsTempError(Exception):
 
 # name (e.g. "sel._domainkey.example.com.") → TXT record bytes, or None if there is none.
 KeyLookup = Callable[[str], bytes | None]
+# None while there is time left; else why the time is up (the signature's temperror reason).
+Budget = Callable[[], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,18 +123,8 @@ class MessageVerdict:
 
 
 def aligned(domain: str | None, submitter: str | None) -> bool:
-    """Same domain, or one a subdomain of the other; the shorter one needs two labels at least,
-    so that a signature by a bare TLD never aligns (there is no public-suffix list here)."""
-    if not domain or not submitter:
-        return False
-    d = domain.strip().rstrip(".").lower()
-    s = submitter.strip().strip("<>").rstrip(".").lower()
-    if not d or not s:
-        return False
-    if d == s:
-        return True
-    shorter, longer = sorted((d, s), key=len)
-    return "." in shorter and longer.endswith("." + shorter)
+    """Relaxed alignment by organizational domain (``names.aligned``, Public Suffix List)."""
+    return names.aligned(domain, submitter.strip().strip("<>") if submitter else submitter)
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,18 +140,47 @@ def verify_message(
     *,
     strict_service_type: bool = False,
     min_key_bits: int = 1024,
+    budget: Budget | None = None,
 ) -> MessageVerdict:
-    """Check every DKIM-Signature on ``raw`` (RFC 8460 rules); never raises."""
-    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
-    count = len(_SIG_HEADER.findall(head))
+    """Check every DKIM-Signature on ``raw`` (RFC 8460 rules); never raises. ``budget`` is asked
+    before each signature is verified: a reason means the time is up, the verdict temperror."""
+    count = _signature_count(raw)
     if not count:
         return MessageVerdict(())
     mode: bool | str = "strict" if strict_service_type else True
     checks = tuple(
-        _check_signature(raw, idx, lookup, mode, min_key_bits)
-        for idx in range(min(count, MAX_SIGNATURES))
+        _check_signature(raw, idx, lookup, mode, min_key_bits, budget) for idx in range(count)
     )
     return MessageVerdict(checks)
+
+
+def key_names(raw: bytes) -> tuple[str, ...]:
+    """The key records ``verify_message`` will ask ``lookup`` for (dkimpy's
+    ``s._domainkey.d.``), without duplicates, so they can be fetched ahead; never raises."""
+    count = _signature_count(raw)
+    if not count:
+        return ()
+    try:
+        signer = dkimpy.DKIM(raw, logger=_Capture())
+    except Exception:
+        return ()
+    names: dict[str, None] = {}
+    for value in [v for k, v in signer.headers if k.lower() == b"dkim-signature"][:count]:
+        try:
+            tags = parse_tag_value(value)
+            if b"l" in tags:
+                continue  # refused without a lookup
+            dkimpy.validate_signature_fields(tags)
+            name = tags[b"s"] + b"._domainkey." + tags[b"d"] + b"."
+        except Exception:
+            continue  # malformed: dkimpy stops before the lookup too
+        names[name.decode("ascii", "replace")] = None
+    return tuple(names)
+
+
+def _signature_count(raw: bytes) -> int:
+    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
+    return min(len(_SIG_HEADER.findall(head)), MAX_SIGNATURES)
 
 
 class _Capture:
@@ -177,7 +202,12 @@ class _Capture:
 
 
 def _check_signature(
-    raw: bytes, idx: int, lookup: KeyLookup, mode: bool | str, min_key_bits: int
+    raw: bytes,
+    idx: int,
+    lookup: KeyLookup,
+    mode: bool | str,
+    min_key_bits: int,
+    budget: Budget | None,
 ) -> SignatureCheck:
     capture = _Capture()
     try:
@@ -188,9 +218,12 @@ def _check_signature(
         return SignatureCheck(None, None, DkimResult.FAIL, f"malformed signature: {exc}")
     domain = _text(tags.get(b"d"))
     selector = _text(tags.get(b"s"))
-    domain = domain.rstrip(".").lower() if domain else None
+    domain = names.canonical(domain) if domain else None
     if b"l" in tags:
         return SignatureCheck(domain, selector, DkimResult.FAIL, "l= used (RFC 8460 §3)")
+    spent = budget() if budget is not None else None
+    if spent is not None:
+        return SignatureCheck(domain, selector, DkimResult.TEMPERROR, spent)
     missing: list[str] = []
 
     def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from tlsrpt_lmtp.alerts.hook import build_hook
-from tlsrpt_lmtp.config import ConfigError, load
+from tlsrpt_lmtp.config import ConfigError, load, syslog_options
 from tlsrpt_lmtp.dkim import checker_from_file
 from tlsrpt_lmtp.milter.config import Mode, load_milter_config
 from tlsrpt_lmtp.pipeline import Pipeline
@@ -77,13 +77,17 @@ def run(args: argparse.Namespace) -> int:
         )
         dkim = checker_from_file(args.config, policy=getattr(args, "dkim_policy", None))
         target = base.syslog_address if base.log_format == "syslog" else base.log_file
-        emitter = open_emitter(base.log_format, target)
+        emitter = open_emitter(base.log_format, target, syslog=syslog_options(base))
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
     try:
         pipeline = Pipeline.open(
-            base.data_dir, emitter, max_decompressed=base.max_decompressed, dkim=dkim
+            base.data_dir,
+            emitter,
+            max_decompressed=base.max_decompressed,
+            max_failure_details=base.max_failure_details,
+            dkim=dkim,
         )
     except OSError as exc:
         emitter.close()
@@ -110,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
         adapter.serve(config, pipeline, ready=ready)
     except milter.error as exc:
         print(f"tlsrpt-lmtp: milter cannot listen on {config.listen}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the unix socket path is unsafe (unixsock.prepare_unix_listen)
+        print(
+            f"tlsrpt-lmtp: milter cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr
+        )
         return 2
     finally:
         hook.close()

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import re
 
-import idna
-
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+from tlsrpt_lmtp.names import to_ascii
 
 
 class DomainError(ValueError):
@@ -16,22 +13,17 @@ class DomainError(ValueError):
 
 
 def to_a_label(name: str) -> str:
-    """Lower-case A-label form of a host name; raises DomainError if it is not one."""
-    name = name.strip().rstrip(".")
-    if not name:
-        raise DomainError("empty name")
-    if not name.isascii():
-        try:
-            name = idna.encode(name, uts46=True).decode("ascii")
-        except idna.IDNAError as exc:
-            raise DomainError(f"not a valid IDN: {exc}") from None
-    name = name.lower()
-    labels = name.split(".")
-    if len(name) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(x) for x in labels):
-        raise DomainError(f"{name!r} is not a host name")
+    """Lower-case A-label form of a host name (``names.to_ascii``) with two labels at least and
+    a TLD that is not numeric; raises DomainError if it is not one."""
+    result = to_ascii(name)
+    if result is None:
+        raise DomainError(f"{name.strip()[:300]!r} is not a valid host name")
+    labels = result.split(".")
+    if len(labels) < 2:
+        raise DomainError(f"{result!r} is not a host name")
     if labels[-1].isdigit():
-        raise DomainError(f"{name!r} looks like an address")
-    return name
+        raise DomainError(f"{result!r} looks like an address")
+    return result
 
 
 @functools.lru_cache(maxsize=4096)

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from tlsrpt_lmtp.names import canonical
 from tlsrpt_lmtp.sts.domain import DomainError, to_a_label
 
 MAX_POLICY_SIZE = 64 * 1024
@@ -90,8 +91,8 @@ def _mx_pattern(value: str) -> str:
 
 def mx_matches(pattern: str, host: str) -> bool:
     """§4.1: exact (case-insensitive), or '*.' standing for exactly one leftmost label."""
-    host = host.rstrip(".").lower()
-    pattern = pattern.rstrip(".").lower()
+    host = canonical(host)
+    pattern = canonical(pattern)
     if pattern.startswith("*."):
         label, dot, rest = host.partition(".")
         return bool(label) and bool(dot) and rest == pattern[2:]

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import date, datetime, timedelta
 
-from tlsrpt_lmtp.views.model import Summary
+from tlsrpt_lmtp.names import to_unicode
+from tlsrpt_lmtp.views.model import Rest, Summary
+
+# C0, DEL, C1, and the Unicode line/paragraph separators and bidi/format controls
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 NO_DOMAIN = "(no policy domain)"
 UNATTRIBUTED = "unattributed"
@@ -39,8 +44,33 @@ def covered(start: datetime | None, end: datetime | None) -> str:
     return first.isoformat() if last <= first else f"{first.isoformat()}..{last.isoformat()}"
 
 
+def clean(text: str) -> str:
+    """Untrusted text without control characters (terminal escapes, NUL, bidi overrides):
+    each becomes '?'. Every renderer passes every report value through this."""
+    return _CONTROL.sub("?", text)
+
+
+def u_label(domain: str) -> str:
+    """A domain as people write it: U-labels (tlsrpt_lmtp.names, UTS 46), or as stored when
+    it does not decode. Views show this; JSON and events keep the stored A-labels."""
+    return to_unicode(domain) if "xn--" in domain.lower() else domain
+
+
 def domain_label(domain: str) -> str:
-    return domain or NO_DOMAIN
+    return u_label(domain) if domain else NO_DOMAIN
+
+
+def rest_line(rest: Rest, what: str) -> str | None:
+    """The one line for what a top-N list leaves out, or None when it leaves nothing out."""
+    if rest.count <= 0:
+        return None
+    parts = []
+    if rest.reports:
+        parts.append(f"{num(rest.reports)} reports")
+    if rest.sessions:
+        parts.append(f"{num(rest.sessions)} sessions")
+    parts.append(f"{num(rest.failed)} failed")
+    return f"… {num(rest.count)} more {what}: {', '.join(parts)} (--top 0: all)"
 
 
 def period_label(summary: Summary) -> str:
@@ -55,7 +85,25 @@ def period_label(summary: Summary) -> str:
 
 
 def scope_label(summary: Summary) -> str:
-    return f"domain {summary.domain}" if summary.domain else "all policy domains"
+    return f"domain {domain_label(summary.domain)}" if summary.domain else "all policy domains"
+
+
+def findings_rest(summary: Summary) -> str | None:
+    """The one line for the findings a top-N list leaves out, by kind."""
+    left = summary.findings[summary.top :] if summary.top > 0 else ()
+    if not left:
+        return None
+    kinds: dict[str, int] = {}
+    for f in left:
+        kinds[f.kind] = kinds.get(f.kind, 0) + 1
+    parts = ", ".join(f"{num(n)} {kind}" for kind, n in sorted(kinds.items()))
+    return f"… {num(len(left))} more findings: {parts} (--top 0: all)"
+
+
+COUNTING = (
+    "Sessions are the senders' session counts, never reports or rows; a domain reported under"
+    " several policy types in one report counts the maximum of them, not the sum."
+)
 
 
 def headline(summary: Summary) -> str:

@@ -1,4 +1,10 @@
-"""The Markdown view (GitHub-flavoured tables), every report value escaped (pure)."""
+"""The Markdown view (GitHub-flavoured tables), every report value escaped (pure).
+
+"Escaped" means, checked against cmark-gfm (GitHub's renderer) in the tests: no markup, no
+HTML, no extra table cell, and no link, autolinks included. Backslash escapes stop most of
+them; an ``@`` cannot be escaped that way (the extended e-mail autolink runs over the text
+after escapes are resolved), so a value holding one is written as a code span.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +12,41 @@ import re
 from collections.abc import Sequence
 
 from tlsrpt_lmtp.views.fmt import (
+    COUNTING,
     OVER_DETAILED,
     UNATTRIBUTED,
+    clean,
     covered,
     domain_label,
+    findings_rest,
     headline,
     num,
     pct,
     period_label,
+    rest_line,
     scope_label,
 )
-from tlsrpt_lmtp.views.model import Count, OrgSummary, ResultGroup, Summary
+from tlsrpt_lmtp.views.model import Count, Summary
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_SPECIAL = re.compile(r"([\\`*_{}\[\]#+!|~^$])")
+_SPECIAL = re.compile(r"([\\`*_{}\[\]#+!|~^$<>&:])")
+_WWW = re.compile(r"(www)\.", re.IGNORECASE)
+_BACKTICKS = re.compile(r"`+")
+
+
+def _code(text: str) -> str:
+    """A code span: no autolink inside; ``|`` still needs its escape inside a table."""
+    longest = max((len(m) for m in _BACKTICKS.findall(text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text.replace('|', chr(92) + '|')} {fence}"
 
 
 def esc(text: str) -> str:
     """Inline text that stays text: no markup, no HTML, no table cell break, one line."""
-    text = _CONTROL.sub(" ", text)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _SPECIAL.sub(r"\\\1", text).replace("://", "\\://")  # no autolink either
+    text = " ".join(clean(text).split())
+    if "@" in text:
+        return _code(text)
+    # no emphasis, entity or HTML; 'http\\://' and 'www\\.' make no autolink
+    return _WWW.sub(r"\1\\.", _SPECIAL.sub(r"\\\1", text))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
@@ -34,7 +54,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
     return [f"| {' | '.join(r)} |" for r in (header, sep, *rows)]
 
 
-def _types(counts: Sequence[Count], unattributed: int, over: int) -> str:
+def _types(counts: Sequence[Count], unattributed: int = 0, over: int = 0) -> str:
     parts = [f"{esc(c.result_type)} {num(c.sessions)}" for c in counts]
     if unattributed:
         parts.append(f"*{UNATTRIBUTED}* {num(unattributed)}")
@@ -43,91 +63,126 @@ def _types(counts: Sequence[Count], unattributed: int, over: int) -> str:
     return ", ".join(parts) or "-"
 
 
-def _by_result(groups: Sequence[ResultGroup]) -> list[str]:
-    header = [
-        "Policy domain",
-        "Policy",
-        "Reports",
-        "Sessions",
-        "Failed",
-        "Success",
-        "Failures by result type",
-    ]
+def _rest(line: str | None) -> list[str]:
+    return ["", esc(line)] if line else []
+
+
+def _domains(s: Summary) -> list[str]:
+    shown = s.shown(s.domains)
+    head = ["Policy domain", "Policies", "Reports", "Sessions", "Failed", "Success", "Failures"]
     rows = [
         [
-            esc(domain_label(g.domain)),
-            esc(g.policy),
-            num(g.reports),
-            num(g.sessions),
-            num(g.failed),
-            pct(g.success_rate),
-            _types(g.result_types, g.unattributed, g.over_detailed),
+            esc(domain_label(d.domain)),
+            esc(", ".join(d.policies)),
+            num(d.reports),
+            num(d.sessions),
+            num(d.failed),
+            pct(d.success_rate),
+            _types(d.result_types, d.unattributed, d.over_detailed),
         ]
-        for g in groups
+        for d in shown
     ]
-    return _table(header, rows, {2, 3, 4, 5})
+    title = f"## Policy domains ({num(len(shown))} of {num(len(s.domains))}, worst first)"
+    body = _table(head, rows, {2, 3, 4, 5}) if rows else ["No reports."]
+    return [title, "", *body, *_rest(rest_line(s.rest(s.domains), "domains")), ""]
 
 
-def _org_table(orgs: Sequence[OrgSummary]) -> list[str]:
-    header = ["Organisation", "Reports", "Sessions", "Failed", "Success", "Covered (UTC)"]
+def _policies(s: Summary) -> list[str]:
+    head = ["Policy", "Reports", "Sessions", "Failed", "Success"]
+    rows = [
+        [esc(g.policy), num(g.reports), num(g.sessions), num(g.failed), pct(g.success_rate)]
+        for g in s.groups
+    ]
+    return [
+        "## Policies (each policy's own numbers)",
+        "",
+        *_table(head, rows, {1, 2, 3, 4}),
+        "",
+    ]
+
+
+def _orgs(s: Summary) -> list[str]:
+    shown = s.shown(s.orgs)
+    head = ["Organisation", "Domains", "Reports", "Sessions", "Failed", "Success", "Covered (UTC)"]
     rows = [
         [
             esc(o.organization),
+            num(o.domains),
             num(o.reports),
             num(o.sessions),
             num(o.failed),
             pct(o.success_rate),
             covered(o.first, o.last),
         ]
-        for o in orgs
+        for o in shown
     ]
-    return _table(header, rows, {1, 2, 3, 4})
+    title = f"## Reporting organisations ({num(len(shown))} of {num(len(s.orgs))})"
+    body = _table(head, rows, {1, 2, 3, 4, 5}) if rows else ["No reports."]
+    return [title, "", *body, *_rest(rest_line(s.rest(s.orgs), "organisations")), ""]
 
 
-def _sources(o: OrgSummary) -> list[str]:
-    lines = [f"### {esc(o.organization)}", ""]
+def _sources(s: Summary) -> list[str]:
+    head = ["Organisation", "Sending MTA IP", "Receiving MX", "Failed", "Result types", "Covered"]
     rows = [
         [
-            esc(s.sending_ip) or "*not given*",
-            esc(s.receiving_mx) or "*not given*",
-            num(s.failed),
-            _types(s.result_types, 0, 0),
-            covered(s.first, s.last),
+            esc(x.organization),
+            esc(x.sending_ip) or "*not given*",
+            esc(domain_label(x.receiving_mx)) if x.receiving_mx else "*not given*",
+            num(x.failed),
+            _types(x.result_types),
+            covered(x.first, x.last),
         ]
-        for s in o.sources
+        for x in s.sources
     ]
-    header = ["Sending MTA IP", "Receiving MX", "Failed", "Result types", "Covered (UTC)"]
-    lines += _table(header, rows, {2}) if rows else ["No failure details."]
-    if o.unattributed:
-        lines += [
-            "",
-            f"{num(o.unattributed)} failed sessions have no failure detail ({UNATTRIBUTED}).",
+    body = _table(head, rows, {3}) if rows else ["No failure details."]
+    return ["## Failing sources", "", *body, *_rest(rest_line(s.sources_rest, "sources")), ""]
+
+
+def _drill(s: Summary) -> list[str]:
+    head = ["Day", "Reports", "Sessions", "Failed", "Success"]
+    rows = [
+        [p.day.isoformat(), num(p.reports), num(p.sessions), num(p.failed), pct(p.success_rate)]
+        for series in s.daily
+        for p in series.points
+    ]
+    out = ["## Daily", "", *_table(head, rows, {1, 2, 3, 4}), ""]
+    head = ["Start (UTC)", "Organisation", "Report ID", "Sessions", "Failed", "Archive ID"]
+    rows = [
+        [
+            r.start.strftime("%Y-%m-%d %H:%M"),
+            esc(r.organization),
+            esc(r.report_id),
+            num(r.sessions),
+            num(r.failed),
+            esc(r.archive_id),
         ]
-    if o.over_detailed:
-        lines += [
-            "",
-            f"The failure details list {num(o.over_detailed)} more failed sessions"
-            " than the summaries.",
-        ]
-    return [*lines, ""]
+        for r in s.reports
+    ]
+    out += ["## Reports (failing first, then newest)", "", *_table(head, rows, {3, 4})]
+    return [*out, *_rest(rest_line(s.reports_rest, "reports")), ""]
 
 
 def render(summary: Summary, *, views: Sequence[str] = ("result", "source")) -> str:
+    s = summary
     lines = [
-        f"# TLS reporting summary: {esc(scope_label(summary))}",
+        f"# TLS reporting summary: {esc(scope_label(s))}",
         "",
-        f"{esc(period_label(summary).capitalize())}. {esc(headline(summary))}.",
+        f"{esc(period_label(s).capitalize())}. {esc(headline(s))}.",
+        "",
+        esc(COUNTING),
         "",
     ]
+    if s.findings:
+        lines += ["## Findings", ""]
+        lines += [f"- **{esc(f.kind)}** {esc(f.message)}" for f in s.shown(s.findings)]
+        lines += _rest(findings_rest(s))
+        lines.append("")
     if "result" in views:
-        lines += ["## By result (worst success rate first)", ""]
-        lines += _by_result(summary.by_result) if summary.by_result else ["No reports."]
-        lines.append("")
+        lines += _domains(s)
+        if s.domain is not None and s.groups:
+            lines += _policies(s)
     if "source" in views:
-        lines += ["## By sending source", ""]
-        lines += _org_table(summary.by_source) if summary.by_source else ["No reports."]
-        lines.append("")
-        for o in summary.by_source:
-            if o.sources or o.unattributed or o.over_detailed:
-                lines += _sources(o)
+        lines += _orgs(s) + _sources(s)
+    if s.domain is not None:
+        lines += _drill(s)
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -7,12 +7,16 @@ result types) is untrusted: renderers must escape it for their format.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TypeVar
 
+from tlsrpt_lmtp.alerts.absence import Finding
 from tlsrpt_lmtp.views.period import Period
-from tlsrpt_lmtp.views.query import ResultTypeRow, Rows, SourceRow
+from tlsrpt_lmtp.views.query import Rows
+
+T = TypeVar("T")
 
 
 def rate(successful: int, failed: int) -> float | None:
@@ -68,12 +72,31 @@ class ResultGroup(_Sessions):
 
 
 @dataclass(frozen=True, slots=True)
-class Source:
-    """Failure details of one sending MTA towards one receiving MX (name, else its IP)."""
+class DomainSummary(_Sessions):
+    """One policy domain, counted by the rule (the maximum over its policies per report)."""
 
+    domain: str
+    reports: int
+    organizations: int
+    successful: int
+    failed: int
+    unattributed: int
+    over_detailed: int
+    first: datetime
+    last: datetime
+    policies: tuple[str, ...]  # 'sts/enforce', 'tlsa', ...
+    result_types: tuple[Count, ...]  # filled for the detailed (top N) domains only
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Failure details of one organisation's sending MTA towards one receiving MX."""
+
+    organization: str
     sending_ip: str
     receiving_mx: str
     failed: int
+    reports: int
     result_types: tuple[Count, ...]
     first: datetime
     last: datetime
@@ -83,13 +106,13 @@ class Source:
 class OrgSummary(_Sessions):
     organization: str
     reports: int
+    domains: int
     successful: int
     failed: int
     unattributed: int  # summary failures that no failure detail accounts for
     over_detailed: int  # failure-detail sessions beyond the summaries
     first: datetime
     last: datetime
-    sources: tuple[Source, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +132,29 @@ class DomainSeries:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportLine(_Sessions):
+    """One stored report, as counted for the drilled-down domain."""
+
+    organization: str
+    report_id: str
+    start: datetime
+    end: datetime
+    archive_id: str
+    successful: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rest:
+    """What a top-N list leaves out."""
+
+    count: int
+    reports: int = 0
+    sessions: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Totals(_Sessions):
     reports: int
     organizations: int
@@ -124,21 +170,42 @@ class Summary:
     generated_at: datetime
     period: Period
     domain: str | None
+    top: int  # 0: no bound
     totals: Totals
-    by_result: tuple[ResultGroup, ...]
-    by_source: tuple[OrgSummary, ...]
-    daily: tuple[DomainSeries, ...]
+    domains: tuple[DomainSummary, ...]  # every domain, worst first
+    groups: tuple[ResultGroup, ...]  # policies of the detailed domains, worst first
+    orgs: tuple[OrgSummary, ...]  # every organisation, most failures first
+    sources: tuple[Source, ...]  # the top N by failed sessions
+    sources_rest: Rest
+    daily: tuple[DomainSeries, ...]  # the detailed domains
+    overall: DomainSeries  # every domain together
+    reports: tuple[ReportLine, ...]  # with a domain: its reports, failing and newest first
+    reports_rest: Rest
+    findings: tuple[Finding, ...] = ()
+
+    def shown(self, items: tuple[T, ...]) -> tuple[T, ...]:
+        return items if self.top <= 0 else items[: self.top]
+
+    def rest(self, items: Sequence[_Sessions]) -> Rest:
+        """The items a top-N list leaves out, as one line."""
+        left = items[self.top :] if self.top > 0 else ()
+        return Rest(
+            len(left),
+            sum(getattr(x, "reports", 0) for x in left),
+            sum(x.sessions for x in left),
+            sum(x.failed for x in left),
+        )
 
 
 def _dt(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def _counts(rows: Iterable[ResultTypeRow | SourceRow]) -> tuple[Count, ...]:
+def _counts(rows: Iterable[tuple[str, int, int]]) -> tuple[Count, ...]:
     merged: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in rows:
-        merged[r.result_type][0] += r.sessions
-        merged[r.result_type][1] += r.reports
+    for name, sessions, reports in rows:
+        merged[name][0] += sessions
+        merged[name][1] += reports
     counts = (Count(name, s, n) for name, (s, n) in merged.items())
     return tuple(sorted(counts, key=lambda c: (-c.sessions, c.result_type)))
 
@@ -148,10 +215,34 @@ def _worst_first(g: ResultGroup) -> tuple[object, ...]:
     return (r is None, r if r is not None else 0.0, -g.failed, g.domain == "", g.domain, g.policy)
 
 
-def build(rows: Rows, *, period: Period, domain: str | None, now: datetime) -> Summary:
-    types: dict[tuple[str, str, str], list[ResultTypeRow]] = defaultdict(list)
+def build(
+    rows: Rows,
+    *,
+    period: Period,
+    domain: str | None,
+    now: datetime,
+    top: int = 20,
+    findings: Sequence[Finding] = (),
+) -> Summary:
+    types: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
     for t in rows.result_types:
-        types[(t.domain, t.policy_type, t.mode)].append(t)
+        types[t.domain].append((t.result_type, t.sessions, t.reports))
+    domains = tuple(
+        DomainSummary(
+            d.domain,
+            d.reports,
+            d.organizations,
+            d.successful,
+            d.failed,
+            d.unattributed,
+            d.over_detailed,
+            _dt(d.first_start),
+            _dt(d.last_end),
+            tuple(x for x in d.policies.split(",") if x),
+            _counts(types.get(d.domain, ())),
+        )
+        for d in rows.domains
+    )
     groups = [
         ResultGroup(
             g.domain,
@@ -160,20 +251,56 @@ def build(rows: Rows, *, period: Period, domain: str | None, now: datetime) -> S
             g.reports,
             g.successful,
             g.failed,
-            _counts(types[(g.domain, g.policy_type, g.mode)]),
+            (),
             g.unattributed,
             g.over_detailed,
         )
         for g in rows.groups
     ]
+    orgs = sorted(
+        (
+            OrgSummary(
+                o.organization,
+                o.reports,
+                o.domains,
+                o.successful,
+                o.failed,
+                o.unattributed,
+                o.over_detailed,
+                _dt(o.first_start),
+                _dt(o.last_end),
+            )
+            for o in rows.orgs
+        ),
+        key=lambda o: (-o.failed, -o.sessions, o.organization),
+    )
     return Summary(
         generated_at=now,
         period=period,
         domain=domain,
+        top=top,
         totals=_totals(rows),
-        by_result=tuple(sorted(groups, key=_worst_first)),
-        by_source=_orgs(rows),
-        daily=_daily(rows),
+        domains=domains,
+        groups=tuple(sorted(groups, key=_worst_first)),
+        orgs=tuple(orgs),
+        sources=_sources(rows),
+        sources_rest=Rest(rows.sources_rest.count, failed=rows.sources_rest.failed),
+        daily=_daily(rows, rows.detailed),
+        overall=_daily(rows, ("*",))[0] if rows.days else DomainSeries("*", ()),
+        reports=tuple(
+            ReportLine(
+                r.organization,
+                r.report_id,
+                _dt(r.start),
+                _dt(r.end),
+                r.archive_id,
+                r.successful,
+                r.failed,
+            )
+            for r in rows.reports
+        ),
+        reports_rest=Rest(rows.reports_rest.count, failed=rows.reports_rest.failed),
+        findings=tuple(findings),
     )
 
 
@@ -190,50 +317,35 @@ def _totals(rows: Rows) -> Totals:
     )
 
 
-def _orgs(rows: Rows) -> tuple[OrgSummary, ...]:
-    by_key: dict[str, dict[tuple[str, str], list[SourceRow]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for s in rows.sources:
-        by_key[s.organization][(s.sending_ip, s.receiving_mx)].append(s)
-    orgs = []
-    for o in rows.orgs:
-        sources = [
-            Source(
-                ip,
-                mx,
-                sum(s.sessions for s in items),
-                _counts(items),
-                min(_dt(s.first_start) for s in items),
-                max(_dt(s.last_end) for s in items),
-            )
-            for (ip, mx), items in by_key[o.organization].items()
-        ]
-        sources.sort(key=lambda s: (-s.failed, s.sending_ip, s.receiving_mx))
-        orgs.append(
-            OrgSummary(
-                o.organization,
-                o.reports,
-                o.successful,
-                o.failed,
-                o.unattributed,
-                o.over_detailed,
-                _dt(o.first_start),
-                _dt(o.last_end),
-                tuple(sources),
-            )
+def _sources(rows: Rows) -> tuple[Source, ...]:
+    types: dict[tuple[str, str, str], list[tuple[str, int, int]]] = defaultdict(list)
+    for t in rows.source_types:
+        types[(t.organization, t.sending_ip, t.receiving_mx)].append(
+            (t.result_type, t.sessions, t.reports)
         )
-    orgs.sort(key=lambda o: (-o.failed, -o.sessions, o.organization))
-    return tuple(orgs)
+    return tuple(
+        Source(
+            s.organization,
+            s.sending_ip,
+            s.receiving_mx,
+            s.failed,
+            s.reports,
+            _counts(types[(s.organization, s.sending_ip, s.receiving_mx)]),
+            _dt(s.first_start),
+            _dt(s.last_end),
+        )
+        for s in rows.sources
+    )
 
 
-def _daily(rows: Rows) -> tuple[DomainSeries, ...]:
+def _daily(rows: Rows, order: Sequence[str]) -> tuple[DomainSeries, ...]:
     points: dict[str, list[DayPoint]] = defaultdict(list)
     for d in rows.days:
         points[d.domain].append(
             DayPoint(date.fromisoformat(d.day), d.reports, d.successful, d.failed)
         )
     return tuple(
-        DomainSeries(name, tuple(sorted(pts, key=lambda p: p.day)))
-        for name, pts in sorted(points.items(), key=lambda kv: (kv[0] == "", kv[0]))
+        DomainSeries(name, tuple(sorted(points[name], key=lambda p: p.day)))
+        for name in order
+        if name in points
     )

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from tlsrpt_lmtp.names import canonical
+
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
 
@@ -30,9 +32,12 @@ class Period:
 def parse_duration(text: str) -> timedelta:
     """'90m', '24h', '7d', '2w' → a timedelta."""
     match = _DURATION.match(text)
-    if not match:
-        raise PeriodError(f"expected a duration such as 24h, 7d or 2w, not {text!r}")
-    return timedelta(seconds=int(match[1]) * _UNITS[match[2].lower()])
+    if not match or len(match[1]) > 12:
+        raise PeriodError(f"expected a duration such as 24h, 7d or 2w, not {text[:40]!r}")
+    try:
+        return timedelta(seconds=int(match[1]) * _UNITS[match[2].lower()])
+    except OverflowError:
+        raise PeriodError(f"duration out of range: {text[:40]!r}") from None
 
 
 def parse_moment(text: str, *, end: bool) -> datetime:
@@ -44,11 +49,15 @@ def parse_moment(text: str, *, end: bool) -> datetime:
             moment = datetime.combine(day, time(), UTC)
             return moment + timedelta(days=1) if end else moment
         value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PeriodError(f"date out of range: {text[:40]!r}") from None
     except ValueError:
-        raise PeriodError(f"expected YYYY-MM-DD or an ISO 8601 date-time, not {text!r}") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+        raise PeriodError(
+            f"expected YYYY-MM-DD or an ISO 8601 date-time, not {text[:40]!r}"
+        ) from None
 
 
 def make_period(
@@ -56,7 +65,10 @@ def make_period(
 ) -> Period:
     if since is not None and date_from is not None:
         raise PeriodError("--since and --from both give the start: use one")
-    start = now - parse_duration(since) if since is not None else None
+    try:
+        start = now - parse_duration(since) if since is not None else None
+    except OverflowError:
+        raise PeriodError(f"--since {str(since)[:40]!r} reaches before the year 1") from None
     if date_from is not None:
         start = parse_moment(date_from, end=False)
     end = parse_moment(date_to, end=True) if date_to is not None else None
@@ -67,12 +79,7 @@ def make_period(
 
 def normalise_domain(text: str) -> str:
     """As the parser stores policy domains: lower case, no final dot, A-labels."""
-    domain = text.strip().rstrip(".").lower()
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise PeriodError(f"not a domain name: {text!r}") from None
+    domain = canonical(text)
     if not domain:
         raise PeriodError("--domain needs a domain name")
     return domain

@@ -2,7 +2,8 @@
 
 x: one slot per day (UTC) from the first to the last day shown; y: share of successful
 sessions, from a floor chosen so that 99.9% and 100% do not look the same. Days without
-sessions have no point, and the line breaks over them.
+sessions have no point, and the line breaks over them. Only days with failures get a marker
+(with the day's numbers as its tooltip), so a year-long chart stays a few kilobytes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from html import escape
 
-from tlsrpt_lmtp.views.fmt import num, pct
+from tlsrpt_lmtp.views.fmt import clean, num, pct, u_label
 from tlsrpt_lmtp.views.model import DayPoint, DomainSeries
 
 W, H = 720, 200
@@ -45,7 +46,7 @@ def chart(series: DomainSeries, *, first: date | None = None, last: date | None 
     def y(value: float) -> float:
         return TOP + plot_h * (1 - (value - floor) / (1 - floor))
 
-    name = escape(series.domain or "(no policy domain)", quote=True)
+    name = escape(clean(u_label(series.domain) or "(no policy domain)"), quote=True)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {W} {H}"'
         f' width="{W}" height="{H}" role="img" data-domain="{name}"'
@@ -67,6 +68,8 @@ def chart(series: DomainSeries, *, first: date | None = None, last: date | None 
         )
     out += _line([(p.day, p.success_rate or 0.0) for p in points], x, y)
     for p in points:
+        if not p.failed:
+            continue
         rate = p.success_rate if p.success_rate is not None else 0.0
         tip = (
             f"{p.day.isoformat()}: {pct(rate)} of {num(p.successful + p.failed)} sessions"
@@ -74,7 +77,7 @@ def chart(series: DomainSeries, *, first: date | None = None, last: date | None 
         )
         out.append(
             f'<circle class="day" cx="{x(p.day):.1f}" cy="{y(rate):.1f}" r="4"'
-            f' fill="{BAD if p.failed else OK}" data-day="{p.day.isoformat()}"'
+            f' fill="{BAD}" data-day="{p.day.isoformat()}"'
             f' data-successful="{p.successful}" data-failed="{p.failed}">'
             f"<title>{escape(tip)}</title></circle>"
         )
@@ -101,6 +104,7 @@ def _line(
         f'<polyline fill="none" stroke="{LINE}" stroke-width="1.5" points="'
         + " ".join(f"{x(day):.1f},{y(rate):.1f}" for day, rate in run)
         + '"/>'
-        for run in runs
         if len(run) > 1
+        else f'<circle cx="{x(run[0][0]):.1f}" cy="{y(run[0][1]):.1f}" r="2.5" fill="{OK}"/>'
+        for run in runs
     ]
