@@ -359,7 +359,7 @@ def test_hostile_smtp_replies_reach_the_terminal_escaped(netsim: NetSim, capsys:
     netsim.sink("mx1.esc.test").ehlo_reply = (b"550-5.7.1 " + HOSTILE + b" no", b"550 bye")
     netsim.sink("mx2.esc.test").banner = HOSTILE[:-3].decode()  # "220 mx2.esc.test ESC]52..."
     argv = ["esc.test", "--nameserver", netsim.nameserver, "--ca-file", str(netsim.ca_file)]
-    argv += ["--smtp-timeout", "5"]
+    argv += ["--smtp-timeout", "5", LAB]
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert all(line.isprintable() for line in out.splitlines()), repr(out)
