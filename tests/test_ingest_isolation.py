@@ -29,8 +29,10 @@ PARSE = (sys.executable, "-m", "tlsrpt_lmtp", "parse", "--dkim-policy", "off")
 
 
 def all_events(path: Path) -> list[dict[str, object]]:
+    """The complete lines written so far (the writer may be in the middle of one)."""
     text = path.read_text() if path.exists() else ""
-    return [json.loads(line) for line in text.splitlines()]
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines()]
 
 
 def report_ids(path: Path) -> list[object]:
