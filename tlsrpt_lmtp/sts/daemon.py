@@ -44,7 +44,27 @@ def build_service(config: PolicyConfig, emit: Callable[[Event], None]) -> Policy
         max_bytes=config.cache_bytes,
     )
     timing = Timing(refresh_window=config.refresh_window)
-    return PolicyService(dns_client, fetcher, cache, emit, timing=timing)
+    return PolicyService(dns_client, fetcher, cache, _never_blocking(emit), timing=timing)
+
+
+def _never_blocking(emit: Callable[[Event], None]) -> Callable[[Event], None]:
+    """The daemon's events are a log of what it did: a sink that fails (syslog collector
+    down, disk full) must never turn a policy answer into an error. The failure is said on
+    stderr instead, once per kind of error until the sink works again."""
+    failing: list[str] = []
+
+    def safe(event: Event) -> None:
+        try:
+            emit(event)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            if why not in failing:
+                failing.append(why)
+                print(f"tlsrpt-lmtp: cannot write policy events: {why}", file=sys.stderr)
+            return
+        failing.clear()
+
+    return safe
 
 
 def reply_options(config: PolicyConfig) -> ReplyOptions:
