@@ -1,0 +1,85 @@
+"""Fuzz target: the MTA-STS daemon's parsers of untrusted text.
+
+The first byte picks the parser, the rest is its input:
+0 policy file (``parse_policy``, documented PolicyError) and the Postfix/Exim replies built
+  from it, which must stay one line; 1 TXT record set (``parse_txt``, never raises);
+2 socketmap netstrings fed in pieces (``Decoder``, documented NetstringError), then each
+  request as the server reads it; 3 a lookup key (``policy_domain``, never raises).
+"""
+
+from __future__ import annotations
+
+import harness
+
+with harness.instrumented():
+    from tlsrpt_lmtp.sts.domain import policy_domain
+    from tlsrpt_lmtp.sts.netstring import Decoder, NetstringError, encode
+    from tlsrpt_lmtp.sts.policy import PolicyError, parse_policy
+    from tlsrpt_lmtp.sts.record import parse_txt
+    from tlsrpt_lmtp.sts.reply import Answer, Kind, exim_line, postfix_reply
+    from tlsrpt_lmtp.sts.server import _request
+
+LIMIT = 1000
+
+
+def _one_line(text: str) -> None:
+    assert "\n" not in text and "\r" not in text, text
+    text.encode("utf-8")
+
+
+def policy(data: bytes) -> None:
+    parsed = parse_policy(data)
+    assert parsed.max_age >= 0
+    answer = Answer(Kind.POLICY, "example.com", parsed, "id1")
+    for tlsrpt in (False, True):
+        _one_line(postfix_reply(answer, tlsrpt=tlsrpt, enforce_testing=True))
+    _one_line(exim_line(answer, enforce_testing=False))
+    for pattern in parsed.mx:  # every pattern matches the host it names
+        assert parsed.matches("a." + pattern[2:] if pattern.startswith("*.") else pattern)
+
+
+def txt(data: bytes) -> None:
+    result = parse_txt(data.split(b"\x00"))
+    assert (result.record is None) != (result.reason is None)
+
+
+def netstrings(data: bytes) -> None:
+    decoder = Decoder(limit=LIMIT)
+    cut = data[0] if data else 0
+    for piece in (data[1 : 1 + cut], data[1 + cut :]):
+        for request in decoder.feed(piece):
+            assert len(request) <= LIMIT
+            parsed = _request(request)
+            if isinstance(parsed, str):
+                encode(parsed)
+
+
+def key(data: bytes) -> None:
+    domain = policy_domain(data.decode("utf-8", "replace"))
+    assert domain is None or (domain.isascii() and domain == domain.lower())
+
+
+PARSERS = (policy, txt, netstrings, key)
+
+
+def check(data: bytes) -> None:
+    if data:
+        PARSERS[data[0] % len(PARSERS)](data[1:])
+
+
+def seeds() -> list[bytes]:
+    return [
+        b"\x00version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\n"
+        b"max_age: 604800\r\n",
+        b"\x00version: STSv1\nmode: none\nmax_age: 86400\n",
+        b"\x01v=STSv1; id=20240101T000000;\x00v=spf1 -all",
+        b"\x01v=STSv1;id=abc;ext=val;",
+        b"\x02\x05" + encode("sts example.com") + encode("sts-tlsrpt [mx.example.net]:25"),
+        b"\x03[192.0.2.1]:25",
+        b"\x03b\xc3\xbccher.example",
+        b"\x03.example.com",
+    ]
+
+
+if __name__ == "__main__":
+    harness.main("sts", check, (PolicyError, NetstringError), seeds)
