@@ -35,6 +35,9 @@ def run(name: str, seconds: int) -> dict[str, str]:
         "-timeout=30",  # one input taking longer is reported as a crash (a hang)
         "-rss_limit_mb=1536",
     ]
+    dictionary = ROOT / "fuzz" / "dicts" / f"{name}.dict"
+    if dictionary.is_file():
+        command.append(f"-dict={dictionary}")
     log = logs / f"{name}.log"
     start = time.monotonic()
     with log.open("wb") as out:
