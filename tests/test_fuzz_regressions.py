@@ -14,6 +14,7 @@ import json
 import pytest
 
 from tests import factories as f
+from tlsrpt_lmtp.check import tlsrpt_record
 from tlsrpt_lmtp.decompress import PayloadError, decode_payload
 from tlsrpt_lmtp.mime import extract, header_text
 from tlsrpt_lmtp.model import Report
@@ -138,3 +139,11 @@ def test_policy_line_of_blanks_before_a_character_parses_in_one_pass() -> None:
     policy = parse_policy(body.encode())
     assert policy.lines[3] == f"note: x{blanks}y"
     assert policy.mx == ("a.example",)
+
+
+def test_tlsrpt_record_with_an_unclosed_ipv6_bracket_is_an_error() -> None:
+    """Found by fuzz/fuzz_sts.py (TLSRPT record input) in seconds: urlsplit raised
+    ValueError ("Invalid IPv6 URL") out of ``check``'s record parser for rua=https://[..."""
+    result = tlsrpt_record.parse_txt([b"v=TLSRPTv1; rua=https://[2001:db8::1/v1"])
+    assert result.record is None
+    assert result.error is not None and "Invalid IPv6 URL" in result.error

@@ -145,10 +145,13 @@ def parse_uri(uri: str) -> ReportUri:
         if not _ADDRESS.fullmatch(address):
             raise UriError(f"rua URI {uri!r}: {address!r} is not an e-mail address")
         return ReportUri(uri, scheme, address)
-    parts = urlsplit(uri)
-    if not rest.startswith("//") or not parts.hostname:
+    try:
+        host = urlsplit(uri).hostname
+    except ValueError as exc:  # "Invalid IPv6 URL": a "[" without its "]"
+        raise UriError(f"rua URI {uri!r}: {exc}") from None
+    if not rest.startswith("//") or not host:
         raise UriError(f"rua URI {uri!r}: no host (https://host/path)")
-    return ReportUri(uri, scheme, parts.hostname)
+    return ReportUri(uri, scheme, host)
 
 
 def format_record(rua: Sequence[str]) -> str:
