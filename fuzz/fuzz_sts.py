@@ -4,7 +4,8 @@ The first byte picks the parser, the rest is its input:
 0 policy file (``parse_policy``, documented PolicyError) and the Postfix/Exim replies built
   from it, which must stay one line; 1 TXT record set (``parse_txt``, never raises);
 2 socketmap netstrings fed in pieces (``Decoder``, documented NetstringError), then each
-  request as the server reads it; 3 a lookup key (``policy_domain``, never raises).
+  request as the server reads it; 3 a lookup key (``policy_domain``, never raises);
+4 ``_smtp._tls`` TLSRPT TXT records as ``check`` reads them (never raises).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import harness
 
 with harness.instrumented():
+    from tlsrpt_lmtp.check import tlsrpt_record
     from tlsrpt_lmtp.sts.domain import policy_domain
     from tlsrpt_lmtp.sts.netstring import Decoder, NetstringError, encode
     from tlsrpt_lmtp.sts.policy import PolicyError, parse_policy
@@ -59,7 +61,14 @@ def key(data: bytes) -> None:
     assert domain is None or (domain.isascii() and domain == domain.lower())
 
 
-PARSERS = (policy, txt, netstrings, key)
+def tlsrpt_txt(data: bytes) -> None:
+    result = tlsrpt_record.parse_txt(data.split(b"\x00"))
+    assert (result.record is None) != (result.error is None)
+    if result.record is not None:
+        assert result.record.rua and all(u.scheme in ("mailto", "https") for u in result.record.rua)
+
+
+PARSERS = (policy, txt, netstrings, key, tlsrpt_txt)
 
 
 def check(data: bytes) -> None:
@@ -78,6 +87,8 @@ def seeds() -> list[bytes]:
         b"\x03[192.0.2.1]:25",
         b"\x03b\xc3\xbccher.example",
         b"\x03.example.com",
+        b"\x04v=TLSRPTv1; rua=mailto:tlsrpt@example.com,https://r.example/v1\x00v=spf1",
+        b"\x04v=TLSRPTv1;rua=mailto:a%2Cb@example.com;ext=1",
     ]
 
 
