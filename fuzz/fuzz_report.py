@@ -7,6 +7,10 @@ and UTF-8, their number and size stay linear in the input.
 
 from __future__ import annotations
 
+import json
+import random
+from typing import Any
+
 import harness
 import seeds
 
@@ -41,5 +45,70 @@ def check(data: bytes) -> None:
         assert len(encoded) <= 4096 + 8 * len(data), (len(encoded), len(data))
 
 
+# Values that sit on a boundary of some type the parser or a sink relies on.
+INTERESTING: tuple[Any, ...] = (
+    2**53,
+    2**63,
+    2**64,
+    -1,
+    1e300,
+    1.5,
+    "7",
+    " 7 ",
+    "\u00b2",
+    "\u0663",
+    "",
+    None,
+    True,
+    [],
+    {},
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "2024-02-30T00:00:00Z",
+    "2024-01-01 00:00:00",
+    "\ud800",
+    "a\x00b",
+    "B\u00fccher.example.",
+    "x" * 300,
+)
+
+
+def _slots(value: Any, out: list[tuple[Any, Any]]) -> None:
+    """Every (container, key) pair of a decoded JSON document."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.append((value, key))
+            _slots(item, out)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out.append((value, i))
+            _slots(item, out)
+
+
+def mutate(data: bytes, max_size: int, seed: int) -> bytes:
+    """Half the time libFuzzer's byte mutation; otherwise, when the input is JSON, one value
+    of the document replaced by a boundary value, deleted or duplicated."""
+    rng = random.Random(seed)
+    if rng.random() < 0.5:
+        return harness.byte_mutate(data, max_size, seed)
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return harness.byte_mutate(data, max_size, seed)
+    slots: list[tuple[Any, Any]] = []
+    _slots(doc, slots)
+    if not slots:
+        return harness.byte_mutate(data, max_size, seed)
+    container, key = rng.choice(slots)
+    action = rng.randrange(4)
+    if action == 0 and isinstance(container, dict):
+        del container[key]
+    elif action == 1 and isinstance(container, list):
+        container.append(container[key])
+    else:
+        container[key] = rng.choice(INTERESTING)
+    return json.dumps(doc).encode()[:max_size]
+
+
 if __name__ == "__main__":
-    harness.main("report", check, (ReportError,), seeds.report_json)
+    harness.main("report", check, (ReportError,), seeds.report_json, mutate)

@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - depends on the platform
 import known  # noqa: E402  (fuzz/ is sys.path[0] when a target runs)
 
 Check = Callable[[bytes], None]
+Mutator = Callable[[bytes, int, int], bytes]  # (data, max_size, seed) -> new input
 
 
 @contextlib.contextmanager
@@ -92,6 +93,7 @@ def main(
     check: Check,
     documented: tuple[type[BaseException], ...],
     seeds: Callable[[], Iterable[bytes]],
+    mutator: Mutator | None = None,
 ) -> None:
     """Run one target. Arguments after the script name go to libFuzzer (``-max_total_time=``,
     corpus directories...); with none, the corpus is ``fuzz/corpus/<name>`` (kept between runs,
@@ -104,10 +106,19 @@ def main(
     if not any(not a.startswith("-") for a in args):
         args.append(str(corpus))
     if atheris is None:
-        _mutation_loop(name, one_input, corpus, args)
+        _mutation_loop(name, one_input, corpus, args, mutator)
         return
-    atheris.Setup([sys.argv[0], *args], one_input)
+    extra = {"custom_mutator": mutator} if mutator else {}
+    atheris.Setup([sys.argv[0], *args], one_input, **extra)
     atheris.Fuzz()
+
+
+def byte_mutate(data: bytes, max_size: int, seed: int) -> bytes:
+    """libFuzzer's own mutation (for custom mutators to fall back on)."""
+    if atheris is not None:
+        return bytes(atheris.Mutate(data, max_size))
+    rng = random.Random(seed)
+    return _mutate(rng, data, [data])[:max_size]
 
 
 def _option(args: list[str], key: str, default: str) -> str:
@@ -117,7 +128,9 @@ def _option(args: list[str], key: str, default: str) -> str:
     return default
 
 
-def _mutation_loop(name: str, one_input: Check, corpus: Path, args: list[str]) -> None:
+def _mutation_loop(
+    name: str, one_input: Check, corpus: Path, args: list[str], mutator: Mutator | None
+) -> None:
     """Fallback without atheris: random mutations of the seeds for the time given."""
     seconds = float(_option(args, "max_total_time", "10"))
     prefix = _option(args, "artifact_prefix", str(ROOT / "fuzz" / "crashes" / f"{name}-"))
@@ -127,7 +140,10 @@ def _mutation_loop(name: str, one_input: Check, corpus: Path, args: list[str]) -
     start = time.monotonic()
     print("engine: random mutation (atheris missing: NOT coverage-guided)", file=sys.stderr)
     while time.monotonic() - start < seconds:
-        data = _mutate(rng, rng.choice(pool), pool)
+        base = rng.choice(pool)
+        data = (
+            mutator(base, 1 << 16, rng.randrange(1 << 30)) if mutator else _mutate(rng, base, pool)
+        )
         runs += 1
         try:
             one_input(data)
