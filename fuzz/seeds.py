@@ -3,6 +3,7 @@ reports, containers and mails covering the shapes the parsers branch on."""
 
 from __future__ import annotations
 
+import email
 import gzip
 import json
 
@@ -28,9 +29,18 @@ def report_json() -> list[bytes]:
     return samples(".json") + generated
 
 
+def attachments(mail: bytes) -> list[bytes]:
+    """The decoded non-text leaves of a mail (the stdlib parser: the project's is what the
+    targets fuzz, and it must be imported inside ``harness.instrumented``)."""
+    leaves = email.message_from_bytes(mail).walk()
+    out = [leaf.get_payload(decode=True) for leaf in leaves if not leaf.is_multipart()]
+    return [x for x in out if isinstance(x, bytes) and not x.isascii()]
+
+
 def payloads() -> list[bytes]:
     reports = report_json()[:6]
-    out = list(reports)
+    out = list(reports) + samples(".gz", ".zip")
+    out += [a for mail in samples(".eml") for a in attachments(mail)]
     for body in reports[:3]:
         out.append(gzip.compress(body))
         out.append(f.zip_archive([("report.json", body)]))
