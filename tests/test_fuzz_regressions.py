@@ -14,6 +14,7 @@ import json
 import pytest
 
 from tests import factories as f
+from tlsrpt_lmtp import names
 from tlsrpt_lmtp.check import tlsrpt_record
 from tlsrpt_lmtp.decompress import PayloadError, decode_payload
 from tlsrpt_lmtp.mime import extract, header_text
@@ -147,3 +148,14 @@ def test_tlsrpt_record_with_an_unclosed_ipv6_bracket_is_an_error() -> None:
     result = tlsrpt_record.parse_txt([b"v=TLSRPTv1; rua=https://[2001:db8::1/v1"])
     assert result.record is None
     assert result.error is not None and "Invalid IPv6 URL" in result.error
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8 item 9: found by fuzzing, open in names.py")
+@pytest.mark.parametrize("name", ["B\u00fccher.Example..", "x.example\x1c."])
+def test_canonical_name_is_a_fixed_point(name: str) -> None:
+    """Found by fuzz/fuzz_names.py: the fallback for an invalid name (strip, drop trailing
+    dots, lower-case) can produce a valid name, whose canonical form differs: 'Bücher.Example..'
+    is stored as 'bücher.example' while 'bücher.example' is stored as 'xn--bcher-kva.example',
+    so one domain is counted and filtered as two."""
+    stored = names.canonical(name)
+    assert names.canonical(stored) == stored
