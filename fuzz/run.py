@@ -1,6 +1,6 @@
 """Run every fuzz target for a share of a total time budget and print what each did.
 
-Usage: scripts/fuzz SECONDS [TARGET ...]   (targets: report mime decompress sts milter names)
+Usage: scripts/fuzz SECONDS [TARGET ...]   (targets: report mime decompress sts milter names dkim)
 
 Exit status 1 if any target crashed (its input is saved under fuzz/crashes/, its log under
 fuzz/logs/). Targets run one after another, one process at a time.
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ("report", "mime", "decompress", "sts", "milter", "names")
+TARGETS = ("report", "mime", "decompress", "sts", "milter", "names", "dkim")
 _STAT = re.compile(r"stat::(\w+):\s*(\d+)")
 _COV = re.compile(r"cov: (\d+) ft: (\d+) corp: (\d+)")
 _ARTIFACT = re.compile(r"(?:Test unit written to|input written to) (\S+)")
