@@ -131,7 +131,13 @@ def _option(args: list[str], key: str, default: str) -> str:
 def _mutation_loop(
     name: str, one_input: Check, corpus: Path, args: list[str], mutator: Mutator | None
 ) -> None:
-    """Fallback without atheris: random mutations of the seeds for the time given."""
+    """Fallback without atheris: random mutations of the seeds for the time given; input
+    files given as arguments are run once each instead (to reproduce a crash)."""
+    files = [Path(a) for a in args if not a.startswith("-") and Path(a).is_file()]
+    if files:
+        for path in files:
+            one_input(path.read_bytes())
+        return
     seconds = float(_option(args, "max_total_time", "10"))
     prefix = _option(args, "artifact_prefix", str(ROOT / "fuzz" / "crashes" / f"{name}-"))
     rng = random.Random(int(_option(args, "seed", "1")))

@@ -87,10 +87,12 @@ def _iso(dt: datetime, style: int) -> str:
     return text
 
 
-def datetimes_text() -> st.SearchStrategy[str]:
-    """RFC 3339 date-times as senders write them, within years 2000-2100."""
+def datetimes_text(
+    low: datetime = datetime(2000, 1, 1), high: datetime = datetime(2100, 1, 1)
+) -> st.SearchStrategy[str]:
+    """RFC 3339 date-times as senders write them, by default within years 2000-2100."""
     zones = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
-    moments = st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1))
+    moments = st.datetimes(low, high)
     aware = st.builds(lambda d, z: d.replace(tzinfo=z), moments, st.one_of(st.just(UTC), zones))
     return st.builds(_iso, st.one_of(moments, aware), st.integers(0, 2))
 
