@@ -20,21 +20,29 @@ with harness.instrumented():
     from tlsrpt_lmtp.events import report_events
     from tlsrpt_lmtp.model import MailMeta
     from tlsrpt_lmtp.report import ReportError, parse_report
+    from tlsrpt_lmtp.sanitize import MAX_COUNT
 
+COUNT_FIELDS = (
+    "total_successful_session_count",
+    "total_failure_session_count",
+    "failed_session_count",
+)
 META = MailMeta(report_domain="example.com", submitter="reporter.example")
 
 
 def check(data: bytes) -> None:
     report = parse_report(data, header_domain="example.com")
     policies = report.policies
-    assert report.total_successful_session_count == sum(
-        p.total_successful_session_count for p in policies
+    # docs/events.md, count-clamped: every count and every sum stops at MAX_COUNT
+    assert report.total_successful_session_count == min(
+        sum(p.total_successful_session_count for p in policies), MAX_COUNT
     )
     details = 0
     for p in policies:
         details += len(p.failure_details)
-        detail_sum = sum(d.failed_session_count for d in p.failure_details)
-        assert p.total_successful_session_count >= 0 and p.total_failure_session_count >= 0
+        detail_sum = min(sum(d.failed_session_count for d in p.failure_details), MAX_COUNT)
+        assert 0 <= p.total_successful_session_count <= MAX_COUNT
+        assert 0 <= p.total_failure_session_count <= MAX_COUNT
         if p.failure_details and detail_sum != p.total_failure_session_count:
             assert "failure-count-mismatch" in report.warnings
     events = report_events(report, META, archive_id="0" * 64, source="fuzz", duplicate=False)
@@ -43,6 +51,8 @@ def check(data: bytes) -> None:
         encoded = orjson.dumps(event)
         encoded.decode("utf-8")  # what the sinks write
         assert len(encoded) <= 4096 + 8 * len(data), (len(encoded), len(data))
+        counts = (event.get(k) for k in COUNT_FIELDS)
+        assert all(0 <= c <= MAX_COUNT for c in counts if c is not None), event
 
 
 # Values that sit on a boundary of some type the parser or a sink relies on.

@@ -42,9 +42,6 @@ settings.register_profile(
 settings.register_profile("explicit", phases=[Phase.explicit], database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-SIEM_MAX = 2**53 - 1  # issue 8: the largest count every SIEM holds exactly
-INT64_MAX = 2**63 - 1
-
 # Text as a report or a header can carry it once decoded: anything, lone surrogates and NUL
 # included. ``plain_text`` leaves those two out (what the parser must already handle today).
 any_text = st.text(st.characters(exclude_categories=()), max_size=20)

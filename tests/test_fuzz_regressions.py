@@ -1,9 +1,10 @@
 """Inputs the fuzzers (fuzz/, tests/test_properties_*.py) found that broke a parser.
 
 Each test rebuilds the crashing input from its cause (no fuzzer output is committed) and
-asserts the documented outcome: a value, or the parser's own error. The ones marked xfail
-are open in a module another branch is rewriting (issue 8, w8core); fuzz/known.py lists
-them so a fuzz run counts them instead of stopping, and both go when the fix is merged.
+asserts the documented outcome: a value, or the parser's own error. Most were fixed by the
+issue 8 work merged from w8core; the ones still marked xfail are open in a module this branch
+does not own. fuzz/known.py lists those so a fuzz run counts them instead of stopping; the
+mark and the entry go together when the fix is merged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tlsrpt_lmtp.model import Report
 from tlsrpt_lmtp.report import ReportError, parse_report
 from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE, parse_policy
 
-OPEN = "issue 8 item 9: found by fuzzing, open in {} (w8core)"
+OPEN = "issue 8 item 9: found by fuzzing, open in {}"
 
 
 def report_or_refusal(body: bytes) -> Report | None:
@@ -38,7 +39,6 @@ def with_success_count(raw_count: str) -> bytes:
     return f.to_json(doc).replace(b'"@COUNT@"', raw_count.encode())
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN.format("report.py"))
 def test_count_with_non_ascii_digits() -> None:
     """'²'.isdigit() is True but int('²') raises ValueError, which escaped parse_report."""
     report = report_or_refusal(with_success_count('"\u00b2"'))
@@ -47,7 +47,6 @@ def test_count_with_non_ascii_digits() -> None:
     assert "count-invalid" in report.warnings
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN.format("report.py"))
 @pytest.mark.parametrize("count", ["1" * 5000, '"' + "1" * 5000 + '"'])
 def test_integer_longer_than_python_allows(count: str) -> None:
     """A count of more than 4300 digits: the stdlib JSON fallback (or int()) raised ValueError."""
@@ -56,7 +55,6 @@ def test_integer_longer_than_python_allows(count: str) -> None:
         assert isinstance(report.policies[0].total_successful_session_count, int)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN.format("report.py"))
 @pytest.mark.parametrize(
     ("start", "end"),
     [
@@ -95,14 +93,12 @@ def _stored_zip_as_deflated(garbage: bytes) -> bytes:
     return bytes(stored)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN.format("decompress.py"))
 def test_zip_member_with_corrupt_deflate_data() -> None:
     """zlib.error from inside zipfile was not among the exceptions turned into PayloadError."""
     with pytest.raises(PayloadError):
         decode_payload(_stored_zip_as_deflated(b"\xff\xff\xff\xff"))
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN.format("decompress.py"))
 def test_zip_with_bytes_missing() -> None:
     """Three bytes cut from the member data shift the directory: zipfile seeks to -3 and
     raises ValueError('negative seek value -3')."""
@@ -111,7 +107,6 @@ def test_zip_with_bytes_missing() -> None:
         decode_payload(archive[:40] + archive[43:])
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN.format("decompress.py"))
 def test_damaged_zip_attachment_is_an_error_of_the_mail() -> None:
     """The same damaged zip as a mail attachment: extract raised instead of listing an error."""
     archive = f.zip_archive([("report.json", f.to_json(f.report_dict()))])
@@ -122,7 +117,6 @@ def test_damaged_zip_attachment_is_an_error_of_the_mail() -> None:
     assert not extracted.reports and extracted.errors
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN.format("mime.py"))
 def test_encoded_word_with_a_non_ascii_charset() -> None:
     """email.header.make_header raises CharsetError (an email.errors.MessageError, not one of
     the UnicodeError/LookupError/ValueError header_text suppresses)."""
@@ -150,7 +144,7 @@ def test_tlsrpt_record_with_an_unclosed_ipv6_bracket_is_an_error() -> None:
     assert result.error is not None and "Invalid IPv6 URL" in result.error
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 9: found by fuzzing, open in names.py")
+@pytest.mark.xfail(strict=True, reason=OPEN.format("names.py"))
 @pytest.mark.parametrize("name", ["B\u00fccher.Example..", "x.example\x1c."])
 def test_canonical_name_is_a_fixed_point(name: str) -> None:
     """Found by fuzz/fuzz_names.py: the fallback for an invalid name (strip, drop trailing

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -67,7 +66,6 @@ def test_damaged_gzip_is_json_or_refused(data: bytes, limit: int) -> None:
     decoded_or_refused(data, limit)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 item 9: found by fuzzing, decompress.py (w8core)")
 @given(bodies.map(lambda b: f.zip_archive([("report.json", b)])).flatmap(p.mutated), limits)
 @example(_ZIP[:40] + _ZIP[43:], 1024)  # three bytes gone: "negative seek value -3"
 def test_damaged_zip_is_json_or_refused(data: bytes, limit: int) -> None:
