@@ -69,7 +69,6 @@ def test_date_at_the_edge_of_the_calendar(start: str, end: str) -> None:
         assert report.date_range_start.utcoffset() == report.date_range_end.utcoffset()
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN.format("decompress.py"))
 def test_deeply_nested_gzip() -> None:
     """gzip in gzip, 1,100 deep (25 KB): the recursion for nested compression overflowed."""
     data = f.to_json(f.report_dict())
@@ -144,7 +143,6 @@ def test_tlsrpt_record_with_an_unclosed_ipv6_bracket_is_an_error() -> None:
     assert result.error is not None and "Invalid IPv6 URL" in result.error
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN.format("names.py"))
 @pytest.mark.parametrize("name", ["B\u00fccher.Example..", "x.example\x1c."])
 def test_canonical_name_is_a_fixed_point(name: str) -> None:
     """Found by fuzz/fuzz_names.py: the fallback for an invalid name (strip, drop trailing

@@ -50,6 +50,10 @@ def sniff(data: bytes) -> str | None:
 
 def decode_payload(data: bytes, *, limit: int = DEFAULT_LIMIT) -> Payload:
     """The whole report JSON (``open_payload`` gives it in pieces, in less memory)."""
+    return _decode(data, limit, 0)
+
+
+def _decode(data: bytes, limit: int, depth: int) -> Payload:
     kind = sniff(data)
     if kind == "gzip":
         body, warnings = _gunzip(data, limit)
@@ -62,8 +66,10 @@ def decode_payload(data: bytes, *, limit: int = DEFAULT_LIMIT) -> Payload:
     else:
         raise PayloadError("attachment is neither gzip, zip nor JSON")
     if sniff(body) == "gzip":
-        # Seen: a .json.gz inside a .zip, or gzip applied twice.
-        inner = decode_payload(body, limit=limit)
+        # Seen: a .json.gz inside a .zip, or gzip applied twice; never deeper (as _open).
+        if depth >= 2:
+            raise PayloadError("compression is nested more than twice")
+        inner = _decode(body, limit, depth + 1)
         return Payload(inner.json_bytes, (*warnings, "nested-compression", *inner.warnings))
     if sniff(body) != "json":
         raise PayloadError("decompressed attachment is not JSON")

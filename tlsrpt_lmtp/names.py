@@ -103,10 +103,18 @@ def _canonical_cached(name: str) -> str:
 
 
 def _canonical(name: str) -> str:
-    result = to_ascii(name, wildcard=True)
-    if result is not None:
-        return result
-    return name.strip().rstrip(".").lower()
+    # Tidying an invalid name can make it valid ('Bücher.Example..'): go on until it is
+    # stable, so that canonical(canonical(x)) == canonical(x) and one domain is one key.
+    current = name
+    for _ in range(4):
+        result = to_ascii(current, wildcard=True)
+        if result is not None:
+            return result
+        tidy = current.strip().rstrip(".").lower()
+        if tidy == current:
+            break
+        current = tidy
+    return current
 
 
 def to_unicode(name: str) -> str:
