@@ -19,6 +19,8 @@ from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy
 from tlsrpt_lmtp.delivery import Delivery, SinkError
 from tlsrpt_lmtp.dkim import checker_from_file
 from tlsrpt_lmtp.events import iso
+from tlsrpt_lmtp.metrics import exposition
+from tlsrpt_lmtp.metrics.config import MetricsConfig, load_metrics_config
 from tlsrpt_lmtp.milter import cli as milter_cli
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
@@ -30,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="TOML config file (flags win over it)")
     common.add_argument("--data-dir", type=Path, help="archive and store directory")
-    common.add_argument("--log-format", choices=("json", "syslog"))
+    common.add_argument("--log-format", choices=("json", "ecs", "syslog"))
     common.add_argument("--log-file", help="json events: '-' for stdout (default) or a path")
     common.add_argument(
         "--syslog-address", help="syslog events: /dev/log, udp:HOST:PORT or tcp:HOST:PORT"
@@ -60,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         help="accepted recipient (repeat; default: any)",
     )
     s.add_argument("--max-message-size", type=int, metavar="BYTES")
+    _metrics_flag(s)
 
     pa = sub.add_parser(
         "parse", parents=[common], help="run files through the pipeline, print events"
@@ -70,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     views_cli.add_parser(sub, common)
     check_cli.add_parser(sub, common)
-    milter_cli.add_parser(sub, common)
+    _metrics_flag(milter_cli.add_parser(sub, common))
 
     # The LMTP server's stage 2 process (stage2.py); started by `serve`, not by people.
     st = sub.add_parser("_stage2", parents=[common])
@@ -105,8 +108,21 @@ def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     s = psub.add_parser("serve", parents=[pol], help="answer Postfix socketmap and Exim lookups")
     s.add_argument("--listen", help="socketmap HOST:PORT or unix:/path (default 127.0.0.1:8461)")
     s.add_argument("--exim-listen", help="Exim line protocol (default 127.0.0.1:8462; '' = off)")
+    _metrics_flag(s)
     q = psub.add_parser("query", parents=[pol], help="resolve one domain and show the answers")
     q.add_argument("domain")
+
+
+def _metrics_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="Prometheus endpoint (/metrics); PORT alone binds 127.0.0.1 (default: off)",
+    )
+
+
+def _metrics_config(args: argparse.Namespace) -> MetricsConfig:
+    return load_metrics_config(args.config, getattr(args, "metrics_listen", None))
 
 
 def _policy_main(args: argparse.Namespace) -> int:
@@ -132,6 +148,8 @@ def _policy_main(args: argparse.Namespace) -> int:
             target = "-" if args.log_file is None else target
         emitter = open_emitter(config.log_format, target)
         service = daemon.build_service(config, emitter)
+        watching = _metrics_config(args) if args.policy_command == "serve" else MetricsConfig()
+        endpoint = exposition.start_single(watching, service=service) if watching.listen else None
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
@@ -144,6 +162,8 @@ def _policy_main(args: argparse.Namespace) -> int:
         print(f"tlsrpt-lmtp: cannot listen: {exc.strerror}", file=sys.stderr)
         return 2
     finally:
+        if endpoint is not None:
+            endpoint.close()
         emitter.close()
     return 0
 
@@ -189,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return check_cli.run(args)
     if args.command == "milter":
-        return milter_cli.run(args)
+        return _milter(args)
     if args.command == "summary":  # reads the store; never opens it for writing
         return views_cli.run(args)
     hook: AlertHook | None = None
@@ -206,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(config, pipeline, args)
         if args.command == "_stage2":
-            return _stage2(pipeline, args.server_started)
+            return _stage2(pipeline, args.server_started, args.config)
         if args.command == "parse":
             return _parse(pipeline, args.paths)
         if args.command == "show":
@@ -236,14 +256,39 @@ def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    try:  # before the stage 2 process starts: it inherits the metrics directory
+        watching = _metrics_config(args)
+        endpoint = exposition.start_serve(watching, pipeline.db.path) if watching.listen else None
+    except (ConfigError, OSError) as exc:
+        print(f"tlsrpt-lmtp: metrics: {exc}", file=sys.stderr)
+        return 2
     stage2 = Stage2Process(_stage2_argv(config, args))
+    if endpoint is not None:
+        exposition.watch_stage2(endpoint, lambda: stage2.pid)
     try:
         asyncio.run(serve(config, pipeline, stage2, ready=ready))
     except OSError as exc:
         stage2.stop()
         print(f"tlsrpt-lmtp: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr)
         return 2
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     return 0
+
+
+def _milter(args: argparse.Namespace) -> int:
+    try:
+        watching = _metrics_config(args)
+        endpoint = exposition.start_single(watching) if watching.listen else None
+    except (ConfigError, OSError) as exc:
+        print(f"tlsrpt-lmtp: metrics: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return milter_cli.run(args)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
 
 
 def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
@@ -260,13 +305,14 @@ def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _stage2(pipeline: Pipeline, server_started: str) -> int:
+def _stage2(pipeline: Pipeline, server_started: str, config_path: Path | None) -> int:
     from tlsrpt_lmtp.stage2 import follow
 
     # The server ends this process by closing its stdin, after the last delivery; a
     # signal to the whole process group must not cut a batch short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    exposition.join_serve(config_path)
     follow(pipeline, sys.stdin.fileno(), recovery_before=server_started)
     return 0
 

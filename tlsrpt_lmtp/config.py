@@ -13,8 +13,8 @@ silently fall back to a default):
     max_decompressed = 67108864
 
     [log]
-    format = "json"          # or "syslog"
-    file = "-"               # json: "-" (stdout) or a path
+    format = "json"          # or "ecs" (Elastic Common Schema, JSON lines), "syslog"
+    file = "-"               # json, ecs: "-" (stdout) or a path
     syslog_address = "/dev/log"   # or "udp:HOST:PORT", "tcp:HOST:PORT"
 """
 
@@ -106,7 +106,8 @@ _POLICY_LAYOUT: dict[str, dict[str, str]] = {
     "lmtp": dict.fromkeys(_LAYOUT["lmtp"], ""),
 }
 T = TypeVar("T", Config, PolicyConfig)
-_OTHER_SECTIONS = ("milter", "alerts", "dkim")
+_OTHER_SECTIONS = ("milter", "alerts", "dkim", "metrics")
+LOG_FORMATS = ("json", "ecs", "syslog")  # ecs: JSON lines in Elastic Common Schema (ecs.py)
 
 
 def load(path: Path | None, overrides: dict[str, Any]) -> Config:
@@ -118,8 +119,8 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
 
 def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
     config = _load(PolicyConfig(), _POLICY_LAYOUT, path, overrides)
-    if config.log_format not in ("json", "syslog"):
-        raise ConfigError(f"log format must be 'json' or 'syslog', not {config.log_format!r}")
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log format must be one of {LOG_FORMATS}, not {config.log_format!r}")
     for address in (config.listen, config.exim_listen):
         if address:
             parse_listen(address)
@@ -209,8 +210,8 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
 
 
 def _check(config: Config) -> None:
-    if config.log_format not in ("json", "syslog"):
-        raise ConfigError(f"log format must be 'json' or 'syslog', not {config.log_format!r}")
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log format must be one of {LOG_FORMATS}, not {config.log_format!r}")
     if config.max_message_size <= 0 or config.max_decompressed <= 0:
         raise ConfigError("size limits must be positive")
     parse_listen(config.listen)

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 
+from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.config import Config, parse_listen
 from tlsrpt_lmtp.pipeline import ArchiveError, Pipeline
 from tlsrpt_lmtp.stage2 import Stage2Process
@@ -143,6 +144,7 @@ class ReportHandler:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+        metrics.RECORDER.intake("lmtp", reply.startswith("250"))
         # RFC 2033 §4.2: one reply per accepted recipient; the message was stored once.
         return "\r\n".join(reply for _ in envelope.rcpt_tos)
 

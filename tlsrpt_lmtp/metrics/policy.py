@@ -1,0 +1,115 @@
+"""The policy daemon's instruments beyond the request counters (recorder.PolicyRequests):
+fetches by outcome and RFC 8460 result type, DNS and fetch latency, cache size.
+
+They wrap the service's collaborators from outside (``instrument``), so that the service
+itself carries no metrics code: the fetcher is replaced by a timing one, and the DNS
+client's lookups are timed where the service calls them.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tlsrpt_lmtp.sts.fetch import FetchError
+from tlsrpt_lmtp.sts.policy import PolicyError, parse_policy
+from tlsrpt_lmtp.sts.service import PolicyFetcher, PolicyService
+
+DNS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class TimedFetcher:
+    """A PolicyFetcher that counts and times each HTTPS fetch. A body that will not parse
+    is the failure ``sts-policy-invalid``, as the service reports it (it is parsed here a
+    second time: fetches are rare and policies at most 64 KiB)."""
+
+    def __init__(self, inner: PolicyFetcher, fetches: Counter, seconds: Histogram) -> None:
+        self._inner = inner
+        self._fetches = fetches
+        self._seconds = seconds
+
+    async def fetch(self, domain: str) -> bytes:
+        start = time.perf_counter()
+        try:
+            body = await self._inner.fetch(domain)
+        except FetchError as exc:
+            self._fetches.labels("failure", exc.result_type).inc()
+            raise
+        finally:
+            self._seconds.observe(time.perf_counter() - start)
+        try:
+            parse_policy(body)
+        except PolicyError:
+            self._fetches.labels("failure", "sts-policy-invalid").inc()
+        else:
+            self._fetches.labels("success", "").inc()
+        return body
+
+
+def _timed(
+    func: Callable[..., Awaitable[Any]], seconds: Histogram, query: str
+) -> Callable[..., Awaitable[Any]]:
+    child = seconds.labels(query)
+
+    @functools.wraps(func)
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await func(*args, **kwargs)
+        finally:
+            child.observe(time.perf_counter() - start)
+
+    return timed
+
+
+class CacheSize(Collector):
+    def __init__(self, service: PolicyService) -> None:
+        self._cache = service.cache
+
+    def collect(self) -> Iterable[Metric]:
+        memory = getattr(self._cache, "_mem", None)  # the in-memory LRU (no SQLite here)
+        yield GaugeMetricFamily(
+            "tlsrpt_policy_cache_entries",
+            "Policies held in memory",
+            value=len(memory) if memory is not None else 0,
+        )
+        yield GaugeMetricFamily(
+            "tlsrpt_policy_cache_capacity",
+            "Policies the memory cache holds at most",
+            value=self._cache.size,
+        )
+
+
+def instrument(service: PolicyService, registry: CollectorRegistry) -> None:
+    fetches = Counter(
+        "tlsrpt_policy_fetches",
+        "Policy fetches (HTTPS) by outcome and RFC 8460 result type",
+        ["outcome", "result_type"],
+        registry=registry,
+    )
+    fetch_seconds = Histogram(
+        "tlsrpt_policy_fetch_duration_seconds",
+        "Time of a policy fetch (address lookup, TLS, HTTP)",
+        buckets=FETCH_BUCKETS,
+        registry=registry,
+    )
+    dns_seconds = Histogram(
+        "tlsrpt_policy_dns_duration_seconds",
+        "Time of the service's DNS lookups (_mta-sts TXT, TLSA for DANE)",
+        ["query"],
+        buckets=DNS_BUCKETS,
+        registry=registry,
+    )
+    service.fetcher = TimedFetcher(service.fetcher, fetches, fetch_seconds)
+    # Instance attributes shadow the methods: the service's calls are timed, DnsClient is not
+    # touched.
+    setattr(service.dns, "sts_txt", _timed(service.dns.sts_txt, dns_seconds, "txt"))  # noqa: B010
+    setattr(service.dns, "dane", _timed(service.dns.dane, dns_seconds, "tlsa"))  # noqa: B010
+    registry.register(CacheSize(service))
