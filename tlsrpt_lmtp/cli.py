@@ -20,7 +20,6 @@ from tlsrpt_lmtp.delivery import Delivery, SinkError
 from tlsrpt_lmtp.dkim import checker_from_file
 from tlsrpt_lmtp.events import iso
 from tlsrpt_lmtp.metrics import exposition
-from tlsrpt_lmtp.metrics.config import MetricsConfig, load_metrics_config
 from tlsrpt_lmtp.milter import cli as milter_cli
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
@@ -62,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         help="accepted recipient (repeat; default: any)",
     )
     s.add_argument("--max-message-size", type=int, metavar="BYTES")
-    _metrics_flag(s)
+    exposition.add_flag(s)
 
     pa = sub.add_parser(
         "parse", parents=[common], help="run files through the pipeline, print events"
@@ -73,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
     views_cli.add_parser(sub, common)
     check_cli.add_parser(sub, common)
-    _metrics_flag(milter_cli.add_parser(sub, common))
+    milter_cli.add_parser(sub, common)
 
     # The LMTP server's stage 2 process (stage2.py); started by `serve`, not by people.
     st = sub.add_parser("_stage2", parents=[common])
@@ -108,21 +107,9 @@ def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     s = psub.add_parser("serve", parents=[pol], help="answer Postfix socketmap and Exim lookups")
     s.add_argument("--listen", help="socketmap HOST:PORT or unix:/path (default 127.0.0.1:8461)")
     s.add_argument("--exim-listen", help="Exim line protocol (default 127.0.0.1:8462; '' = off)")
-    _metrics_flag(s)
+    exposition.add_flag(s)
     q = psub.add_parser("query", parents=[pol], help="resolve one domain and show the answers")
     q.add_argument("domain")
-
-
-def _metrics_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--metrics-listen",
-        metavar="HOST:PORT",
-        help="Prometheus endpoint (/metrics); PORT alone binds 127.0.0.1 (default: off)",
-    )
-
-
-def _metrics_config(args: argparse.Namespace) -> MetricsConfig:
-    return load_metrics_config(args.config, getattr(args, "metrics_listen", None))
 
 
 def _policy_main(args: argparse.Namespace) -> int:
@@ -148,8 +135,11 @@ def _policy_main(args: argparse.Namespace) -> int:
             target = "-" if args.log_file is None else target
         emitter = open_emitter(config.log_format, target)
         service = daemon.build_service(config, emitter)
-        watching = _metrics_config(args) if args.policy_command == "serve" else MetricsConfig()
-        endpoint = exposition.start_single(watching, service=service) if watching.listen else None
+        endpoint = (
+            exposition.start_single_from_args(args, service=service)
+            if args.policy_command == "serve"
+            else None
+        )
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
@@ -209,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return check_cli.run(args)
     if args.command == "milter":
-        return _milter(args)
+        return milter_cli.run(args)
     if args.command == "summary":  # reads the store; never opens it for writing
         return views_cli.run(args)
     hook: AlertHook | None = None
@@ -257,7 +247,7 @@ def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
         )
 
     try:  # before the stage 2 process starts: it inherits the metrics directory
-        watching = _metrics_config(args)
+        watching = exposition.config_of(args)
         endpoint = exposition.start_serve(watching, pipeline.db.path) if watching.listen else None
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: metrics: {exc}", file=sys.stderr)
@@ -275,20 +265,6 @@ def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
         if endpoint is not None:
             endpoint.close()
     return 0
-
-
-def _milter(args: argparse.Namespace) -> int:
-    try:
-        watching = _metrics_config(args)
-        endpoint = exposition.start_single(watching) if watching.listen else None
-    except (ConfigError, OSError) as exc:
-        print(f"tlsrpt-lmtp: metrics: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return milter_cli.run(args)
-    finally:
-        if endpoint is not None:
-            endpoint.close()
 
 
 def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:

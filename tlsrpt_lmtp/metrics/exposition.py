@@ -13,6 +13,7 @@ process (its dead files are still summed: counters never go back).
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -50,6 +51,28 @@ class Endpoint:
         for stop in reversed(self._stop):
             stop()
         self._stop.clear()
+
+
+def add_flag(parser: argparse.ArgumentParser) -> None:
+    """``--metrics-listen`` on a daemon's subcommand (serve, milter, policy serve)."""
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="Prometheus endpoint (/metrics); PORT alone binds 127.0.0.1 (default: off)",
+    )
+
+
+def config_of(args: argparse.Namespace) -> MetricsConfig:
+    """``[metrics]`` of ``--config``, with ``--metrics-listen`` over it."""
+    return load_metrics_config(getattr(args, "config", None), getattr(args, "metrics_listen", None))
+
+
+def start_single_from_args(
+    args: argparse.Namespace, *, service: PolicyService | None = None
+) -> Endpoint | None:
+    """The endpoint of a one-process daemon if metrics are on (raises ConfigError, OSError)."""
+    config = config_of(args)
+    return start_single(config, service=service) if config.listen else None
 
 
 def start_serve(config: MetricsConfig, db_path: Path) -> Endpoint:
