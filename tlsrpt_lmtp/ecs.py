@@ -3,7 +3,8 @@
 A pure function from our event dict (as the json format has it, ``timestamp`` already added)
 to an ECS document: the fields ECS has a place for go there (``event.*``, ``source.ip``,
 ``destination.*``, ``organization.name``, ``error.*``, ``email.*``, ``related.*``), every
-other field keeps its name under ``tlsrpt.*``. Nothing is dropped. ``event.id`` is the
+other field keeps its name under ``tlsrpt.*``. Nothing is dropped but the null value of a field
+that has an ECS place. ``event.id`` is the
 stable ``event_id``, so a SIEM can drop the repeats of at-least-once delivery.
 
 Values that come from report senders are not trusted to fit ECS types: an IP that does not
@@ -96,8 +97,9 @@ def to_ecs(event: MutableMapping[str, Any]) -> dict[str, Any]:
         if key in ("event", "timestamp"):
             continue
         place = _PLACES.get(key)
-        if place is not None and value is not None:
-            _put(doc, place, value)
+        if place is not None:
+            if value is not None:  # ECS leaves out what is unknown
+                _put(doc, place, value)
         elif not _mapped(doc, name, key, value):
             own[key] = value
     outcome = outcome or _outcome(name, event)
