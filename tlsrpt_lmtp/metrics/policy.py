@@ -1,5 +1,6 @@
-"""The policy daemon's instruments beyond the request counters (recorder.PolicyRequests):
-fetches by outcome and RFC 8460 result type, DNS and fetch latency, cache size.
+"""The policy daemon's instruments: requests by map and answer with cache hits and misses
+(PolicyRequests, fed by the socket adapters), fetches by outcome and RFC 8460 result type,
+DNS and fetch latency, cache size.
 
 They wrap the service's collaborators from outside (``instrument``), so that the service
 itself carries no metrics code: the fetcher is replaced by a timing one, and the DNS
@@ -14,11 +15,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tlsrpt_lmtp.metrics.labels import OTHER, Capped
 from tlsrpt_lmtp.sts.fetch import FetchError
 from tlsrpt_lmtp.sts.policy import PolicyError, parse_policy
+from tlsrpt_lmtp.sts.reply import Answer
 from tlsrpt_lmtp.sts.service import PolicyFetcher, PolicyService
 
 DNS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -113,3 +116,54 @@ def instrument(service: PolicyService, registry: CollectorRegistry) -> None:
     setattr(service.dns, "sts_txt", _timed(service.dns.sts_txt, dns_seconds, "txt"))  # noqa: B010
     setattr(service.dns, "dane", _timed(service.dns.dane, dns_seconds, "tlsa"))  # noqa: B010
     registry.register(CacheSize(service))
+
+
+def answer_label(kind: str, enforced: bool) -> str:
+    """What the MTA was told: ``secure`` (an enforced policy), ``notfound``, ``dane`` (left
+    to the MTA's DANE) or ``temp``."""
+    if kind in ("dane", "temp"):
+        return kind
+    return "secure" if enforced else "notfound"
+
+
+class PolicyRequests(Collector):
+    """The policy daemon's hot path counts into a plain dict (one asyncio thread; an increment
+    costs a dict update, not a lock) keyed by what it has at hand; labels are made at scrape
+    time. At most ``limit`` distinct map names, then ``other``."""
+
+    def __init__(self, limit: int = 32) -> None:
+        self._limit = min(limit, 32) * 8  # map names x (kind, enforced)
+        self._answers: dict[tuple[str, str, bool], int] = {}
+        self._cache = [0, 0]  # misses, hits
+
+    def add(self, map_name: str, answer: Answer, enforce_testing: bool, hit: bool) -> None:
+        key = (map_name, answer.kind, answer.enforced(enforce_testing=enforce_testing))
+        answers = self._answers
+        if key in answers:
+            answers[key] += 1
+        elif len(answers) < self._limit:
+            answers[key] = 1
+        else:
+            key = (OTHER, key[1], key[2])
+            answers[key] = answers.get(key, 0) + 1
+        self._cache[hit] += 1
+
+    def collect(self) -> Iterable[Metric]:
+        totals: dict[tuple[str, str], int] = {}
+        names = Capped(self._limit // 8)
+        for (name, kind, enforced), n in sorted(dict(self._answers).items()):
+            label = (names(name), answer_label(str(kind), enforced))
+            totals[label] = totals.get(label, 0) + n
+        requests = CounterMetricFamily(
+            "tlsrpt_policy_requests", "Policy lookups answered", labels=["map", "answer"]
+        )
+        for labels, n in sorted(totals.items()):
+            requests.add_metric(list(labels), n)
+        misses, hits = self._cache
+        yield requests
+        yield CounterMetricFamily(
+            "tlsrpt_policy_cache_hits", "Lookups answered from memory, without I/O", value=hits
+        )
+        yield CounterMetricFamily(
+            "tlsrpt_policy_cache_misses", "Lookups that needed DNS, HTTPS or the disk", value=misses
+        )

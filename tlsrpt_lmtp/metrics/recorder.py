@@ -5,6 +5,12 @@ Prometheus counts and what the SIEM receives cannot drift apart: a report's sess
 counted when its ``tlsrpt.policy`` and ``tlsrpt.failure`` events are written, once per
 event (an event written again after a crash is counted again, as the SIEM sees it again).
 
+Increments from events are gathered in a dict and applied to the prometheus_client metrics in
+one go (``flush``): at the end of each stage 2 batch, after each milter message, at scrape
+time in a one-process daemon, and at the latest a second after the previous flush. A
+metric's ``labels()`` and ``inc()`` take locks and, under ``serve``, write to a shared file;
+a dict update does not (bench/metrics_bench.py).
+
 Every label whose values come from outside (organisation names, map names, domains) is
 bounded by ``Capped``: the first ``max_label_values`` distinct values, then ``other``.
 """
@@ -19,78 +25,28 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from tlsrpt_lmtp.metrics import Recorder
 from tlsrpt_lmtp.metrics.config import MetricsConfig
+from tlsrpt_lmtp.metrics.labels import (
+    OTHER,
+    POLICY_TYPES,
+    RESULT_TYPES,
+    Capped,
+    count_of,
+    quarantine_class,
+)
+from tlsrpt_lmtp.metrics.policy import PolicyRequests
 
 if TYPE_CHECKING:
     from tlsrpt_lmtp.archive import Pending
     from tlsrpt_lmtp.pipeline import IngestResult
     from tlsrpt_lmtp.sts.reply import Answer
 
-OTHER = "other"
-MAX_LABEL_LENGTH = 128
-# RFC 8460 §4.3 result types and §4.2 policy types; anything else is counted as "other".
-RESULT_TYPES = frozenset(
-    {
-        "starttls-not-supported",
-        "certificate-host-mismatch",
-        "certificate-expired",
-        "certificate-not-trusted",
-        "validation-failure",
-        "tlsa-invalid",
-        "dnssec-invalid",
-        "dane-required",
-        "sts-policy-fetch-error",
-        "sts-policy-invalid",
-        "sts-webpki-invalid",
-    }
-)
-POLICY_TYPES = frozenset({"sts", "tlsa", "no-policy-found"})
+FLUSH_SECONDS = 1.0
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
-
-
-class Capped:
-    """A label's values: the first ``limit`` distinct ones as they are, then ``other``."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
-
-    def __call__(self, value: object) -> str:
-        text = str(value)[:MAX_LABEL_LENGTH] if value is not None else ""
-        if text in self._seen:
-            return text
-        with self._lock:
-            if len(self._seen) >= self._limit:
-                return OTHER
-            self._seen.add(text)
-        return text
-
-
-def quarantine_class(reason: str) -> str:
-    """A ``tlsrpt.invalid`` reason → a small fixed set of classes (docs/metrics.md)."""
-    low = reason.lower()
-    for needle, cls in (
-        ("[dkim policy enforce]", "dkim"),
-        ("poison:", "poison"),
-        ("internal error", "internal"),
-        ("limit", "size"),
-        ("no report attachment", "no_report"),
-        ("not json", "not_json"),
-        ("zip", "compression"),
-        ("neither gzip", "compression"),
-    ):
-        if needle in low:
-            return cls
-    return "invalid_report"
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class PromRecorder(Recorder):
@@ -106,11 +62,17 @@ class PromRecorder(Recorder):
     ) -> None:
         self.config = config
         self._clock = clock
+        self._pending: dict[tuple[Any, tuple[str, ...]], float] = {}
+        self._gauges: dict[tuple[Any, tuple[str, ...]], float] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._lock = threading.Lock()
+        self._flushed = time.monotonic()
+        if registry is not None:
+            registry.register(_Flusher(self))  # first: flushed before the others are read
         self._domains = tuple(d.lower() for d in config.domains)
         limit = config.max_label_values
         self._org = Capped(limit)
         self._domain = Capped(limit)
-        self._map = Capped(min(limit, 32))
         self._rule = Capped(limit)
         r = registry
         self.received = Counter(
@@ -183,7 +145,9 @@ class PromRecorder(Recorder):
             "tlsrpt.invalid": self._invalid,
             "tlsrpt.alert": self._alert,
         }
-        self.requests = PolicyRequests()
+        self.requests = PolicyRequests(limit)
+        # The hot path of the policy daemon: one call less (the adapters call this per request).
+        self.policy_answer = self.requests.add  # type: ignore[method-assign]
         if policy:
             if r is not None:
                 r.register(self.requests)
@@ -192,14 +156,14 @@ class PromRecorder(Recorder):
                 "Proactive policy refreshes that failed (sts.refresh_failed)",
                 registry=r,
             )
-            self._handlers["sts.refresh_failed"] = lambda _: refresh_failures.inc()
+            self._handlers["sts.refresh_failed"] = lambda _: self._add(refresh_failures, ())
         self._event_names = Capped(64)
 
     # --- intake ---------------------------------------------------------------------------
 
     def intake(self, intake: str, accepted: bool) -> None:
-        self.received.labels(intake).inc()
-        (self.archived if accepted else self.refused).labels(intake).inc()
+        self._child((self.received, (intake,))).inc()
+        self._child((self.archived if accepted else self.refused, (intake,))).inc()
 
     @contextlib.contextmanager
     def intake_of(self, intake: str) -> Iterator[None]:
@@ -208,55 +172,89 @@ class PromRecorder(Recorder):
         except BaseException:
             self.intake(intake, False)
             raise
+        finally:
+            self.flush()
         self.intake(intake, True)
+
+    # --- batching -------------------------------------------------------------------------
+
+    def _add(self, metric: Any, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        key = (metric, labels)
+        with self._lock:
+            self._pending[key] = self._pending.get(key, 0.0) + amount
+
+    def _child(self, key: tuple[Any, tuple[str, ...]]) -> Any:
+        child = self._children.get(key)
+        if child is None:
+            metric, labels = key
+            child = self._children[key] = metric.labels(*labels) if labels else metric
+        return child
+
+    def flush(self) -> None:
+        """Apply the gathered increments to the metrics."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            gauges, self._gauges = self._gauges, {}
+            self._flushed = time.monotonic()
+        for key, amount in pending.items():
+            if amount:
+                self._child(key).inc(amount)
+        for key, value in gauges.items():
+            self._child(key).set(value)
 
     # --- events ---------------------------------------------------------------------------
 
     def event_written(self, event: dict[str, Any]) -> None:
         name = event.get("event")
-        self.events.labels(self._event_names(name)).inc()
+        self._add(self.events, (self._event_names(name),))
         handler = self._handlers.get(name) if isinstance(name, str) else None
         if handler is not None:
             handler(event)
+        if time.monotonic() - self._flushed >= FLUSH_SECONDS:
+            self.flush()
 
     def _report(self, e: dict[str, Any]) -> None:
         duplicate = e.get("duplicate") is True
-        self.reports.labels("duplicate" if duplicate else "stored").inc()
+        self._add(self.reports, ("duplicate" if duplicate else "stored",))
         self._dkim(e)
         if not duplicate:
             org = self._org(e.get("organization_name") or "")
-            self.last_report.labels(org).set(self._clock())
+            with self._lock:
+                self._gauges[(self.last_report, (org,))] = self._clock()
 
     def _dkim(self, e: dict[str, Any]) -> None:
         result = e.get("dkim_result")
         if isinstance(result, str):
-            self.dkim.labels(result if len(result) <= 16 else OTHER).inc()
+            self._add(self.dkim, (result if len(result) <= 16 else OTHER,))
 
     def _policy(self, e: dict[str, Any]) -> None:
         ptype, domain = self._policy_type(e), self.domain_label(e.get("policy_domain"))
-        self.sessions.labels(ptype, "success", domain).inc(
-            _count(e.get("total_successful_session_count"))
+        self._add(
+            self.sessions,
+            (ptype, "success", domain),
+            count_of(e.get("total_successful_session_count")),
         )
-        self.sessions.labels(ptype, "failure", domain).inc(
-            _count(e.get("total_failure_session_count"))
+        self._add(
+            self.sessions,
+            (ptype, "failure", domain),
+            count_of(e.get("total_failure_session_count")),
         )
 
     def _failure(self, e: dict[str, Any]) -> None:
         rt = e.get("result_type")
         result_type = rt if rt in RESULT_TYPES else OTHER
         domain = self.domain_label(e.get("policy_domain"))
-        self.failed.labels(self._policy_type(e), result_type, domain).inc(
-            _count(e.get("failed_session_count"))
-        )
+        labels = (self._policy_type(e), result_type, domain)
+        self._add(self.failed, labels, count_of(e.get("failed_session_count")))
 
     def _invalid(self, e: dict[str, Any]) -> None:
-        self.quarantined.labels(quarantine_class(str(e.get("reason") or ""))).inc()
+        self._add(self.quarantined, (quarantine_class(str(e.get("reason") or "")),))
         self._dkim(e)
 
     def _alert(self, e: dict[str, Any]) -> None:
         severity = e.get("severity")
         sev = severity if severity in ("info", "warning", "critical") else OTHER
-        self.alerts.labels(sev, self._rule(e.get("rule") or "")).inc()
+        self._add(self.alerts, (sev, self._rule(e.get("rule") or "")))
 
     @staticmethod
     def _policy_type(e: dict[str, Any]) -> str:
@@ -286,49 +284,26 @@ class PromRecorder(Recorder):
                 continue
             self.latency.observe(max((now - received).total_seconds(), 0.0))
         for result in results:
-            self.processed.labels("report" if result.valid else "invalid").inc()
+            self._child((self.processed, ("report" if result.valid else "invalid",))).inc()
+        self.flush()
 
     # --- policy daemon --------------------------------------------------------------------
 
     def policy_answer(
         self, map_name: str, answer: Answer, enforce_testing: bool, hit: bool
     ) -> None:
-        self.requests.add(self._map(map_name), answer_label(answer, enforce_testing), hit)
+        self.requests.add(map_name, answer, enforce_testing, hit)
 
 
-def answer_label(answer: Answer, enforce_testing: bool) -> str:
-    """What the MTA was told: ``secure`` (an enforced policy), ``notfound``, ``dane`` (left
-    to the MTA's DANE) or ``temp``."""
-    kind = str(answer.kind)
-    if kind in ("dane", "temp"):
-        return kind
-    return "secure" if answer.enforced(enforce_testing=enforce_testing) else "notfound"
+class _Flusher(Collector):
+    """Registered first in a one-process daemon's registry: a scrape sees every event."""
 
+    def __init__(self, recorder: PromRecorder) -> None:
+        self._recorder = recorder
 
-class PolicyRequests(Collector):
-    """The policy daemon's hot path counts into a plain dict (one asyncio thread; an
-    increment costs a dict update, not a lock), read at scrape time."""
-
-    def __init__(self) -> None:
-        self._answers: dict[tuple[str, str], int] = {}
-        self._cache = [0, 0]  # misses, hits
-
-    def add(self, map_name: str, answer: str, hit: bool) -> None:
-        key = (map_name, answer)
-        self._answers[key] = self._answers.get(key, 0) + 1
-        self._cache[hit] += 1
+    def describe(self) -> Iterable[Metric]:
+        return []
 
     def collect(self) -> Iterable[Metric]:
-        requests = CounterMetricFamily(
-            "tlsrpt_policy_requests", "Policy lookups answered", labels=["map", "answer"]
-        )
-        for (name, answer), n in sorted(dict(self._answers).items()):
-            requests.add_metric([name, answer], n)
-        misses, hits = self._cache
-        yield requests
-        yield CounterMetricFamily(
-            "tlsrpt_policy_cache_hits", "Lookups answered from memory, without I/O", value=hits
-        )
-        yield CounterMetricFamily(
-            "tlsrpt_policy_cache_misses", "Lookups that needed DNS, HTTPS or the disk", value=misses
-        )
+        self._recorder.flush()
+        return []
