@@ -151,7 +151,7 @@ class PolicyRequests(Collector):
     def collect(self) -> Iterable[Metric]:
         totals: dict[tuple[str, str], int] = {}
         names = Capped(self._limit // 8)
-        for (name, kind, enforced), n in sorted(dict(self._answers).items()):
+        for (name, kind, enforced), n in list(self._answers.items()):  # first seen first
             label = (names(name), answer_label(str(kind), enforced))
             totals[label] = totals.get(label, 0) + n
         requests = CounterMetricFamily(
