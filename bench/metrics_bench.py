@@ -15,8 +15,11 @@ figure is the median of --repeat runs:
    5 failure details each) and then times stage 2 over them (parse, store, events to a file),
    as ``serve``'s stage 2 does; metrics on = multiprocess mode, as under ``serve``.
 
-Target (issue 13): under 5 % on cache hits and on ingest. On a shared machine the end-to-end
-figure carries the noise of the other processes; the in-process one isolates the cost.
+Every figure is CPU time (of this process, of the daemon from /proc, of the stage 2 child),
+not wall-clock time: on a shared machine the other processes' load changes how long a run
+takes far more than metrics do, but not much the CPU time our code needs. The end-to-end
+figure is the daemon's CPU per request after a warm-up pass (every domain read from the
+on-disk cache once). Target (issue 13): under 5 % on cache hits and on ingest.
 """
 
 from __future__ import annotations
@@ -99,10 +102,10 @@ def hot_path_ns(requests: int, metrics_on: bool) -> float:
             protocol = SocketmapProtocol(service, ReplyOptions())
             transport = Counting()
             protocol.connection_made(transport)
-            start = time.perf_counter_ns()
+            start = time.process_time_ns()  # CPU time: the other processes' load is not ours
             for i in range(requests):
                 protocol.data_received(frames[i % DOMAINS])
-            elapsed = time.perf_counter_ns() - start
+            elapsed = time.process_time_ns() - start
             protocol.connection_lost(None)
             assert transport.written > requests * 30  # every request was answered OK secure
             return elapsed / requests
@@ -117,7 +120,13 @@ def hot_path_ns(requests: int, metrics_on: bool) -> float:
 # --- 2. end to end -----------------------------------------------------------------------
 
 
-def end_to_end_rate(requests: int, metrics_on: bool, work: Path) -> float:
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def end_to_end_cpu_us(requests: int, metrics_on: bool, work: Path) -> float:
+    """The daemon's CPU microseconds per cache-hit request under bench/policy_load.py."""
     from tlsrpt_lmtp.sts.cache import PolicyCache
 
     data = work / f"policy-{'on' if metrics_on else 'off'}-{time.monotonic_ns()}"
@@ -138,12 +147,16 @@ def end_to_end_rate(requests: int, metrics_on: bool, work: Path) -> float:
         daemon = subprocess.Popen(argv, cwd=REPO, stderr=log, stdin=subprocess.DEVNULL)
     try:
         _wait_listening(port, daemon)
+        warm = [sys.executable, "-m", "bench.policy_load", "socketmap", "--port", str(port)]
+        warm += ["--names", str(names_file), "--connections", "1"]
+        subprocess.run(warm, cwd=REPO, capture_output=True, timeout=120, check=True)
+        cpu = _cpu_seconds(daemon.pid)
         load = [sys.executable, "-m", "bench.policy_load", "socketmap", "--port", str(port)]
         load += ["--names", str(names_file), "--connections", "8", "--count", str(requests)]
         out = subprocess.run(load, cwd=REPO, capture_output=True, text=True, timeout=300)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         assert result["expected"] == result["requests"] == requests, result
-        return float(result["requests"] / result["seconds"])
+        return (_cpu_seconds(daemon.pid) - cpu) / requests * 1e6
     finally:
         daemon.terminate()
         daemon.wait(30)
@@ -195,13 +208,13 @@ def ingest_child(messages: int, metrics_on: bool) -> None:
         emitter = open_emitter("json", str(Path(tmp) / "events.jsonl"))
         pipeline = Pipeline.open(Path(tmp) / "data", emitter)
         pipeline.archive_many([(raw, "lmtp") for raw in _mails(messages)])
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: the other processes' load is not ours
         done = 0
         while batch := pipeline.archive.claim(BATCH, BATCH_BYTES):
             results = pipeline.process_many(batch)
             metrics.RECORDER.stage2_done(batch, results)
             done += len(results)
-        seconds = time.perf_counter() - start
+        seconds = time.process_time() - start
         lines = (Path(tmp) / "events.jsonl").read_text().count("\n")
         pipeline.close()
         emitter.close()
@@ -209,6 +222,7 @@ def ingest_child(messages: int, metrics_on: bool) -> None:
 
 
 def ingest_rate(messages: int, metrics_on: bool) -> float:
+    """Messages per CPU second of stage 2."""
     argv = [sys.executable, "-m", "bench.metrics_bench", "_ingest", "--messages", str(messages)]
     argv += ["--metrics", "on" if metrics_on else "off"]
     out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -245,16 +259,16 @@ def main(argv: list[str] | None = None) -> None:
         ingest_child(args.messages, args.metrics == "on")
         return
     rows = []
-    print("policy cache hit, in process (ns/request)", file=sys.stderr)
+    print("policy cache hit, in process (CPU ns/request)", file=sys.stderr)
     off, on = _alternate(args.repeat, lambda m: hot_path_ns(args.requests, m))
     rows.append(("policy cache hit, in process", f"{off:,.0f} ns", f"{on:,.0f} ns", on / off - 1))
-    print("policy cache hit, end to end (requests/s)", file=sys.stderr)
+    print("policy cache hit, end to end (daemon CPU µs/request)", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=REPO / "bench" / "out") as tmp:
         off, on = _alternate(
-            args.repeat, lambda m: end_to_end_rate(args.e2e_requests, m, Path(tmp))
+            args.repeat, lambda m: end_to_end_cpu_us(args.e2e_requests, m, Path(tmp))
         )
-    rows.append(("policy cache hit, end to end", f"{off:,.0f}/s", f"{on:,.0f}/s", off / on - 1))
-    print("stage 2 ingest (messages/s)", file=sys.stderr)
+    rows.append(("policy cache hit, end to end", f"{off:,.1f} µs", f"{on:,.1f} µs", on / off - 1))
+    print("stage 2 ingest (messages per CPU second)", file=sys.stderr)
     off, on = _alternate(args.repeat, lambda m: ingest_rate(args.messages, m))
     rows.append(
         ("stage 2 ingest (6 events/message)", f"{off:,.0f}/s", f"{on:,.0f}/s", off / on - 1)
