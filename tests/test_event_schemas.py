@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -243,3 +245,26 @@ def test_ecs_of_a_policy_daemon_event() -> None:
     assert doc["error"] == {"code": "sts-webpki-invalid", "message": "certificate verify failed"}
     assert doc["tlsrpt"]["cached_policy_applied"] is False
     assert "id" not in doc["event"]
+
+
+def test_parse_with_log_format_ecs_writes_valid_ecs(tmp_path: Path) -> None:
+    """The real command line: `tlsrpt-lmtp parse --log-format ecs` on the real samples."""
+    samples = shared_dir() / "samples" / "real"
+    if not samples.is_dir():
+        pytest.skip(f"no real samples under {samples}")
+    argv = [sys.executable, "-m", "tlsrpt_lmtp", "parse", "--log-format", "ecs"]
+    argv += ["--data-dir", str(tmp_path), "--dkim-policy", "off", str(samples)]
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    check = validator("ecs")
+    docs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(docs) > 50
+    for doc in docs:
+        assert not list(check.iter_errors(doc)), doc
+    assert {d["event"]["action"] for d in docs} >= {"tlsrpt.report", "tlsrpt.failure"}

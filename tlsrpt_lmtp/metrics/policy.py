@@ -20,8 +20,8 @@ from prometheus_client.registry import Collector
 
 from tlsrpt_lmtp.metrics.labels import OTHER, Capped
 from tlsrpt_lmtp.sts.fetch import FetchError
-from tlsrpt_lmtp.sts.policy import PolicyError, parse_policy
-from tlsrpt_lmtp.sts.reply import Answer
+from tlsrpt_lmtp.sts.policy import Mode, PolicyError, parse_policy
+from tlsrpt_lmtp.sts.reply import Answer, Kind
 from tlsrpt_lmtp.sts.service import PolicyFetcher, PolicyService
 
 DNS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -118,41 +118,57 @@ def instrument(service: PolicyService, registry: CollectorRegistry) -> None:
     registry.register(CacheSize(service))
 
 
-def answer_label(kind: str, enforced: bool) -> str:
+_POLICY, _NO_POLICY, _DANE = Kind.POLICY, Kind.NO_POLICY, Kind.DANE
+_ENFORCE, _TESTING = Mode.ENFORCE, Mode.TESTING
+
+
+def answer_label(answer: Answer, enforce_testing: bool) -> str:
     """What the MTA was told: ``secure`` (an enforced policy), ``notfound``, ``dane`` (left
-    to the MTA's DANE) or ``temp``."""
-    if kind in ("dane", "temp"):
-        return kind
-    return "secure" if enforced else "notfound"
+    to the MTA's DANE) or ``temp``. Identity checks only: an Enum member hashes and compares
+    in Python code, this runs for every request."""
+    kind = answer.kind
+    if kind is _POLICY:
+        policy = answer.policy
+        if policy is None:
+            return "notfound"
+        mode = policy.mode
+        return (
+            "secure" if mode is _ENFORCE or (enforce_testing and mode is _TESTING) else "notfound"
+        )
+    if kind is _NO_POLICY:
+        return "notfound"
+    return "dane" if kind is _DANE else "temp"
 
 
 class PolicyRequests(Collector):
     """The policy daemon's hot path counts into a plain dict (one asyncio thread; an increment
-    costs a dict update, not a lock) keyed by what it has at hand; labels are made at scrape
-    time. At most ``limit`` distinct map names, then ``other``."""
+    costs a dict update, not a lock), keyed by (map name, answer) strings; at most ``limit``
+    distinct map names (first seen first), then ``other``."""
 
     def __init__(self, limit: int = 32) -> None:
-        self._limit = min(limit, 32) * 8  # map names x (kind, enforced)
-        self._answers: dict[tuple[str, str, bool], int] = {}
+        self._limit = min(limit, 32) * 4  # map names x answers
+        self._answers: dict[tuple[str, str], int] = {}
         self._cache = [0, 0]  # misses, hits
 
     def add(self, map_name: str, answer: Answer, enforce_testing: bool, hit: bool) -> None:
-        key = (map_name, answer.kind, answer.enforced(enforce_testing=enforce_testing))
-        answers = self._answers
-        if key in answers:
-            answers[key] += 1
-        elif len(answers) < self._limit:
-            answers[key] = 1
-        else:
-            key = (OTHER, key[1], key[2])
-            answers[key] = answers.get(key, 0) + 1
+        key = (map_name, answer_label(answer, enforce_testing))
+        try:
+            self._answers[key] += 1
+        except KeyError:
+            self._first(key)
         self._cache[hit] += 1
+
+    def _first(self, key: tuple[str, str]) -> None:
+        answers = self._answers
+        if len(answers) >= self._limit:
+            key = (OTHER, key[1])
+        answers[key] = answers.get(key, 0) + 1
 
     def collect(self) -> Iterable[Metric]:
         totals: dict[tuple[str, str], int] = {}
-        names = Capped(self._limit // 8)
-        for (name, kind, enforced), n in list(self._answers.items()):  # first seen first
-            label = (names(name), answer_label(str(kind), enforced))
+        names = Capped(self._limit // 4)
+        for (name, answer), n in list(self._answers.items()):  # first seen first
+            label = (names(name), answer)
             totals[label] = totals.get(label, 0) + n
         requests = CounterMetricFamily(
             "tlsrpt_policy_requests", "Policy lookups answered", labels=["map", "answer"]
