@@ -135,3 +135,27 @@ def test_policy_requests_are_labelled_at_scrape_and_bounded() -> None:
     assert dane == 40.0
     assert registry.get_sample_value("tlsrpt_policy_cache_hits_total") == 43.0
     assert registry.get_sample_value("tlsrpt_policy_cache_misses_total") == 2.0
+
+
+def test_observe_many_equals_one_observe_per_value() -> None:
+    from prometheus_client import Histogram
+
+    from tlsrpt_lmtp.metrics.recorder import LATENCY_BUCKETS, observe_many
+
+    values = [0.0, 0.01, 0.011, 0.3, 5.0, 59.9, 60.0, 1e9]
+    one, many = CollectorRegistry(), CollectorRegistry()
+    h1 = Histogram("lat", "x", buckets=LATENCY_BUCKETS, registry=one)
+    for v in values:
+        h1.observe(v)
+    observe_many(Histogram("lat", "x", buckets=LATENCY_BUCKETS, registry=many), values)
+
+    def samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (x.name, x.labels, x.value)
+            for family in registry.collect()
+            for x in family.samples
+            if not x.name.endswith("_created")
+        ]
+
+    assert samples(one) == samples(many)
+    assert ("lat_count", {}, 8.0) in samples(many)

@@ -17,6 +17,7 @@ bounded by ``Capped``: the first ``max_label_values`` distinct values, then ``ot
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import threading
 import time
@@ -47,6 +48,34 @@ if TYPE_CHECKING:
 
 FLUSH_SECONDS = 1.0
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+Pending_ = dict[tuple[Any, tuple[str, ...]], float]
+
+
+def _bump(pending: Pending_, key: tuple[Any, tuple[str, ...]], amount: float = 1.0) -> None:
+    pending[key] = pending.get(key, 0.0) + amount
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe`` for many values with one update per bucket: under ``serve`` each
+    update is a locked write to a shared file. Uses the client's bucket counters (stable
+    for years; if they change, falls back to one observe per value)."""
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    total = getattr(histogram, "_sum", None)
+    if buckets is None or bounds is None or total is None or len(buckets) != len(bounds):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect.bisect_left(bounds, value)] += 1
+    for bucket, n in zip(buckets, counts, strict=True):
+        if n:
+            bucket.inc(n)
+    if values:
+        total.inc(sum(values))
 
 
 class PromRecorder(Recorder):
@@ -138,7 +167,8 @@ class PromRecorder(Recorder):
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+        self._event_keys: dict[str, tuple[Any, tuple[str, ...]]] = {}
+        self._handlers: dict[str, Callable[[dict[str, Any], Pending_], None]] = {
             "tlsrpt.report": self._report,
             "tlsrpt.policy": self._policy,
             "tlsrpt.failure": self._failure,
@@ -156,7 +186,9 @@ class PromRecorder(Recorder):
                 "Proactive policy refreshes that failed (sts.refresh_failed)",
                 registry=r,
             )
-            self._handlers["sts.refresh_failed"] = lambda _: self._add(refresh_failures, ())
+            self._handlers["sts.refresh_failed"] = lambda _, pending: _bump(
+                pending, (refresh_failures, ())
+            )
         self._event_names = Capped(64)
 
     # --- intake ---------------------------------------------------------------------------
@@ -177,11 +209,6 @@ class PromRecorder(Recorder):
         self.intake(intake, True)
 
     # --- batching -------------------------------------------------------------------------
-
-    def _add(self, metric: Any, labels: tuple[str, ...], amount: float = 1.0) -> None:
-        key = (metric, labels)
-        with self._lock:
-            self._pending[key] = self._pending.get(key, 0.0) + amount
 
     def _child(self, key: tuple[Any, tuple[str, ...]]) -> Any:
         child = self._children.get(key)
@@ -206,55 +233,57 @@ class PromRecorder(Recorder):
 
     def event_written(self, event: dict[str, Any]) -> None:
         name = event.get("event")
-        self._add(self.events, (self._event_names(name),))
+        key = self._event_keys.get(name)  # type: ignore[arg-type]
+        if key is None:
+            key = (self.events, (self._event_names(name),))
+            if isinstance(name, str) and len(self._event_keys) < 64:
+                self._event_keys[name] = key
         handler = self._handlers.get(name) if isinstance(name, str) else None
-        if handler is not None:
-            handler(event)
+        with self._lock:  # alert delivery threads write events too
+            pending = self._pending
+            pending[key] = pending.get(key, 0.0) + 1
+            if handler is not None:
+                handler(event, pending)
         if time.monotonic() - self._flushed >= FLUSH_SECONDS:
             self.flush()
 
-    def _report(self, e: dict[str, Any]) -> None:
+    # The handlers run under the lock and add to ``pending``: (metric, labels) → amount.
+
+    def _report(self, e: dict[str, Any], pending: Pending_) -> None:
         duplicate = e.get("duplicate") is True
-        self._add(self.reports, ("duplicate" if duplicate else "stored",))
-        self._dkim(e)
+        _bump(pending, (self.reports, ("duplicate" if duplicate else "stored",)))
+        self._dkim(e, pending)
         if not duplicate:
             org = self._org(e.get("organization_name") or "")
-            with self._lock:
-                self._gauges[(self.last_report, (org,))] = self._clock()
+            self._gauges[(self.last_report, (org,))] = self._clock()
 
-    def _dkim(self, e: dict[str, Any]) -> None:
+    def _dkim(self, e: dict[str, Any], pending: Pending_) -> None:
         result = e.get("dkim_result")
         if isinstance(result, str):
-            self._add(self.dkim, (result if len(result) <= 16 else OTHER,))
+            _bump(pending, (self.dkim, (result if len(result) <= 16 else OTHER,)))
 
-    def _policy(self, e: dict[str, Any]) -> None:
+    def _policy(self, e: dict[str, Any], pending: Pending_) -> None:
         ptype, domain = self._policy_type(e), self.domain_label(e.get("policy_domain"))
-        self._add(
-            self.sessions,
-            (ptype, "success", domain),
-            count_of(e.get("total_successful_session_count")),
-        )
-        self._add(
-            self.sessions,
-            (ptype, "failure", domain),
-            count_of(e.get("total_failure_session_count")),
-        )
+        success = count_of(e.get("total_successful_session_count"))
+        failure = count_of(e.get("total_failure_session_count"))
+        _bump(pending, (self.sessions, (ptype, "success", domain)), success)
+        _bump(pending, (self.sessions, (ptype, "failure", domain)), failure)
 
-    def _failure(self, e: dict[str, Any]) -> None:
+    def _failure(self, e: dict[str, Any], pending: Pending_) -> None:
         rt = e.get("result_type")
         result_type = rt if rt in RESULT_TYPES else OTHER
         domain = self.domain_label(e.get("policy_domain"))
         labels = (self._policy_type(e), result_type, domain)
-        self._add(self.failed, labels, count_of(e.get("failed_session_count")))
+        _bump(pending, (self.failed, labels), count_of(e.get("failed_session_count")))
 
-    def _invalid(self, e: dict[str, Any]) -> None:
-        self._add(self.quarantined, (quarantine_class(str(e.get("reason") or "")),))
-        self._dkim(e)
+    def _invalid(self, e: dict[str, Any], pending: Pending_) -> None:
+        _bump(pending, (self.quarantined, (quarantine_class(str(e.get("reason") or "")),)))
+        self._dkim(e, pending)
 
-    def _alert(self, e: dict[str, Any]) -> None:
+    def _alert(self, e: dict[str, Any], pending: Pending_) -> None:
         severity = e.get("severity")
         sev = severity if severity in ("info", "warning", "critical") else OTHER
-        self._add(self.alerts, (sev, self._rule(e.get("rule") or "")))
+        _bump(pending, (self.alerts, (sev, self._rule(e.get("rule") or ""))))
 
     @staticmethod
     def _policy_type(e: dict[str, Any]) -> str:
@@ -277,14 +306,18 @@ class PromRecorder(Recorder):
 
     def stage2_done(self, items: Sequence[Pending], results: Sequence[IngestResult]) -> None:
         now = datetime.now(UTC)
+        latencies = []
         for item in items:
             try:
                 received = datetime.fromisoformat(item.received_at.replace("Z", "+00:00"))
             except ValueError:
                 continue
-            self.latency.observe(max((now - received).total_seconds(), 0.0))
-        for result in results:
-            self._child((self.processed, ("report" if result.valid else "invalid",))).inc()
+            latencies.append(max((now - received).total_seconds(), 0.0))
+        observe_many(self.latency, latencies)
+        valid = sum(1 for result in results if result.valid)
+        with self._lock:
+            _bump(self._pending, (self.processed, ("report",)), valid)
+            _bump(self._pending, (self.processed, ("invalid",)), len(results) - valid)
         self.flush()
 
     # --- policy daemon --------------------------------------------------------------------
