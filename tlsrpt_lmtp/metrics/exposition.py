@@ -91,7 +91,11 @@ def start_serve(config: MetricsConfig, db_path: Path) -> Endpoint:
     _process_collectors(registry)
     registry.register(Backlog(db_path))
     metrics.install(_recorder(config, None))
-    endpoint = _listen(config, registry)
+    try:
+        endpoint = _listen(config, registry)
+    except OSError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     endpoint._stop.append(lambda: shutil.rmtree(directory, ignore_errors=True))
     return endpoint
 
