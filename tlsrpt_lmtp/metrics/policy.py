@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tlsrpt_lmtp.metrics.labels import OTHER, Capped
+from tlsrpt_lmtp.metrics.labels import MAX_LABEL_LENGTH, OTHER
 from tlsrpt_lmtp.sts.fetch import FetchError
 from tlsrpt_lmtp.sts.policy import Mode, PolicyError, parse_policy
 from tlsrpt_lmtp.sts.reply import Answer, Kind
@@ -120,62 +120,62 @@ def instrument(service: PolicyService, registry: CollectorRegistry) -> None:
 
 _POLICY, _NO_POLICY, _DANE = Kind.POLICY, Kind.NO_POLICY, Kind.DANE
 _ENFORCE, _TESTING = Mode.ENFORCE, Mode.TESTING
-
-
-def answer_label(answer: Answer, enforce_testing: bool) -> str:
-    """What the MTA was told: ``secure`` (an enforced policy), ``notfound``, ``dane`` (left
-    to the MTA's DANE) or ``temp``. Identity checks only: an Enum member hashes and compares
-    in Python code, this runs for every request."""
-    kind = answer.kind
-    if kind is _POLICY:
-        policy = answer.policy
-        if policy is None:
-            return "notfound"
-        mode = policy.mode
-        return (
-            "secure" if mode is _ENFORCE or (enforce_testing and mode is _TESTING) else "notfound"
-        )
-    if kind is _NO_POLICY:
-        return "notfound"
-    return "dane" if kind is _DANE else "temp"
+ANSWERS = ("secure", "notfound", "dane", "temp")
 
 
 class PolicyRequests(Collector):
-    """The policy daemon's hot path counts into a plain dict (one asyncio thread; an increment
-    costs a dict update, not a lock), keyed by (map name, answer) strings; at most ``limit``
-    distinct map names (first seen first), then ``other``."""
+    """The policy daemon's hot path (bench/metrics_bench.py): ``add`` runs for every request,
+    in the daemon's one asyncio thread. It counts into a list of four ints per map name, with
+    identity checks only (an Enum member hashes in Python code), no tuple, no lock; labels are
+    made at scrape time. At most ``limit`` distinct map names (first seen first), then
+    ``other``. Hits are the requests that were not misses."""
 
     def __init__(self, limit: int = 32) -> None:
-        self._limit = min(limit, 32) * 4  # map names x answers
-        self._answers: dict[tuple[str, str], int] = {}
-        self._cache = [0, 0]  # misses, hits
+        self._limit = min(limit, 32)
+        self._maps: dict[str, list[int]] = {}
+        self._misses = 0
 
     def add(self, map_name: str, answer: Answer, enforce_testing: bool, hit: bool) -> None:
-        key = (map_name, answer_label(answer, enforce_testing))
-        try:
-            self._answers[key] += 1
-        except KeyError:
-            self._first(key)
-        self._cache[hit] += 1
+        """Count one answer as ANSWERS[i]: ``secure`` (an enforced policy), ``notfound``,
+        ``dane`` (left to the MTA's DANE) or ``temp``."""
+        counts = self._maps.get(map_name)
+        if counts is None:
+            counts = self._new(map_name)
+        kind = answer.kind
+        if kind is _POLICY:
+            policy = answer.policy
+            enforced = policy is not None and (
+                policy.mode is _ENFORCE or (enforce_testing and policy.mode is _TESTING)
+            )
+            counts[0 if enforced else 1] += 1
+        elif kind is _NO_POLICY:
+            counts[1] += 1
+        else:
+            counts[2 if kind is _DANE else 3] += 1
+        if not hit:
+            self._misses += 1
 
-    def _first(self, key: tuple[str, str]) -> None:
-        answers = self._answers
-        if len(answers) >= self._limit:
-            key = (OTHER, key[1])
-        answers[key] = answers.get(key, 0) + 1
+    def _new(self, map_name: str) -> list[int]:
+        name = map_name[:MAX_LABEL_LENGTH] if len(self._maps) < self._limit else OTHER
+        counts = self._maps.get(name)
+        if counts is None:
+            counts = self._maps[name] = [0] * len(ANSWERS)
+        return counts
 
     def collect(self) -> Iterable[Metric]:
-        totals: dict[tuple[str, str], int] = {}
-        names = Capped(self._limit // 4)
-        for (name, answer), n in list(self._answers.items()):  # first seen first
-            label = (names(name), answer)
-            totals[label] = totals.get(label, 0) + n
+        totals = {
+            (name, ANSWERS[code]): n
+            for name, counts in list(self._maps.items())
+            for code, n in enumerate(list(counts))
+            if n
+        }
         requests = CounterMetricFamily(
             "tlsrpt_policy_requests", "Policy lookups answered", labels=["map", "answer"]
         )
         for labels, n in sorted(totals.items()):
             requests.add_metric(list(labels), n)
-        misses, hits = self._cache
+        misses = self._misses
+        hits = sum(totals.values()) - misses
         yield requests
         yield CounterMetricFamily(
             "tlsrpt_policy_cache_hits", "Lookups answered from memory, without I/O", value=hits
