@@ -148,6 +148,8 @@ def test_each_result_type_has_its_own_advice(result_type: str, expected: str) ->
     assert expected in alert.message
     assert alert.result_type == result_type
     assert "\n" not in alert.message and "\r" not in alert.message  # report text is one line
+    assert "X509" not in alert.message and "Bcc" not in alert.message  # free text: not quoted
+    assert alert.reasons == ("X509_V_ERR Bcc: victim@evil",)  # kept as data, one line
 
 
 # --------------------------------------------------------------------------------------------

@@ -143,7 +143,8 @@ def test_webhook_retries_after_500_and_delivers(server: Server, rig_factory: Any
     assert len(server.bodies) == 2 and server.bodies[0] == server.bodies[1]
     body = json.loads(server.bodies[1])
     [event] = rig.rec.named("tlsrpt.alert")
-    assert {k: body[k] for k in event} == event
+    assert {k: body[k] for k in event} == event  # event_id included: the same in both
+    assert len(body["event_id"]) == 32
     assert body["schema"] == 1 and body["timestamp"].endswith("Z")
     assert body["text"].startswith("[CRITICAL] example.com:")
     assert server.headers[0]["Authorization"] == "Bearer t0ken"
@@ -201,6 +202,80 @@ def test_full_queue_drops_with_a_log(
     assert "not delivered by webhook: queue full" in caplog.text
 
 
+class Answering:
+    """An HTTP server on 127.0.0.1 that records every request (any method) and answers it with
+    ``status``, plus a Location header when ``location`` is given."""
+
+    def __init__(self, status: int, location: str = "") -> None:
+        self.headers: list[dict[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.headers.append(dict(self.headers))
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_PUT = do_HEAD = do_POST
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.block_on_close = False
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_webhook_never_follows_a_redirect(rig_factory: Any, status: int) -> None:
+    target = Answering(200)  # records whatever reaches it, whatever the method
+    redirector = Answering(status, target.url)
+    try:
+        rig = rig_factory(
+            f'webhook_url = "{redirector.url}"\nwebhook_backoff = 0.01\n'
+            'webhook_headers = { Authorization = "Bearer t0ken" }'
+        )
+        rig.ingest("example.com")
+        assert rig.hook.join(10)
+    finally:
+        redirector.close()
+        target.close()
+    assert len(redirector.headers) == 1  # asked once, not retried
+    assert redirector.headers[0]["Authorization"] == "Bearer t0ken"
+    assert target.headers == []  # the token never went to the redirect's target
+    [dropped] = rig.undelivered()
+    assert dropped["reason"].startswith(f"HTTP {status}: redirects are not followed")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://hooks.example.org/x",
+        "file:///etc/passwd",
+        "https://",
+        "hooks.example.org/x",
+        "https://hooks.example.org:99999/x",
+        "https://hooks.example.org/a b",
+        "javascript:alert(1)",
+        "data:,x",
+    ],
+)
+def test_webhook_url_must_be_http_or_https(tmp_path: Path, url: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f"[alerts]\nwebhook_url = {json.dumps(url)}\n")
+    with pytest.raises(ConfigError, match="webhook_url must"):
+        build_hook(config, tmp_path, Recorder())
+
+
 # --------------------------------------------------------------------------------------------
 # sendmail
 # --------------------------------------------------------------------------------------------
@@ -245,7 +320,8 @@ def test_mail_through_sendmail(tmp_path: Path, rig_factory: Any) -> None:
     assert msg["Subject"] == "[tlsrpt] CRITICAL example.com: certificate-expired"
     body = msg.get_content()
     assert "certificate of MX mx.example.com has expired" in body
-    assert "Report ID: Google Inc.-2026-05-10" in body and "Severity: critical" in body
+    assert 'Report ID (as the report says): "Google Inc.-2026-05-10"' in body
+    assert "Severity: critical" in body
     assert rig.undelivered() == []
 
 

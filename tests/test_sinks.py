@@ -29,8 +29,8 @@ def test_syslog_over_udp_carries_the_json_event() -> None:
         emit({"event": "tlsrpt.failure", "result_type": "certificate-expired"})
         emit.close()
         datagram = collector.recv(65536).decode()
-    # <22> = facility mail (2) * 8 + severity info (6)
-    prefix, _, payload = datagram.partition("tlsrpt-lmtp: ")
-    assert prefix == "<22>"
-    event = json.loads(payload.rstrip("\x00"))
+    # <22> = facility mail (2) * 8 + severity info (6); RFC 5424 with the event name as MSGID
+    head, _, payload = datagram.partition(" - ")
+    assert re.fullmatch(r"<22>1 \S+Z \S+ tlsrpt-lmtp \d+ tlsrpt.failure", head)
+    event = json.loads(payload)
     assert event["event"] == "tlsrpt.failure" and event["schema"] == 1

@@ -15,7 +15,7 @@ from tlsrpt_lmtp import __version__
 from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.archive import ArchiveError, Status
 from tlsrpt_lmtp.check import cli as check_cli
-from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy
+from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy, syslog_options
 from tlsrpt_lmtp.delivery import Delivery, SinkError
 from tlsrpt_lmtp.dkim import checker_from_file
 from tlsrpt_lmtp.events import iso
@@ -133,7 +133,7 @@ def _policy_main(args: argparse.Namespace) -> int:
         target = config.syslog_address if config.log_format == "syslog" else config.log_file
         if args.policy_command == "query":
             target = "-" if args.log_file is None else target
-        emitter = open_emitter(config.log_format, target)
+        emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
         service = daemon.build_service(config, emitter)
         endpoint = (
             exposition.start_single_from_args(args, service=service)
@@ -180,7 +180,7 @@ def _config(args: argparse.Namespace) -> Config:
 def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
     dkim = checker_from_file(args.config, policy=args.dkim_policy)
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
-    emitter = open_emitter(config.log_format, target)
+    emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
     # The server's stage 2 waits for a failing sink; the one-shot commands stop and say so.
     delivery = Delivery(emitter, retry=args.command == "_stage2")
     return Pipeline.open(

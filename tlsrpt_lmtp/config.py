@@ -16,6 +16,9 @@ silently fall back to a default):
     format = "json"          # or "ecs" (Elastic Common Schema, JSON lines), "syslog"
     file = "-"               # json, ecs: "-" (stdout) or a path
     syslog_address = "/dev/log"   # or "udp:HOST:PORT", "tcp:HOST:PORT"
+    syslog_format = "auto"        # RFC 3164 on a unix socket, RFC 5424 on udp/tcp; or either
+    syslog_framing = "octet-counting"   # on tcp; or "lf"
+    syslog_max_size = 8096        # bytes per message; longer events are shortened
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any, TypeVar
 
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
 from tlsrpt_lmtp.dnsutil import parse_nameserver
+from tlsrpt_lmtp.syslog import SyslogOptions, parse_target
 
 
 class ConfigError(ValueError):
@@ -51,6 +55,9 @@ class Config:
     log_format: str = "json"
     log_file: str = "-"
     syslog_address: str = "/dev/log"
+    syslog_format: str = "auto"
+    syslog_framing: str = "octet-counting"
+    syslog_max_size: int = 8096
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,9 @@ class PolicyConfig:
     log_format: str = "json"
     log_file: str = "-"
     syslog_address: str = "/dev/log"
+    syslog_format: str = "auto"
+    syslog_framing: str = "octet-counting"
+    syslog_max_size: int = 8096
 
 
 # TOML table → (key in table → Config field)
@@ -82,7 +92,11 @@ _LAYOUT: dict[str, dict[str, str]] = {
         "max_message_size": "max_message_size",
     },
     "storage": {"data_dir": "data_dir", "max_decompressed": "max_decompressed"},
-    "log": {"format": "log_format", "file": "log_file", "syslog_address": "syslog_address"},
+    "log": {
+        "format": "log_format",
+        "file": "log_file",
+        **{k: k for k in ("syslog_address", "syslog_format", "syslog_framing", "syslog_max_size")},
+    },
 }
 _POLICY_LAYOUT: dict[str, dict[str, str]] = {
     "policy": {
@@ -119,8 +133,7 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
 
 def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
     config = _load(PolicyConfig(), _POLICY_LAYOUT, path, overrides)
-    if config.log_format not in LOG_FORMATS:
-        raise ConfigError(f"log format must be one of {LOG_FORMATS}, not {config.log_format!r}")
+    _check_log(config)
     for address in (config.listen, config.exim_listen):
         if address:
             parse_listen(address)
@@ -209,9 +222,23 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
         raise ConfigError(f"{name}: invalid value {value!r}") from None
 
 
-def _check(config: Config) -> None:
+def syslog_options(config: Config | PolicyConfig) -> SyslogOptions:
+    """The [log] syslog_* settings, for ``sinks.open_emitter``."""
+    return SyslogOptions(config.syslog_format, config.syslog_framing, config.syslog_max_size)
+
+
+def _check_log(config: Config | PolicyConfig) -> None:
     if config.log_format not in LOG_FORMATS:
         raise ConfigError(f"log format must be one of {LOG_FORMATS}, not {config.log_format!r}")
+    try:
+        syslog_options(config).check()
+        parse_target(config.syslog_address)
+    except ValueError as exc:
+        raise ConfigError(f"[log] {exc}") from None
+
+
+def _check(config: Config) -> None:
+    _check_log(config)
     if config.max_message_size <= 0 or config.max_decompressed <= 0:
         raise ConfigError("size limits must be positive")
     parse_listen(config.listen)

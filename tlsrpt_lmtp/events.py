@@ -36,7 +36,7 @@ def stamp(events: list[Event], *scope: object) -> list[Event]:
             f"{base}\x1e{position}\x1e{event['event']}".encode("utf-8", "surrogatepass"),
             digest_size=16,
         )
-        event["event_id"] = digest.hexdigest()
+        event.setdefault("event_id", digest.hexdigest())
     return events
 
 

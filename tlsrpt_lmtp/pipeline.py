@@ -51,7 +51,7 @@ from tlsrpt_lmtp.store import Store
 __all__ = ["ArchiveError", "IngestResult", "Pipeline", "SinkError"]
 
 # Called once per newly stored (non-duplicate) report; returns further events (e.g. alerts).
-ReportHook = Callable[[Report, MailMeta, str], Iterable[Event]]
+ReportHook = Callable[[Report, MailMeta, str, DkimVerdict | None], Iterable[Event]]
 DB_NAME = "tlsrpt.sqlite3"
 # Rough bytes of memory per parsed policy or failure detail, to weigh a chunk.
 _ITEM_WEIGHT = 512
@@ -282,12 +282,12 @@ class Pipeline:
         """Alerts and other hooks, for newly stored reports; a failing hook loses only its own
         events (the report is stored and its events written)."""
         events: list[Event] = []
-        for (report, _), is_new in zip(m.kept, m.fresh, strict=True):
+        for (report, verdict), is_new in zip(m.kept, m.fresh, strict=True):
             if not is_new:
                 continue
             for hook in self.hooks:
                 try:
-                    made = list(hook(report, m.extracted.meta, m.archive_id))
+                    made = list(hook(report, m.extracted.meta, m.archive_id, verdict))
                     check_encodable(made)
                 except Exception as exc:
                     self.delivery.warn(f"report hook failed for {m.archive_id}: {exc!r}")

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
-import logging.handlers
 import os
-import socket
 import stat
 import sys
 import threading
@@ -24,6 +21,7 @@ import structlog
 
 from tlsrpt_lmtp import ecs, metrics
 from tlsrpt_lmtp.events import SCHEMA, Event
+from tlsrpt_lmtp.syslog import SyslogOptions, SyslogWriter
 
 _FIRST = ("schema", "event", "event_id", "timestamp")
 
@@ -120,38 +118,6 @@ class _TextWriter:
         """Not ours to close."""
 
 
-class SyslogWriter:
-    """The JSON event as the syslog message (facility mail), for rsyslog/syslog-ng to parse."""
-
-    def __init__(self, address: str, *, ident: str = "tlsrpt-lmtp") -> None:
-        target, socktype = _syslog_target(address)
-        self._handler = logging.handlers.SysLogHandler(
-            target, facility=logging.handlers.SysLogHandler.LOG_MAIL, socktype=socktype
-        )
-        self._handler.ident = f"{ident}: "
-
-    def write_line(self, line: str) -> None:
-        self._handler.emit(
-            logging.makeLogRecord({"msg": line, "levelno": logging.INFO, "levelname": "INFO"})
-        )
-
-    def close(self) -> None:
-        self._handler.close()
-
-
-def _syslog_target(address: str) -> tuple[Any, socket.SocketKind]:
-    """'/dev/log', 'udp:HOST:PORT' or 'tcp:HOST:PORT' (port defaults to 514)."""
-    scheme, _, rest = address.partition(":")
-    if scheme in ("udp", "tcp") and rest:
-        if rest.endswith("]") or ":" not in rest:
-            host, port = rest, "514"
-        else:
-            host, _, port = rest.rpartition(":")
-        kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
-        return (host.strip("[]"), int(port)), kind
-    return address, socket.SOCK_DGRAM
-
-
 class _Logger:
     """The structlog 'logger': receives the rendered line."""
 
@@ -189,8 +155,8 @@ class Emitter:
         self._writer.close()
 
 
-def open_emitter(log_format: str, target: str) -> Emitter:
+def open_emitter(log_format: str, target: str, *, syslog: SyslogOptions | None = None) -> Emitter:
     if log_format == "syslog":
-        return Emitter(SyslogWriter(target))
+        return Emitter(SyslogWriter(target, syslog))
     chain = ECS_PROCESSORS if log_format == "ecs" else PROCESSORS
     return Emitter(StreamWriter.open(target), chain)

@@ -8,6 +8,11 @@ failure_rate = 0.05
 failure_rate_min_sessions = 10
 result_types = ["sts-policy-fetch-error", "sts-webpki-invalid", ...]
 ignore_domains = []
+domains = []                     # e.g. ["example.org", "*.example.org"]; [] = every domain
+require_dkim_aligned = false
+max_alerts_per_report = 10
+max_alerts_per_period = 30
+alert_period = "1h"
 queue_size = 100
 webhook_url = ""
 webhook_headers = {}
@@ -24,10 +29,12 @@ mail_min_severity = "warning"
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tlsrpt_lmtp.config import ConfigError, read_toml
 from tlsrpt_lmtp.names import canonical
@@ -58,6 +65,11 @@ class AlertsConfig:
     failure_rate_min_sessions: int = 10
     result_types: tuple[str, ...] = ACTIONABLE
     ignore_domains: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()  # the operator's policy domains; () alerts for any domain
+    require_dkim_aligned: bool = False
+    max_alerts_per_report: int = 10
+    max_alerts_per_period: int = 30  # per alert_period, for DKIM-aligned reports and the rest
+    alert_period: timedelta = timedelta(hours=1)
     queue_size: int = 100
     webhook_url: str = ""
     webhook_headers: tuple[tuple[str, str], ...] = ()
@@ -73,6 +85,8 @@ class AlertsConfig:
 
 
 _KEYS = {f.name for f in fields(AlertsConfig)}
+_LABEL = r"[^\s*/@:.\\]+"
+_DOMAIN_PATTERN = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
 
 
 def load_alerts(path: Path | None) -> AlertsConfig:
@@ -103,7 +117,7 @@ def parse_alerts(table: dict[str, Any], *, where: str = "[alerts]") -> AlertsCon
 
 def _coerce(key: str, value: Any) -> Any:
     kind = type(getattr(AlertsConfig(), key))
-    if key == "repeat_window":
+    if key in ("repeat_window", "alert_period"):
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return timedelta(seconds=value)
         if isinstance(value, str):
@@ -129,7 +143,7 @@ def _coerce(key: str, value: Any) -> Any:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
             raise ValueError("a list of strings")
-        if key == "ignore_domains":  # compared with stored policy domains: the same form
+        if key in ("ignore_domains", "domains"):  # compared with policy domains: same form
             return tuple(canonical(v) for v in items)
         lower = key != "mail_to"
         return tuple(v.strip().lower().rstrip(".") if lower else v.strip() for v in items)
@@ -149,12 +163,39 @@ def _check(c: AlertsConfig, where: str) -> None:
         raise ConfigError(f"{where}: failure_rate is a share between 0 and 1, e.g. 0.05")
     if c.failure_rate_min_sessions < 0 or c.webhook_retries < 0:
         raise ConfigError(f"{where}: counts must not be negative")
+    if c.max_alerts_per_report < 1 or c.max_alerts_per_period < 1:
+        raise ConfigError(f"{where}: max_alerts_per_report and max_alerts_per_period must be >= 1")
+    if c.alert_period <= timedelta(0):
+        raise ConfigError(f"{where}: alert_period must be positive, e.g. 1h")
+    bad_domains = [d for d in c.domains if not _DOMAIN_PATTERN.fullmatch(d)]
+    if bad_domains:
+        raise ConfigError(
+            f"{where}: domains takes names and *.suffix patterns"
+            f" (e.g. example.org, *.example.org), not {bad_domains[0]!r}"
+        )
     if c.queue_size < 1 or c.webhook_timeout <= 0 or c.mail_timeout <= 0 or c.webhook_backoff < 0:
         raise ConfigError(f"{where}: queue_size and timeouts must be positive")
-    if c.webhook_url and not c.webhook_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}: webhook_url must be an http:// or https:// URL")
+    if c.webhook_url:
+        _check_url(c.webhook_url, where)
     bad = [a for a in c.mail_to if "@" not in a or any(ch in a for ch in "\r\n,<> ")]
     if bad:
         raise ConfigError(f"{where}: mail_to needs plain addresses, not {bad[0]!r}")
     if any(ch in c.mail_from for ch in "\r\n"):
         raise ConfigError(f"{where}: mail_from must be one line")
+
+
+def _check_url(url: str, where: str) -> None:
+    """Only http:// and https:// URLs with a host: urllib would also open file:, ftp: and
+    data: URLs, and a host-less URL would fail only at the first alert."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port out of range raises ValueError
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"{where}: webhook_url must be an http:// or https:// URL with a host, not {url!r}"
+        )
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise ConfigError(f"{where}: webhook_url must not contain spaces or control characters")

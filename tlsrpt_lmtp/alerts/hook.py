@@ -9,7 +9,10 @@ Wiring (tlsrpt_lmtp/cli.py, serve)::
     hook.close()                                                # after the server stopped
 
 The hook never raises (a bug in alerting must not turn a delivery into a 451): it logs and
-returns no event. Webhook and mail go through bounded queues in background threads.
+returns no event. Webhook and mail go through bounded queues in background threads. Which
+reports may alert, and how many alerts, is guard.py's: the hook takes the report's DKIM
+verdict as an optional ``dkim`` argument (``require_dkim_aligned`` and the per-period buckets
+need it; without it a report counts as not DKIM-aligned).
 """
 
 from __future__ import annotations
@@ -20,16 +23,28 @@ import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tlsrpt_lmtp.alerts.config import SEVERITIES, AlertsConfig, load_alerts
+from tlsrpt_lmtp.alerts.guard import Held, bucket, by_priority, held_event, screen, summary_event
 from tlsrpt_lmtp.alerts.mail import Mailer
 from tlsrpt_lmtp.alerts.outbox import Outbox, Payload
 from tlsrpt_lmtp.alerts.rules import Alert, evaluate
-from tlsrpt_lmtp.alerts.state import AlertState
+from tlsrpt_lmtp.alerts.state import (
+    FIRST_OVER_BUDGET,
+    HELD_REPEAT,
+    OVER_BUDGET,
+    AlertState,
+    Budget,
+    period_start,
+)
 from tlsrpt_lmtp.alerts.webhook import Webhook
 from tlsrpt_lmtp.config import ConfigError
-from tlsrpt_lmtp.events import SCHEMA, Event, iso
+from tlsrpt_lmtp.events import SCHEMA, Event, iso, stamp
 from tlsrpt_lmtp.model import MailMeta, Report
+
+if TYPE_CHECKING:
+    from tlsrpt_lmtp.dkim import DkimVerdict
 
 log = logging.getLogger("tlsrpt_lmtp.alerts")
 
@@ -57,6 +72,7 @@ def alert_event(alert: Alert, report: Report, archive_id: str, *, source: str) -
         "receiving_mx": list(alert.receiving_mx),
         "policy_type": alert.policy_type or None,
         "policy_mode": alert.policy_mode,
+        "failure_reason_codes": list(alert.reasons),
     }
 
 
@@ -98,32 +114,81 @@ class AlertHook:
             box = Outbox("mail", mailer.deliver, size=config.queue_size, on_drop=self._dropped)
             self.outboxes.append((box, config.mail_min_severity))
 
-    def __call__(self, report: Report, meta: MailMeta, archive_id: str) -> list[Event]:
+    def __call__(
+        self, report: Report, meta: MailMeta, archive_id: str, dkim: DkimVerdict | None = None
+    ) -> list[Event]:
         if not self.config.enabled or self.state is None:
             return []
         try:
-            return self._alerts(report, archive_id)
+            return self._alerts(report, archive_id, dkim)
         except Exception:
             log.exception("alert evaluation failed for report %r", report.report_id)
             return []
 
-    def _alerts(self, report: Report, archive_id: str) -> list[Event]:
+    def _alerts(self, report: Report, archive_id: str, dkim: DkimVerdict | None) -> list[Event]:
         assert self.state is not None
-        candidates = evaluate(report, self.state.history(report), self.config)
-        now = self.clock()
-        events = []
-        for alert in candidates:
-            held = self.state.claim(alert, now, self.config.repeat_window)
-            if held is None:
-                continue
-            event = alert_event(alert, report, archive_id, source=self.source)
-            event["repeats_suppressed"] = held
-            events.append(event)
-            payload: Payload = {"schema": SCHEMA, "timestamp": iso(now), **event}
-            for box, minimum in self.outboxes:
-                if SEVERITIES.index(alert.severity) >= SEVERITIES.index(minimum):
-                    box.put(payload)
+        config = self.config
+        screened = screen(report, config, dkim)
+        held = Held(screened.not_ours, screened.not_aligned)
+        events: list[Event] = []
+        if screened.report.policies:
+            candidates = evaluate(screened.report, self.state.history(screened.report), config)
+            now = self.clock()
+            start = period_start(now, config.alert_period)
+            budget = Budget(bucket(dkim), start, config.max_alerts_per_period)
+            first_over = False
+            for alert in by_priority(candidates):
+                if len(events) >= config.max_alerts_per_report:
+                    held.over_report_cap.append(alert)
+                    continue
+                if held.over_period_cap:  # the budget is spent: no need to ask again
+                    held.over_period_cap.append(alert)
+                    continue
+                outcome = self.state.claim_within(alert, now, config.repeat_window, budget)
+                if outcome == HELD_REPEAT:
+                    continue
+                if outcome in (OVER_BUDGET, FIRST_OVER_BUDGET):
+                    held.over_period_cap.append(alert)
+                    first_over = first_over or outcome == FIRST_OVER_BUDGET
+                    continue
+                event = alert_event(alert, report, archive_id, source=self.source)
+                event["repeats_suppressed"] = outcome
+                events.append(self._queue(event, now))
+            # One summary per cap reached: per report while alerts still go out, per period
+            # (and bucket) the first time it holds one back.
+            if (held.over_report_cap and events) or first_over:
+                kind = "DKIM-aligned" if budget.bucket == "dkim-aligned" else "not DKIM-aligned"
+                summary = summary_event(
+                    report,
+                    archive_id,
+                    self.source,
+                    held,
+                    config,
+                    kind=kind,
+                    period_end=start + config.alert_period,
+                )
+                events.append(self._queue(summary, now))
+        if held:
+            events.append(held_event(report, archive_id, self.source, held, dkim))
         return events
+
+    def _queue(self, event: Event, now: datetime) -> Event:
+        """Hand the alert to the delivery channels its severity reaches; returns it, with the
+        event_id the event log will show (so a webhook receiver can match the two)."""
+        stamp(
+            [event],
+            event["archive_id"],
+            event["report_id"],
+            event.get("rule"),
+            event.get("domain"),
+            event.get("result_type"),
+        )
+        payload: Payload = {"schema": SCHEMA, "timestamp": iso(now), **event}
+        severity = SEVERITIES.index(str(event["severity"]))
+        for box, minimum in self.outboxes:
+            if severity >= SEVERITIES.index(minimum):
+                box.put(payload)
+        return event
 
     def _dropped(self, channel: str, payload: Payload, reason: str) -> None:
         log.warning(

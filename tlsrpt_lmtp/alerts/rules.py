@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from tlsrpt_lmtp.alerts.advice import advice, safe
+from tlsrpt_lmtp.alerts.advice import advice, name, quoted, safe
 from tlsrpt_lmtp.alerts.config import SEVERITIES, AlertsConfig
 from tlsrpt_lmtp.model import Policy, Report
 
@@ -47,6 +47,7 @@ class Alert:
     receiving_mx: tuple[str, ...]
     policy_type: str
     policy_mode: str | None
+    reasons: tuple[str, ...] = ()  # the sender's failure-reason-codes: data, never in message
 
     @property
     def cause(self) -> str:
@@ -107,13 +108,13 @@ def _why(rules: Sequence[str], domain: str, mode: str | None) -> str:
 
 def evaluate(report: Report, history: History, config: AlertsConfig) -> list[Alert]:
     found: dict[tuple[str, str | None], Alert] = {}
-    org = safe(report.organization_name, 100)
+    org = quoted(report.organization_name, 100)
     for p in report.policies:
         domain = p.policy_domain
         if not domain or domain in config.ignore_domains or p.total_failure_session_count <= 0:
             continue
         mode = sts_mode(p)
-        d = safe(domain, 100)
+        d = name(domain)
         for result_type, b in _buckets(p).items():
             rules = []
             if "enforce-failure" in config.rules and mode == "enforce":
@@ -130,7 +131,7 @@ def evaluate(report: Report, history: History, config: AlertsConfig) -> list[Ale
                 continue
             what = (
                 f"{d}: {b.sessions} failed sessions"
-                + (f" with {safe(result_type, 60)}" if result_type else " without failure details")
+                + (f" with {name(result_type)}" if result_type else " without failure details")
                 + f" ({safe(p.policy_type, 30)}{'/' + safe(mode, 20) if mode else ''}"
                 f" policy), reported by {org} for {report.date_range_start.date().isoformat()}."
             )
@@ -139,7 +140,7 @@ def evaluate(report: Report, history: History, config: AlertsConfig) -> list[Ale
                 for t in (
                     what,
                     _why(rules, d, mode),
-                    advice(result_type, domain, sorted(b.mx), sorted(b.reasons)),
+                    advice(result_type, domain, sorted(b.mx)),
                 )
                 if t
             )
@@ -154,6 +155,7 @@ def evaluate(report: Report, history: History, config: AlertsConfig) -> list[Ale
                 receiving_mx=tuple(sorted(b.mx)),
                 policy_type=p.policy_type,
                 policy_mode=mode,
+                reasons=_reasons(b.reasons),
             )
             found[(domain, result_type)] = _merge(found.get((domain, result_type)), alert)
     alerts = list(found.values())
@@ -183,7 +185,13 @@ def _merge(old: Alert | None, new: Alert) -> Alert:
         tuple(sorted(set(old.receiving_mx) | set(new.receiving_mx))),
         worse.policy_type,
         worse.policy_mode,
+        _reasons({*old.reasons, *new.reasons}),
     )
+
+
+def _reasons(codes: set[str]) -> tuple[str, ...]:
+    """At most 5 of the sender's reason codes, each one bounded printable line."""
+    return tuple(sorted({safe(c, 100) for c in codes if c.strip()})[:5])
 
 
 def _rate_alerts(report: Report, history: History, config: AlertsConfig) -> list[Alert]:
@@ -204,7 +212,7 @@ def _rate_alerts(report: Report, history: History, config: AlertsConfig) -> list
             or failed / total <= config.failure_rate
         ):
             continue
-        d = safe(domain, 100)
+        d = name(domain)
         alerts.append(
             Alert(
                 severity="warning",
@@ -216,7 +224,7 @@ def _rate_alerts(report: Report, history: History, config: AlertsConfig) -> list
                     f"{d}: {failed} of {total} sessions on {day.isoformat()} failed"
                     f" ({failed / total:.1%}, above the {config.failure_rate:.1%} threshold),"
                     f" counting every report stored so far for that day. The latest came from"
-                    f" {safe(report.organization_name, 100)}; see `tlsrpt-lmtp summary"
+                    f" {quoted(report.organization_name, 100)}; see `tlsrpt-lmtp summary"
                     f" --domain {d}` for the result types."
                 ),
                 failed_session_count=failed,

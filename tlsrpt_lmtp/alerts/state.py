@@ -1,9 +1,11 @@
-"""The alerts' SQLite side, in the store's file: history look-ups and the repeat window.
+"""The alerts' SQLite side, in the store's file: history look-ups, repeat window, budget.
 
 The table ``alert_state`` (its own; the store's tables are only read) remembers, per domain
 and cause, when an alert was last sent and at which severity, so a restart does not alert
 again. ``should_send`` is the pure decision; ``AlertState.claim`` checks and records in one
-transaction, so two processes sharing the store cannot both send.
+transaction, so two processes sharing the store cannot both send. ``alert_budget`` counts the
+alerts sent per bucket (DKIM-aligned reports, the rest) in the current fixed period, so a
+flood of reports cannot send more than ``max_alerts_per_period`` of them, restarts included.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from tlsrpt_lmtp.alerts.config import SEVERITIES
@@ -30,6 +32,37 @@ CREATE TABLE IF NOT EXISTS alert_state (
     PRIMARY KEY (domain, cause)
 )
 """
+_BUDGET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_budget (
+    bucket      TEXT NOT NULL,      -- 'dkim-aligned' or 'other'
+    period      TEXT NOT NULL,      -- UTC ISO 8601 start of the period
+    sent        INTEGER NOT NULL,
+    held        INTEGER NOT NULL,   -- alerts held back because the budget was spent
+    PRIMARY KEY (bucket, period)
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """At most ``cap`` alerts for ``bucket`` in the period starting at ``period``."""
+
+    bucket: str
+    period: datetime
+    cap: int
+
+
+# What ``claim`` decided beyond sending: held by the repeat window, or by the budget (the
+# first alert held in a period says so: it is the one that triggers the summary alert).
+HELD_REPEAT = "repeat"
+OVER_BUDGET = "over-budget"
+FIRST_OVER_BUDGET = "first-over-budget"
+
+
+def period_start(now: datetime, length: timedelta) -> datetime:
+    """The start of the fixed period (counted from the Unix epoch) that holds ``now``."""
+    seconds = length.total_seconds()
+    return datetime.fromtimestamp((now.timestamp() // seconds) * seconds, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +86,7 @@ class AlertState:
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_BUDGET_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -60,6 +94,14 @@ class AlertState:
 
     def claim(self, alert: Alert, now: datetime, window: timedelta) -> int | None:
         """Record the alert and return the repeats suppressed before it, or None to hold it."""
+        outcome = self.claim_within(alert, now, window, None)
+        return outcome if isinstance(outcome, int) else None
+
+    def claim_within(
+        self, alert: Alert, now: datetime, window: timedelta, budget: Budget | None
+    ) -> int | str:
+        """As ``claim``, and within ``budget``: the repeats suppressed (sent), HELD_REPEAT,
+        OVER_BUDGET or FIRST_OVER_BUDGET (held, not recorded as sent)."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -77,7 +119,14 @@ class AlertState:
                         (alert.domain, alert.cause),
                     )
                     db.execute("COMMIT")
-                    return None
+                    return HELD_REPEAT
+                if budget is not None and not self._spend(budget):
+                    first = db.execute(
+                        "SELECT held FROM alert_budget WHERE bucket = ? AND period = ?",
+                        (budget.bucket, budget.period.isoformat()),
+                    ).fetchone()[0]
+                    db.execute("COMMIT")
+                    return FIRST_OVER_BUDGET if first == 1 else OVER_BUDGET
                 db.execute(
                     "INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, 1, 0)"
                     " ON CONFLICT (domain, cause) DO UPDATE SET severity = excluded.severity,"
@@ -90,6 +139,27 @@ class AlertState:
                 db.execute("ROLLBACK")
                 raise
             return last.suppressed if last else 0
+
+    def _spend(self, budget: Budget) -> bool:
+        """Count one alert against the budget (True), or one held back (False); in the
+        caller's transaction. Rows of earlier periods are deleted."""
+        db, period = self._db, budget.period.isoformat()
+        db.execute(
+            "DELETE FROM alert_budget WHERE bucket = ? AND period < ?", (budget.bucket, period)
+        )
+        db.execute(
+            "INSERT INTO alert_budget VALUES (?, ?, 0, 0) ON CONFLICT (bucket, period) DO NOTHING",
+            (budget.bucket, period),
+        )
+        (sent,) = db.execute(
+            "SELECT sent FROM alert_budget WHERE bucket = ? AND period = ?", (budget.bucket, period)
+        ).fetchone()
+        column = "sent" if sent < budget.cap else "held"
+        db.execute(
+            f"UPDATE alert_budget SET {column} = {column} + 1 WHERE bucket = ? AND period = ?",
+            (budget.bucket, period),
+        )
+        return column == "sent"
 
     def history(self, report: Report) -> History:
         """Result types seen per domain before this report; sessions per domain that day."""

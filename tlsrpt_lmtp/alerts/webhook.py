@@ -1,7 +1,9 @@
 """POST each alert as JSON to a webhook, with a timeout and retries with backoff.
 
 Retried: connection errors, timeouts, HTTP 408, 429 and 5xx. Not retried: other 4xx (the
-request itself is wrong). No proxy from the environment is used.
+request itself is wrong) and redirects: a 3xx answer is never followed, so the configured
+headers (an ``Authorization`` token) go to the configured URL's host and nowhere else. No
+proxy from the environment is used.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from tlsrpt_lmtp.alerts.outbox import Payload
 
 _RETRY_STATUS = {408, 429}
 _MAX_BACKOFF = 300.0
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: urllib then raises the 3xx answer as an HTTPError."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
 
 
 class Webhook:
@@ -37,7 +46,7 @@ class Webhook:
             "User-Agent": f"tlsrpt-lmtp/{__version__}",
             **dict(headers),
         }
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
     def body(self, payload: Payload) -> bytes:
         # "text" makes the payload readable by Slack/Mattermost-style incoming webhooks.
@@ -52,6 +61,11 @@ class Webhook:
                 response.read(65536)
                 return False, ""
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                return (
+                    False,
+                    f"HTTP {exc.code}: redirects are not followed (set webhook_url to the target)",
+                )
             retry = exc.code in _RETRY_STATUS or exc.code >= 500
             return retry, f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:

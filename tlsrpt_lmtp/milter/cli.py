@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from tlsrpt_lmtp.alerts.hook import build_hook
-from tlsrpt_lmtp.config import ConfigError, load
+from tlsrpt_lmtp.config import ConfigError, load, syslog_options
 from tlsrpt_lmtp.dkim import checker_from_file
 from tlsrpt_lmtp.metrics import exposition
 from tlsrpt_lmtp.milter.config import Mode, load_milter_config
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         )
         dkim = checker_from_file(args.config, policy=getattr(args, "dkim_policy", None))
         target = base.syslog_address if base.log_format == "syslog" else base.log_file
-        emitter = open_emitter(base.log_format, target)
+        emitter = open_emitter(base.log_format, target, syslog=syslog_options(base))
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
