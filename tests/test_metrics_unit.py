@@ -159,3 +159,13 @@ def test_observe_many_equals_one_observe_per_value() -> None:
 
     assert samples(one) == samples(many)
     assert ("lat_count", {}, 8.0) in samples(many)
+
+
+def test_a_strange_event_costs_a_count_never_the_event(capsys: pytest.CaptureFixture[str]) -> None:
+    rec, registry = _recorder()
+    unhashable = {"result_type": ["not", "hashable"], "failed_session_count": 1}
+    rec.event_written({"event": "tlsrpt.failure", **unhashable})
+    rec.event_written({"event": ["x"]})
+    rec.event_written({"event": "tlsrpt.policy", "total_successful_session_count": True})
+    assert "metrics:" in capsys.readouterr().err
+    assert _sample(registry, "tlsrpt_events_total", event="tlsrpt.policy") == 1.0

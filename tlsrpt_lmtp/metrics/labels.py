@@ -60,7 +60,3 @@ def quarantine_class(reason: str) -> str:
         if needle in low:
             return cls
     return "invalid_report"
-
-
-def count_of(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,7 +37,6 @@ from tlsrpt_lmtp.metrics.labels import (
     POLICY_TYPES,
     RESULT_TYPES,
     Capped,
-    count_of,
     quarantine_class,
 )
 from tlsrpt_lmtp.metrics.policy import PolicyRequests
@@ -51,6 +51,7 @@ LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 
 
 
 Pending_ = dict[tuple[Any, tuple[str, ...]], float]
+Handler = Callable[[dict[str, Any], Pending_], None]
 
 
 def _bump(pending: Pending_, key: tuple[Any, tuple[str, ...]], amount: float = 1.0) -> None:
@@ -167,8 +168,8 @@ class PromRecorder(Recorder):
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self._event_keys: dict[str, tuple[Any, tuple[str, ...]]] = {}
-        self._handlers: dict[str, Callable[[dict[str, Any], Pending_], None]] = {
+        self._dispatch: dict[str, tuple[Any, Handler | None]] = {}
+        self._handlers: dict[str, Handler] = {
             "tlsrpt.report": self._report,
             "tlsrpt.policy": self._policy,
             "tlsrpt.failure": self._failure,
@@ -232,20 +233,31 @@ class PromRecorder(Recorder):
     # --- events ---------------------------------------------------------------------------
 
     def event_written(self, event: dict[str, Any]) -> None:
-        name = event.get("event")
-        key = self._event_keys.get(name)  # type: ignore[arg-type]
-        if key is None:
-            key = (self.events, (self._event_names(name),))
-            if isinstance(name, str) and len(self._event_keys) < 64:
-                self._event_keys[name] = key
-        handler = self._handlers.get(name) if isinstance(name, str) else None
-        with self._lock:  # alert delivery threads write events too
-            pending = self._pending
-            pending[key] = pending.get(key, 0.0) + 1
-            if handler is not None:
-                handler(event, pending)
-        if time.monotonic() - self._flushed >= FLUSH_SECONDS:
-            self.flush()
+        """Count one event the sink took. Never raises: metrics must not stop delivery."""
+        try:
+            name = event.get("event")
+            entry = self._dispatch.get(name) if isinstance(name, str) else None
+            if entry is None:
+                entry = self._dispatch_entry(name)
+            key, handler = entry
+            with self._lock:  # alert delivery threads write events too
+                pending = self._pending
+                pending[key] = pending.get(key, 0.0) + 1
+                if handler is not None:
+                    handler(event, pending)
+            if time.monotonic() - self._flushed >= FLUSH_SECONDS:
+                self.flush()
+        except Exception as exc:  # a bug here must cost a count, never an event
+            print(f"tlsrpt-lmtp: metrics: {exc!r}", file=sys.stderr, flush=True)
+
+    def _dispatch_entry(self, name: object) -> tuple[Any, Handler | None]:
+        entry = (
+            (self.events, (self._event_names(name),)),
+            (self._handlers.get(name) if isinstance(name, str) else None),
+        )
+        if isinstance(name, str) and len(self._dispatch) < 64:
+            self._dispatch[name] = entry
+        return entry
 
     # The handlers run under the lock and add to ``pending``: (metric, labels) → amount.
 
@@ -268,18 +280,18 @@ class PromRecorder(Recorder):
         ptype = e.get("policy_type")
         ptype = ptype if ptype in POLICY_TYPES else OTHER
         domain = self.domain_label(e.get("policy_domain")) if self._domains else ""
-        success = count_of(e.get("total_successful_session_count"))
-        if success:
+        success = e.get("total_successful_session_count")
+        if type(success) is int and success > 0:
             key = (self.sessions, (ptype, "success", domain))
             pending[key] = pending.get(key, 0.0) + success
-        failure = count_of(e.get("total_failure_session_count"))
-        if failure:
+        failure = e.get("total_failure_session_count")
+        if type(failure) is int and failure > 0:
             key = (self.sessions, (ptype, "failure", domain))
             pending[key] = pending.get(key, 0.0) + failure
 
     def _failure(self, e: dict[str, Any], pending: Pending_) -> None:
-        failed = count_of(e.get("failed_session_count"))
-        if not failed:
+        failed = e.get("failed_session_count")
+        if type(failed) is not int or failed <= 0:
             return
         ptype, rt = e.get("policy_type"), e.get("result_type")
         labels = (
@@ -314,6 +326,12 @@ class PromRecorder(Recorder):
     # --- stage 2 --------------------------------------------------------------------------
 
     def stage2_done(self, items: Sequence[Pending], results: Sequence[IngestResult]) -> None:
+        try:
+            self._stage2_done(items, results)
+        except Exception as exc:  # never stop stage 2 for a count
+            print(f"tlsrpt-lmtp: metrics: {exc!r}", file=sys.stderr, flush=True)
+
+    def _stage2_done(self, items: Sequence[Pending], results: Sequence[IngestResult]) -> None:
         now = datetime.now(UTC)
         latencies = []
         for item in items:
