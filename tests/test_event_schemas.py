@@ -88,7 +88,10 @@ def test_pipeline_events_are_valid_in_both_formats(tmp_path: Path) -> None:
         pytest.skip(f"no real samples under {samples}")
     sink = BothFormats(tmp_path)
     pipeline = Pipeline.open(tmp_path / "data", sink)
-    hook = build_hook(None, tmp_path / "data", sink)
+    # Alerts only for some domains: the others' alerts are held (tlsrpt.alert_held).
+    config = tmp_path / "alerts.toml"
+    config.write_text('[alerts]\ndomains = ["example.com", "*.example.com"]\n')
+    hook = build_hook(config, tmp_path / "data", sink)
     pipeline.hooks.append(hook)
     try:
         for _, raw in iter_messages([samples]):
@@ -119,7 +122,7 @@ def test_pipeline_events_are_valid_in_both_formats(tmp_path: Path) -> None:
     docs = sink.check()
     names = Counter(d["event"] for d in docs["json"])
     assert {"tlsrpt.report", "tlsrpt.policy", "tlsrpt.failure", "tlsrpt.invalid"} <= set(names)
-    assert "tlsrpt.alert" in names
+    assert {"tlsrpt.alert", "tlsrpt.alert_held"} <= set(names)
     assert any(d["duplicate"] for d in docs["json"] if d["event"] == "tlsrpt.report")
     assert len(docs["json"]) > 100
 

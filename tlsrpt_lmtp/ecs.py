@@ -29,6 +29,7 @@ _CLASSES: dict[str, tuple[str, list[str], list[str], str | None]] = {
     "tlsrpt.invalid": ("event", ["email"], ["error"], "failure"),
     "tlsrpt.alert": ("alert", ["email", "network"], ["info"], None),
     "tlsrpt.alert_undelivered": ("event", ["email"], ["error"], "failure"),
+    "tlsrpt.alert_held": ("event", ["email"], ["info"], None),
     "sts.policy_fetched": ("event", ["configuration", "network"], ["creation"], "success"),
     "sts.policy_changed": ("event", ["configuration", "network"], ["change"], "success"),
     "sts.fetch_error": ("event", ["network"], ["error"], "failure"),
