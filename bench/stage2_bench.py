@@ -2,12 +2,12 @@
 
     .venv/bin/python -m bench.stage2_bench [--before DIR] [--time-cap SECONDS]
 
-Each measurement runs in a fresh process (``python -m bench.stage2_bench --worker``) with a
-fresh data dir: the mails are archived (stage 1), then stage 2 runs as the server's stage 2
-does (claim a batch of pending messages, process it, until none is left). Peak RSS is the
-worker's own VmHWM. ``--before DIR`` runs the same worker against another checkout of the
-project (e.g. ``git worktree add /tmp/before <commit>``) for a side-by-side column; that code
-takes its batches with ``archive.pending(256)`` as its stage 2 did.
+Each measurement has a fresh data dir and two processes: one builds the mails and archives
+them (stage 1), then a fresh one runs stage 2 as the server's stage 2 does (claim a batch of
+pending messages, process it, until none is left). Peak RSS is that process's own VmHWM.
+``--before DIR`` runs phase 2 with another checkout of the project (e.g. made with
+``git worktree add /tmp/before <commit>``) for a side-by-side
+column; that code takes its batches with ``archive.pending(256)`` as its stage 2 did.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WORST_BATCH = "worst batch: 13 x 60 MB string + every hostile mail"
+WORST_BATCH = "worst batch: 13 x 30 MB string + every hostile mail"
 
 
 def _peak_kib() -> int:
@@ -33,7 +33,8 @@ def _peak_kib() -> int:
     return 0
 
 
-def worker(case: str) -> None:
+def fill(case: str, data: Path) -> None:
+    """Phase 1 (its own process): build the mails and archive them."""
     from tests.hostile import HOSTILE, giant_string
     from tlsrpt_lmtp.pipeline import Pipeline
 
@@ -42,6 +43,15 @@ def worker(case: str) -> None:
         mails += [build() for build in HOSTILE.values()]
     else:
         mails = [HOSTILE[case]()]
+    pipeline = Pipeline.open(data, lambda _: None)
+    pipeline.archive_many([(raw, "bench") for raw in mails])
+    pipeline.close()
+
+
+def stage2(data: Path) -> None:
+    """Phase 2 (a fresh process): stage 2 over what phase 1 archived."""
+    from tlsrpt_lmtp.pipeline import Pipeline
+
     per_message: Counter[str] = Counter()
     written = [0]
 
@@ -49,27 +59,22 @@ def worker(case: str) -> None:
         per_message[str(event.get("archive_id"))] += 1
         written[0] += len(json.dumps(event, default=str).encode("utf-8", "replace"))
 
-    with tempfile.TemporaryDirectory() as data:
-        pipeline = Pipeline.open(Path(data), emit)
-        pipeline.archive_many([(raw, "bench") for raw in mails])
-        del mails
-        base = _peak_kib()
-        start, cpu = time.monotonic(), time.process_time()
-        error = ""
-        try:
-            if hasattr(pipeline.archive, "claim"):
-                pipeline.process_pending()
-            else:  # the code before issue 8: its stage 2 loop
-                while batch := pipeline.archive.pending(256):
-                    pipeline.process_many(batch)
-        except Exception as exc:  # the "before" code may crash: that is a result too
-            error = repr(exc)[:80]
-        statuses = Counter(r["status"] for r in pipeline.db.query("SELECT status FROM messages"))
+    pipeline = Pipeline.open(data, emit)
+    start, cpu = time.monotonic(), time.process_time()
+    error = ""
+    try:
+        if hasattr(pipeline.archive, "claim"):
+            pipeline.process_pending()
+        else:  # the code before issue 8: its stage 2 loop
+            while batch := pipeline.archive.pending(256):
+                pipeline.process_many(batch)
+    except Exception as exc:  # the "before" code may crash: that is a result too
+        error = repr(exc)[:80]
+    statuses = Counter(r["status"] for r in pipeline.db.query("SELECT status FROM messages"))
     print(
         json.dumps(
             {
                 "peak_kib": _peak_kib(),
-                "before_kib": base,
                 "seconds": time.monotonic() - start,
                 "cpu": time.process_time() - cpu,
                 "max_events": max(per_message.values(), default=0),
@@ -82,12 +87,20 @@ def worker(case: str) -> None:
 
 
 def run(code: Path, case: str, cap: float) -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{REPO}"}
-    argv = [sys.executable, "-m", "bench.stage2_bench", "--worker", case]
-    try:
-        done = subprocess.run(argv, cwd=code, env=env, capture_output=True, text=True, timeout=cap)
-    except subprocess.TimeoutExpired:
-        return {"error": f"> {cap:g} s (killed)"}
+    """Phase 1 with this checkout's code, phase 2 with ``code``'s (the worker file is ours)."""
+    with tempfile.TemporaryDirectory() as data:
+        subprocess.run(
+            [sys.executable, __file__, "--fill", case, "--data", data],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=True,
+            timeout=cap,
+        )
+        env = {**os.environ, "PYTHONPATH": str(code)}
+        argv = [sys.executable, __file__, "--stage2", "--data", data]
+        try:
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=cap)
+        except subprocess.TimeoutExpired:
+            return {"error": f"> {cap:g} s (killed)"}
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         return {"error": f"exit {done.returncode}: {done.stderr.strip()[-80:]}"}
@@ -108,16 +121,23 @@ def cell(r: dict[str, object]) -> str:
 
 
 def main() -> None:
-    from tests.hostile import HOSTILE
-
     p = argparse.ArgumentParser()
-    p.add_argument("--worker")
+    p.add_argument("--fill")
+    p.add_argument("--stage2", action="store_true")
+    p.add_argument("--data", type=Path)
     p.add_argument("--before", type=Path, help="another checkout to compare with")
     p.add_argument("--time-cap", type=float, default=120.0)
     args = p.parse_args()
-    if args.worker:
-        worker(args.worker)
+    if args.fill:
+        fill(args.fill, args.data)
         return
+    if args.stage2:
+        stage2(args.data)  # with the tlsrpt_lmtp of PYTHONPATH: ours or --before's
+        return
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.hostile import HOSTILE
+
     cases = [*HOSTILE, WORST_BATCH]
     print(
         "| hostile input | ours: peak RSS, CPU, max events per mail (bytes), statuses"

@@ -95,7 +95,7 @@ def test_flags_win_over_file_which_wins_over_defaults(tmp_path: Path) -> None:
     assert c.recipients == ("a@example.org",)
     assert c.data_dir == Path("/srv/tlsrpt")
     assert c.log_format == "syslog"
-    assert load(None, {}).max_decompressed == 64 * 1024 * 1024
+    assert load(None, {}).max_decompressed == 32 * 1024 * 1024
 
 
 @pytest.mark.parametrize(

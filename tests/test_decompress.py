@@ -194,6 +194,54 @@ def test_truncated_only_member_is_refused() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def test_every_one_byte_damage_to_a_zip_is_refused_as_a_payload_error() -> None:
+    """zipfile raises ValueError (negative seek), zlib.error, IndexError (empty name) ..."""
+    data = zip_archive([("r.json", REPORT + b" " * 300)])
+    outcomes = set()
+    for at in range(len(data)):
+        for value in (0x00, 0x80, 0xFF):
+            damaged = data[:at] + bytes([value]) + data[at + 1 :]
+            try:
+                decode_payload(damaged)
+                outcomes.add("read")
+            except PayloadError:
+                outcomes.add("refused")
+    assert outcomes == {"read", "refused"}
+
+
+def test_zip_with_a_huge_directory_is_refused_before_zipfile_reads_it() -> None:
+    """zipfile builds an object per directory entry: 17 MB of them took 100 MiB."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for i in range(30_000):
+            archive.writestr(zipfile.ZipInfo(f"member-{i:08d}.txt"), b"")
+    with pytest.raises(PayloadError, match=r"zip directory of \d+ bytes is larger than"):
+        decode_payload(buf.getvalue())
+
+
+def test_zip64_end_record_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 1)  # makes zipfile write zip64 records
+    data = zip_archive([("r.json", REPORT), ("s.json", REPORT)])
+    monkeypatch.undo()
+    with pytest.raises(PayloadError, match="zip64"):
+        decode_payload(data)
+
+
+def test_zip_with_a_comment_is_read() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("r.json", REPORT)
+        archive.comment = b"x" * 60_000
+    assert decode_payload(buf.getvalue()).json_bytes == REPORT
+
+
+def test_zip_member_with_an_empty_name_is_read() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr(zipfile.ZipInfo(""), REPORT)
+    assert decode_payload(buf.getvalue()).json_bytes == REPORT
+
+
 @pytest.mark.parametrize("deflate", [True, False], ids=["deflated", "stored"])
 def test_zip_with_a_json_member(deflate: bool) -> None:
     data = zip_archive([("google.com!example.com!1!2.json", REPORT)], deflate=deflate)
@@ -359,9 +407,14 @@ def test_large_but_allowed_payload_decodes_exactly() -> None:
         payload = decode_payload(data)
         assert payload.json_bytes == body
         assert payload.warnings == ()
-    report = parse_report(decode_payload(gzip.compress(body, compresslevel=1)).json_bytes)
+    json_bytes = decode_payload(gzip.compress(body, compresslevel=1)).json_bytes
+    report = parse_report(json_bytes, max_failure_details=10**6)
     assert report.total_failure_session_count == len(report.policies[0].failure_details)
     assert report.warnings == ()
+    capped = parse_report(json_bytes)  # the default keeps 10,000 and aggregates the rest
+    details = capped.policies[0].failure_details
+    assert sum(d.failed_session_count for d in details) == report.total_failure_session_count
+    assert capped.warnings == ("failure-details-aggregated",)
 
 
 def test_large_payload_with_trailing_data_keeps_its_warning_once() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Callable
 from email.mime.application import MIMEApplication
 from email.mime.message import MIMEMessage
@@ -90,12 +91,21 @@ def test_attachment_that_is_not_a_report_gives_a_readable_error() -> None:
 
 
 def test_bomb_attachment_is_refused_with_the_limit_in_the_reason() -> None:
-    result = extract(tlsrpt_email(gzip_bomb(256 * MiB), filenames=["bomb.json.gz"]))
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    spaces = b" " * MiB
+    bomb = z.compress(b"{") + b"".join(z.compress(spaces) for _ in range(80)) + z.flush()
+    result = extract(tlsrpt_email(bomb, filenames=["bomb.json.gz"]))
     assert result.reports == ()
     assert result.errors == (
         f"attachment bomb.json.gz: gzip data decompresses to more than the "
         f"{DEFAULT_LIMIT}-byte limit (bomb refused)",
     )
+
+
+def test_bomb_that_is_not_json_is_refused_at_its_first_chunk() -> None:
+    result = extract(tlsrpt_email(gzip_bomb(256 * MiB), filenames=["bomb.json.gz"]))
+    assert result.reports == ()
+    assert result.errors == ("attachment bomb.json.gz: decompressed attachment is not JSON",)
 
 
 def test_limit_is_passed_through() -> None:
@@ -666,3 +676,25 @@ def test_submitter_unrelated_to_contact_info_is_flagged() -> None:
     assert "submitter-contact-mismatch" in only_report(extract(raw)).warnings
     related = raw.replace(b"other.example", b"corp.reporter.example")
     assert "submitter-contact-mismatch" not in only_report(extract(related)).warnings
+
+
+def test_attachments_of_one_message_share_the_decompression_limit() -> None:
+    limit = len(REPORT) + len(REPORT) // 2
+    result = extract(tlsrpt_email(GZ, GZ, filenames=["a.json.gz", "b.json.gz"]), limit=limit)
+    assert len(result.reports) == 1
+    left = limit - len(REPORT)
+    assert result.errors == (
+        f"attachment b.json.gz: gzip data decompresses to more than the {left}-byte limit"
+        " (bomb refused)",
+    )
+
+
+def test_only_the_first_report_attachments_are_read() -> None:
+    from tlsrpt_lmtp.mime import MAX_REPORT_ATTACHMENTS
+
+    count = MAX_REPORT_ATTACHMENTS + 3
+    result = extract(tlsrpt_email(*[GZ] * count))
+    assert len(result.reports) == MAX_REPORT_ATTACHMENTS
+    assert result.errors == (
+        f"{count} report attachments: only the first {MAX_REPORT_ATTACHMENTS} were read",
+    )

@@ -189,6 +189,7 @@ def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
         max_decompressed=config.max_decompressed,
         dkim=dkim,
         delivery=delivery,
+        max_failure_details=config.max_failure_details,
     )
 
 

@@ -7,10 +7,15 @@ silently fall back to a default):
     listen = "unix:/var/spool/postfix/private/tlsrpt"
     recipients = ["tlsrpt@example.org"]
     max_message_size = 33554432
+    max_in_flight = 134217728     # mail held across connections; past it: 452, retry later
+    max_connections = 100         # more are answered 421 and closed
+    max_connections_per_peer = 50 # per local user (uid) or remote address
+    idle_timeout = 120            # seconds without a command or mail data
 
     [storage]
     data_dir = "/var/lib/tlsrpt-lmtp"
-    max_decompressed = 67108864
+    max_decompressed = 33554432
+    max_failure_details = 10000
 
     [log]
     format = "json"          # or "ecs" (Elastic Common Schema, JSON lines), "syslog"
@@ -29,6 +34,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
 from tlsrpt_lmtp.dnsutil import parse_nameserver
 from tlsrpt_lmtp.syslog import SyslogOptions, parse_target
@@ -50,8 +56,13 @@ class Config:
     listen: str = "127.0.0.1:24240"
     recipients: tuple[str, ...] = ()
     max_message_size: int = 32 * 1024 * 1024
+    max_in_flight: int = 128 * 1024 * 1024
+    max_connections: int = 100
+    max_connections_per_peer: int = 50
+    idle_timeout: float = 120.0
     data_dir: Path = Path()  # replaced by default_data_dir() in load()
     max_decompressed: int = DEFAULT_LIMIT
+    max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS
     log_format: str = "json"
     log_file: str = "-"
     syslog_address: str = "/dev/log"
@@ -90,8 +101,16 @@ _LAYOUT: dict[str, dict[str, str]] = {
         "listen": "listen",
         "recipients": "recipients",
         "max_message_size": "max_message_size",
+        "max_in_flight": "max_in_flight",
+        "max_connections": "max_connections",
+        "max_connections_per_peer": "max_connections_per_peer",
+        "idle_timeout": "idle_timeout",
     },
-    "storage": {"data_dir": "data_dir", "max_decompressed": "max_decompressed"},
+    "storage": {
+        "data_dir": "data_dir",
+        "max_decompressed": "max_decompressed",
+        "max_failure_details": "max_failure_details",
+    },
     "log": {
         "format": "log_format",
         "file": "log_file",
@@ -115,7 +134,7 @@ _POLICY_LAYOUT: dict[str, dict[str, str]] = {
             "fetch_timeout",
         )
     },
-    "storage": {"data_dir": "data_dir", "max_decompressed": ""},
+    "storage": {"data_dir": "data_dir", "max_decompressed": "", "max_failure_details": ""},
     "log": _LAYOUT["log"],
     "lmtp": dict.fromkeys(_LAYOUT["lmtp"], ""),
 }
@@ -241,6 +260,12 @@ def _check(config: Config) -> None:
     _check_log(config)
     if config.max_message_size <= 0 or config.max_decompressed <= 0:
         raise ConfigError("size limits must be positive")
+    if not 1 <= config.max_failure_details <= 1_000_000:
+        raise ConfigError("max_failure_details must be between 1 and 1000000")
+    if min(config.max_connections, config.max_connections_per_peer, config.idle_timeout) <= 0:
+        raise ConfigError("[lmtp] connection limits and idle_timeout must be positive")
+    if config.max_in_flight < config.max_message_size:
+        raise ConfigError("[lmtp] max_in_flight must be at least max_message_size")
     parse_listen(config.listen)
 
 

@@ -8,10 +8,11 @@ One fsynced commit may carry a whole batch of messages (group commit).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 SCHEMA_VERSION = 3
@@ -74,19 +75,35 @@ CREATE INDEX IF NOT EXISTS failures_policy ON failures(policy);
 """
 
 
+@contextmanager
+def _umask(bits: int) -> Iterator[None]:
+    """Add ``bits`` to the process umask for the block (never loosening it)."""
+    old = os.umask(0o077)
+    os.umask(old | bits)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 class Database:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
         self._durable: bool | None = None
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # SQLite gives -wal and -shm (raw mail) the mode of the database file, so the file must
+        # be 0640 from the first byte: a chmod after the schema would come too late for them.
+        with _umask(0o027):
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         self._migrate()
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        path.chmod(0o640)
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):  # stores made before
+            with suppress(FileNotFoundError):
+                name.chmod(0o640)
 
     def _migrate(self) -> None:
         """Forward migrations of stores made by older versions."""

@@ -165,8 +165,10 @@ def invalid_event(
     source: str,
     report: Report | None = None,
     dkim: DkimVerdict | None = None,
+    warnings: tuple[str, ...] = (),
 ) -> Event:
-    """``report`` and ``dkim``: a report refused by ``[dkim] policy = "enforce"``."""
+    """``report`` and ``dkim``: a report refused by ``[dkim] policy = "enforce"``;
+    ``warnings``: what had to be changed in the mail's headers (``text-replaced``, ...)."""
     event: Event = {
         "event": "tlsrpt.invalid",
         **_common(report, archive_id, source),
@@ -174,6 +176,7 @@ def invalid_event(
         "from": meta.from_,
         "subject": meta.subject,
         "message_id": meta.message_id,
+        "warnings": list(warnings),
     }
     if dkim is not None:
         event.update(dkim_fields(dkim))

@@ -12,26 +12,141 @@ import contextlib
 import os
 import queue
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import MISSING, syntax
 
 from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.config import Config, parse_listen
+from tlsrpt_lmtp.lmtpdata import (
+    Connections,
+    DotDecoder,
+    InFlight,
+    Limits,
+    lmtp_replies,
+    next_chunk,
+)
+from tlsrpt_lmtp.peers import PeerKey, peer_key
 from tlsrpt_lmtp.pipeline import ArchiveError, Pipeline
 from tlsrpt_lmtp.stage2 import Stage2Process
+from tlsrpt_lmtp.unixsock import prepare_unix_listen
 
 _MAX_BATCH = 256
+_TOO_MANY = b"421 4.3.2 tlsrpt-lmtp too many connections, try again later\r\n"
 
-# aiosmtpd refuses lines over 1001 bytes with "500 Line too long"; a report with a long
-# JSON line must not bounce, so lines are bounded by the message size limit instead.
-_LINE_LIMIT = 1024 * 1024
+
+class _Refused(asyncio.Protocol):
+    """A connection beyond the limit: told so, then closed (the MTA retries later)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_TOO_MANY)
+        transport.close()
 
 
 class _LMTP(LMTP):
-    line_length_limit = _LINE_LIMIT
+    """aiosmtpd's LMTP with DATA read in chunks (memory ≈ message size, lines as long as the
+    message), a bound on mail held across connections, a connection limit and an idle
+    timeout counted from the client's last command or piece of mail data."""
+
+    # Command lines only: DATA does not go through line reads (see smtp_DATA).
+    line_length_limit = 4096
+
+    def __init__(
+        self, handler: Any, limits: Limits, gate: Connections, flight: InFlight, **kw: Any
+    ) -> None:
+        super().__init__(
+            handler, data_size_limit=limits.max_message_size, timeout=limits.idle_timeout, **kw
+        )
+        self._gate = gate
+        self._flight = flight
+        self._admitted = False
+        self._peer: PeerKey | None = None
+        self._busy = False  # the server, not the client, is working (archiving)
+        self._last_activity = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._peer = peer_key(transport.get_extra_info("socket"))
+        self._admitted = self._gate.enter(self._peer)
+        if not self._admitted:
+            _Refused().connection_made(transport)
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._gate.leave(self._peer)
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        return super().eof_received() if self._admitted else False
+
+    def _timeout_cb(self) -> None:
+        idle = self.loop.time() - self._last_activity
+        if self._busy or idle < self._timeout_duration:
+            self._reset_timeout(self._timeout_duration - idle if not self._busy else None)
+            return
+        if self.transport is not None:
+            self._writer.write(b"421 4.4.2 tlsrpt-lmtp idle timeout, closing connection\r\n")
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        decoder = DotDecoder()
+        held = 0
+        refusal = ""
+        busy = "452 4.3.1 Insufficient system storage, try again later"
+        done = False
+        try:
+            while not done:
+                done = decoder.feed(await next_chunk(self._reader))
+                self._last_activity = self.loop.time()
+                if not decoder.keep:
+                    continue  # read to the end, then refuse
+                size = decoder.raw_size
+                if self.data_size_limit and size > self.data_size_limit:
+                    refusal = "552 5.3.4 Error: Too much mail data"
+                elif self._flight.take(size - held):
+                    held = size
+                    continue
+                else:
+                    refusal = busy
+                decoder.drop()
+                self._flight.give_back(held)
+                held = 0
+            if refusal:
+                await self.push(lmtp_replies(refusal, len(self.envelope.rcpt_tos)))
+                self._set_post_data_state()  # type: ignore[no-untyped-call]
+                return
+            content = decoder.content()
+            del decoder
+            self.envelope.content = self.envelope.original_content = content
+            self._busy = True
+            try:
+                status = await self._call_handler_hook("DATA")
+            finally:
+                self._busy = False
+                self._last_activity = self.loop.time()
+        finally:
+            self._flight.give_back(held)
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
 
 class IngestWorker:
@@ -161,12 +276,28 @@ async def serve(
     worker = IngestWorker(pipeline, loop, stage2.nudge)
     handler = ReportHandler(worker, config.recipients)
 
-    def factory() -> _LMTP:
+    limits = Limits(
+        max_message_size=config.max_message_size,
+        max_in_flight=config.max_in_flight,
+        max_connections=config.max_connections,
+        max_connections_per_peer=config.max_connections_per_peer,
+        idle_timeout=config.idle_timeout,
+    )
+    gate = Connections(limits.max_connections, limits.max_connections_per_peer)
+    flight = InFlight(limits.max_in_flight)
+
+    fqdn = socket.getfqdn()  # once, not per connection (it may ask DNS)
+
+    def factory() -> asyncio.Protocol:
+        if gate.open >= gate.limit:  # refused without building a session
+            return _Refused()
         return _LMTP(
             handler,
-            data_size_limit=config.max_message_size,
+            limits,
+            gate,
+            flight,
             enable_SMTPUTF8=True,
-            hostname=None,
+            hostname=fqdn,
             ident="tlsrpt-lmtp",
             loop=loop,
         )
@@ -174,10 +305,10 @@ async def serve(
     host, port = parse_listen(config.listen)
     path = str(port) if host == "unix" else None
     if path is not None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        prepare_unix_listen(path)
         server = await loop.create_unix_server(factory, path)
-        # Postfix's lmtp client runs as another user; guard access with the directory.
+        # Postfix's lmtp client runs as another user; access is guarded by the directory,
+        # which prepare_unix_listen checked is writable by its owner only.
         os.chmod(path, 0o666)
     else:
         server = await loop.create_server(factory, host, int(port))

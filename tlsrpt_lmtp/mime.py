@@ -8,16 +8,25 @@ the report itself, which lets file import share this code.
 
 from __future__ import annotations
 
-import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import replace
-from email.header import decode_header, make_header
 
-from tlsrpt_lmtp.decompress import DEFAULT_LIMIT, PayloadError, decode_payload, sniff
+from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
+from tlsrpt_lmtp.decompress import (
+    DEFAULT_LIMIT,
+    LaterMemberBroken,
+    PayloadError,
+    PayloadStream,
+    open_payload,
+    sniff,
+)
 from tlsrpt_lmtp.mimeparts import Leaf, Parts, parts
 from tlsrpt_lmtp.model import Attachment, Extracted, MailMeta, Report
 from tlsrpt_lmtp.names import canonical
-from tlsrpt_lmtp.report import ReportError, parse_report
+from tlsrpt_lmtp.report import ReportError, parse_report_chunks
+from tlsrpt_lmtp.rfc2047 import decode_words
+from tlsrpt_lmtp.sanitize import clean_text, safe_text
 
 REPORT_TYPES = frozenset(
     {
@@ -39,18 +48,36 @@ _GENERIC_TYPES = frozenset(
 )
 _REPORT_SUFFIXES = (".json", ".json.gz", ".gz", ".zip")
 _FOLD = re.compile(r"\r?\n[ \t]+")
+# Report mail carries one report; a few more are read, the rest refused (with the shared
+# decompression limit, this bounds the work per message).
+MAX_REPORT_ATTACHMENTS = 4
+# Raw header text read before decoding; after decoding, sanitize.MAX_TEXT characters are kept.
+MAX_HEADER_CHARS = 16 * 1024
 
 
-def extract(raw: bytes, *, limit: int = DEFAULT_LIMIT) -> Extracted:
-    """Read one message (or one bare report file) into its reports and errors."""
+def extract(
+    raw: bytes,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS,
+) -> Extracted:
+    """Read one message (or one bare report file) into its reports and errors.
+
+    ``limit`` bounds the decompressed size of the message's report attachments (together:
+    the first gets all of it, the next what is left), ``max_failure_details`` the
+    failure details kept per report (the rest are aggregated, see aggregate.py). Every
+    text in the result is safe to encode; when a header had to be changed for that, its
+    warning (``text-replaced``, ``text-truncated``) is in ``Extracted.warnings`` and so on
+    every report of the message.
+    """
     if sniff(raw) is not None:
         bare = Attachment("application/octet-stream", None, raw)
-        return _from_attachments(MailMeta(), [bare], (), limit)
+        return _from_attachments(MailMeta(), [bare], (), limit, max_failure_details)
     msg = parts(raw)
-    meta = mail_meta(msg)
+    warnings: list[str] = []
+    meta = _sanitised_meta(msg, warnings)
     if not msg.headers:
         return Extracted(meta, (), ("not an email message and not a report file",))
-    warnings: list[str] = []
     if not meta.report_domain:
         warnings.append("tls-report-domain-header-missing")
     if not meta.submitter:
@@ -61,7 +88,8 @@ def extract(raw: bytes, *, limit: int = DEFAULT_LIMIT) -> Extracted:
         warnings.append("report-type-not-tlsrpt")
     if msg.close_boundary_missing:
         warnings.append("mime-close-boundary-missing")
-    return _from_attachments(meta, find_attachments(msg), tuple(warnings), limit)
+    found = find_attachments(msg)
+    return _from_attachments(meta, found, tuple(warnings), limit, max_failure_details)
 
 
 def find_attachments(msg: Parts) -> list[Attachment]:
@@ -85,25 +113,72 @@ def _claims_report(leaf: Leaf) -> bool:
 
 
 def _from_attachments(
-    meta: MailMeta, attachments: list[Attachment], warnings: tuple[str, ...], limit: int
+    meta: MailMeta,
+    attachments: list[Attachment],
+    warnings: tuple[str, ...],
+    limit: int,
+    max_failure_details: int,
 ) -> Extracted:
     if not attachments:
         return Extracted(meta, (), ("no report attachment found",), warnings)
     reports: list[Report] = []
     errors: list[str] = []
-    for att in attachments:
-        try:
-            payload = decode_payload(att.data, limit=limit)
-            report = parse_report(payload.json_bytes, header_domain=meta.report_domain)
-        except (PayloadError, ReportError) as exc:
-            label = f" {att.filename}" if att.filename else ""
-            errors.append(f"attachment{label}: {exc}")
+    if len(attachments) > MAX_REPORT_ATTACHMENTS:
+        errors.append(
+            f"{len(attachments)} report attachments: only the first"
+            f" {MAX_REPORT_ATTACHMENTS} were read"
+        )
+    spent = [0]  # decompressed bytes of this message so far: all its attachments share limit
+    for att in attachments[:MAX_REPORT_ATTACHMENTS]:
+        label = f" {att.filename}" if att.filename else ""
+        if spent[0] >= limit:
+            errors.append(
+                safe_text(
+                    f"attachment{label}: not read: the message's report attachments"
+                    f" already decompress to the {limit}-byte limit"
+                )
+            )
             continue
-        extra = (*warnings, *payload.warnings, *_submitter_check(meta, report))
+        try:
+            report, payload_warnings = _read(
+                att, meta, limit - spent[0], max_failure_details, spent
+            )
+        except (PayloadError, ReportError) as exc:
+            errors.append(safe_text(f"attachment{label}: {exc}"))
+            continue
+        extra = (*warnings, *payload_warnings, *_submitter_check(meta, report))
         if extra:
             report = _with_warnings(report, extra)
         reports.append(report)
     return Extracted(meta, tuple(reports), tuple(errors), warnings)
+
+
+def _read(
+    att: Attachment, meta: MailMeta, limit: int, max_failure_details: int, spent: list[int]
+) -> tuple[Report, list[str]]:
+    """Decompress and parse one attachment as a stream (never the whole JSON in memory);
+    ``spent[0]`` grows by the bytes decompressed, whether or not the report is usable."""
+
+    def parse(stream: PayloadStream) -> Report:
+        def counted() -> Iterator[bytes]:
+            for chunk in stream.chunks:
+                spent[0] += len(chunk)
+                yield chunk
+
+        return parse_report_chunks(
+            counted(), header_domain=meta.report_domain, max_failure_details=max_failure_details
+        )
+
+    stream = open_payload(att.data, limit=limit)
+    try:
+        return parse(stream), stream.warnings
+    except LaterMemberBroken:
+        # A broken later gzip member must not cost the report the first one holds.
+        stream = open_payload(att.data, limit=limit, first_only=True)
+        try:
+            return parse(stream), stream.warnings
+        except LaterMemberBroken as exc:
+            raise PayloadError(str(exc)) from None
 
 
 def _submitter_check(meta: MailMeta, report: Report) -> tuple[str, ...]:
@@ -128,24 +203,38 @@ def _with_warnings(report: Report, extra: tuple[str, ...]) -> Report:
 
 
 def mail_meta(msg: Parts) -> MailMeta:
+    """The headers the events show, sanitised (warning codes dropped; see extract)."""
+    return _sanitised_meta(msg, [])
+
+
+def _sanitised_meta(msg: Parts, warnings: list[str]) -> MailMeta:
     h = msg.headers
+
+    def field(name: str, domain: bool = False) -> str | None:
+        text = header_text(h.get(name))
+        if domain:
+            text = _domain(text)
+        if text is None:
+            return None
+        text, codes = clean_text(text)
+        warnings.extend(c for c in codes if c not in warnings)
+        return text
+
     return MailMeta(
-        from_=header_text(h.get("from")),
-        subject=header_text(h.get("subject")),
-        message_id=header_text(h.get("message-id")),
-        report_domain=_domain(header_text(h.get("tls-report-domain"))),
-        submitter=_domain(header_text(h.get("tls-report-submitter"))),
+        from_=field("from"),
+        subject=field("subject"),
+        message_id=field("message-id"),
+        report_domain=field("tls-report-domain", domain=True),
+        submitter=field("tls-report-submitter", domain=True),
     )
 
 
 def header_text(value: str | None) -> str | None:
-    """Unfolded, with RFC 2047 encoded-words decoded."""
+    """Unfolded, with RFC 2047 encoded-words decoded (not yet sanitised)."""
     if value is None:
         return None
-    text = _FOLD.sub(" ", value)
-    if "=?" in text:
-        with contextlib.suppress(UnicodeError, LookupError, ValueError):
-            text = str(make_header(decode_header(text)))
+    text = _FOLD.sub(" ", value[:MAX_HEADER_CHARS])
+    text = decode_words(text)
     return text.strip() or None
 
 

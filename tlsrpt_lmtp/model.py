@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from tlsrpt_lmtp.sanitize import clamped_sum
+
 
 class FailureDetail(NamedTuple):
     """A named tuple, not a dataclass: reports carry up to tens of thousands of these, and
@@ -42,13 +44,14 @@ class Report:
     policies: tuple[Policy, ...]
     warnings: tuple[str, ...]
 
+    # Sums never pass sanitize.MAX_COUNT (2**53 - 1), so every SIEM and SQLite can hold them.
     @property
     def total_successful_session_count(self) -> int:
-        return sum(p.total_successful_session_count for p in self.policies)
+        return clamped_sum(p.total_successful_session_count for p in self.policies)
 
     @property
     def total_failure_session_count(self) -> int:
-        return sum(p.total_failure_session_count for p in self.policies)
+        return clamped_sum(p.total_failure_session_count for p in self.policies)
 
     @property
     def dedup_key(self) -> tuple[str, str, str, str]:
@@ -89,3 +92,24 @@ class Extracted:
     reports: tuple[Report, ...]
     errors: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+
+    @property
+    def size_hint(self) -> int:
+        """An upper bound of the bytes this value holds: the measure to batch parsed messages
+        by (a 100 KB mail can hold 20,000 failure details even after aggregation)."""
+        total = 2048 + sum(_size(e) for e in self.errors)
+        for r in self.reports:
+            total += 1024 + _size(r.report_id) + _size(r.organization_name)
+            total += _size(r.contact_info) + 80 * len(r.warnings)
+            for p in r.policies:
+                total += 512 + sum(map(_size, p.policy_string)) + sum(map(_size, p.mx_host))
+                for d in p.failure_details:
+                    total += 200 + sum(_size(x) for x in d if type(x) is str)
+        return total
+
+
+def _size(text: str | None) -> int:
+    """A str's memory, rounded up: header, and 1 byte per character (4 unless ASCII)."""
+    if text is None:
+        return 0
+    return 80 + len(text) * (1 if text.isascii() else 4)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
 from tlsrpt_lmtp.archive import MAX_ATTEMPTS, Archive, ArchiveError, Pending, Status
 from tlsrpt_lmtp.db import Database
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
@@ -53,8 +54,7 @@ __all__ = ["ArchiveError", "IngestResult", "Pipeline", "SinkError"]
 # Called once per newly stored (non-duplicate) report; returns further events (e.g. alerts).
 ReportHook = Callable[[Report, MailMeta, str, DkimVerdict | None], Iterable[Event]]
 DB_NAME = "tlsrpt.sqlite3"
-# Rough bytes of memory per parsed policy or failure detail, to weigh a chunk.
-_ITEM_WEIGHT = 512
+# Parsed messages (Extracted.size_hint) held at once before they are stored and written.
 CHUNK_WEIGHT = 32 * 1024 * 1024
 _ALWAYS = "~"  # sorts after every ISO 8601 time: everything is a recovery
 
@@ -85,6 +85,7 @@ class Pipeline:
         hooks: Sequence[ReportHook] = (),
         dkim: DkimChecker | None = None,
         delivery: Delivery | None = None,
+        max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS,
     ) -> None:
         self.db = db
         self.dkim = dkim
@@ -93,6 +94,7 @@ class Pipeline:
         self.emit = emit
         self.delivery = delivery or Delivery(emit)
         self.max_decompressed = max_decompressed
+        self.max_failure_details = max_failure_details
         self._clock = clock
         self.hooks = list(hooks)
 
@@ -106,6 +108,7 @@ class Pipeline:
         hooks: Sequence[ReportHook] = (),
         dkim: DkimChecker | None = None,
         delivery: Delivery | None = None,
+        max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS,
     ) -> Pipeline:
         return cls(
             Database(data_dir / DB_NAME),
@@ -114,6 +117,7 @@ class Pipeline:
             hooks=hooks,
             dkim=dkim,
             delivery=delivery,
+            max_failure_details=max_failure_details,
         )
 
     def close(self) -> None:
@@ -171,10 +175,12 @@ class Pipeline:
             )
             return judged
         try:
-            judged.extracted = extract(item.raw, limit=self.max_decompressed)
-            judged.weight += _ITEM_WEIGHT * sum(
-                len(p.failure_details) + 1 for r in judged.extracted.reports for p in r.policies
+            judged.extracted = extract(
+                item.raw,
+                limit=self.max_decompressed,
+                max_failure_details=self.max_failure_details,
             )
+            judged.weight += judged.extracted.size_hint
             judged.raw = item.raw
         except Exception as exc:  # a parser bug must not stop the queue or lose the message
             judged.fail(f"internal error while reading the message: {exc!r}"[:1000])
@@ -268,12 +274,21 @@ class Pipeline:
                 key,
                 *report.dedup_key,
             )
+        warnings = m.extracted.warnings
         invalid = [
-            invalid_event(reason, meta, archive_id=key, source=source, report=report, dkim=verdict)
+            invalid_event(
+                reason,
+                meta,
+                archive_id=key,
+                source=source,
+                report=report,
+                dkim=verdict,
+                warnings=warnings,
+            )
             for report, verdict, reason in m.refused
         ]
         invalid += [
-            invalid_event(reason, meta, archive_id=key, source=source)
+            invalid_event(reason, meta, archive_id=key, source=source, warnings=warnings)
             for reason in (*m.extracted.errors, *m.failures)
         ]
         return events + stamp(invalid, key, "invalid")

@@ -28,8 +28,10 @@ import milter
 
 from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.milter.config import MilterConfig
-from tlsrpt_lmtp.milter.core import HEADER, Action, MessageFilter, Reply
+from tlsrpt_lmtp.milter.core import HEADER, Action, Budget, MessageFilter, Reply
+from tlsrpt_lmtp.milter.gate import ConnectionGate
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
+from tlsrpt_lmtp.unixsock import prepare_unix_listen
 
 CONTINUE: int = Milter.CONTINUE
 ACCEPT: int = Milter.ACCEPT
@@ -65,6 +67,7 @@ class MilterService:
         self.pipeline = pipeline
         self._lock = threading.Lock()
         self._closed = False
+        self.budget = Budget(config.max_in_flight)
 
     def ingest(self, raw: bytes) -> IngestResult:
         with self._lock:
@@ -74,7 +77,7 @@ class MilterService:
                 return self.pipeline.ingest(raw, source="milter")
 
     def message(self) -> MessageFilter:
-        return MessageFilter(self.config, self.ingest)
+        return MessageFilter(self.config, self.ingest, self.budget)
 
     def close(self) -> None:
         """Wait for the ingest in progress, then refuse new ones (the pipeline may close)."""
@@ -90,6 +93,7 @@ class ReportMilter(Milter.Base):  # type: ignore[misc]
 
     @_noreply
     def envfrom(self, sender: str, *params: str) -> int:
+        self._drop()
         self._message = self._service.message()
         return CONTINUE
 
@@ -128,12 +132,17 @@ class ReportMilter(Milter.Base):  # type: ignore[misc]
         return self._apply(message.end_of_message())
 
     def abort(self) -> int:
-        self._message = None
+        self._drop()
         return CONTINUE
 
     def close(self) -> int:
-        self._message = None
+        self._drop()
         return CONTINUE
+
+    def _drop(self) -> None:
+        message, self._message = self._message, None
+        if message is not None:
+            message.release()
 
     def _accept_unless_wanted(self) -> int:
         if self._message is None or self._message.wants_message:
@@ -190,16 +199,21 @@ def serve(
     milter.setconn(config.listen)
     milter.settimeout(config.timeout)
     path = config.socket_path
+    if path is not None:
+        prepare_unix_listen(path)
     milter.opensocket(True)
     if path is not None:
         os.chmod(path, 0o666)  # the MTA runs as another user; guard access with the directory
     else:
         disable_nagle()
+    gate = ConnectionGate(config.max_connections, config.max_connections_per_peer, config.timeout)
+    gate.start()
     if ready is not None:
         ready()
     try:
         milter.main()
     finally:
+        gate.stop()
         service.close()
         if path is not None:
             with contextlib.suppress(FileNotFoundError):

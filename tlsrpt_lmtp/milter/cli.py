@@ -86,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         pipeline = Pipeline.open(
-            base.data_dir, emitter, max_decompressed=base.max_decompressed, dkim=dkim
+            base.data_dir,
+            emitter,
+            max_decompressed=base.max_decompressed,
+            max_failure_details=base.max_failure_details,
+            dkim=dkim,
         )
     except OSError as exc:
         emitter.close()
@@ -113,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
         adapter.serve(config, pipeline, ready=ready)
     except milter.error as exc:
         print(f"tlsrpt-lmtp: milter cannot listen on {config.listen}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the unix socket path is unsafe (unixsock.prepare_unix_listen)
+        print(
+            f"tlsrpt-lmtp: milter cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr
+        )
         return 2
     finally:
         hook.close()

@@ -6,7 +6,10 @@
     add_header = true                 # X-TLSRPT-Report on the mail passed on (tap, reject-invalid)
     recipients = ["tlsrpt@example.org"]   # default: [lmtp] recipients
     max_message_size = 33554432       # default: [lmtp] max_message_size
-    timeout = 600                     # libmilter's I/O timeout with the MTA, seconds
+    timeout = 330                     # a connection idle this long is closed, seconds
+    max_connections = 256             # more are closed at once (the MTA tempfails or retries)
+    max_connections_per_peer = 128    # per local user (uid) or remote address
+    max_in_flight = 134217728         # report mail buffered across connections; beyond: 451
 
 Checked as strictly as the rest of the file: an unknown key or a bad value is an error.
 """
@@ -37,7 +40,12 @@ class MilterConfig:
     add_header: bool = True
     recipients: tuple[str, ...] = ()
     max_message_size: int = 32 * 1024 * 1024
-    timeout: int = 600
+    # libmilter's I/O timeout, i.e. the idle timeout: above Postfix's smtpd_timeout (300 s),
+    # the longest an SMTP client (and so the MTA's side of the milter) may be silent.
+    timeout: int = 330
+    max_connections: int = 256
+    max_connections_per_peer: int = 128
+    max_in_flight: int = 128 * 1024 * 1024
 
     @property
     def socket_path(self) -> Path | None:
@@ -53,6 +61,9 @@ _KINDS = {
     "recipients": "tuple[str, ...]",
     "max_message_size": "int",
     "timeout": "int",
+    "max_connections": "int",
+    "max_connections_per_peer": "int",
+    "max_in_flight": "int",
 }
 _INET = re.compile(r"^(inet6?):(\d+)@(\S+)$")
 
@@ -78,8 +89,11 @@ def load_milter_config(path: Path | None, overrides: dict[str, Any], base: Confi
             "the milter needs the report address(es): set [milter] recipients or"
             " [lmtp] recipients, or pass --recipient (it must not ingest all mail)"
         )
-    if config.max_message_size <= 0 or config.timeout <= 0:
-        raise ConfigError("[milter] max_message_size and timeout must be positive")
+    limits = (config.max_connections, config.max_connections_per_peer)
+    if min(config.max_message_size, config.timeout, *limits) <= 0:
+        raise ConfigError("[milter] sizes, timeout and connection limits must be positive")
+    if config.max_in_flight < config.max_message_size:
+        raise ConfigError("[milter] max_in_flight must be at least max_message_size")
     return config
 
 

@@ -10,6 +10,7 @@ about storage, events and DKIM lives in the pipeline, not here.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -55,10 +56,32 @@ def reject(code: str, xcode: str, text: str) -> Reply:
     return Reply(Action.REJECT, code, xcode, text)
 
 
-class MessageFilter:
-    """One message on its way through the milter."""
+class Budget:
+    """Bytes of report mail buffered across all connections (libmilter threads share it)."""
 
-    def __init__(self, config: MilterConfig, ingest: Ingest) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
+
+    def give_back(self, size: int) -> None:
+        with self._lock:
+            self.held -= size
+
+
+class MessageFilter:
+    """One message on its way through the milter. With a shared ``budget``, a message that
+    would take more than is left is dropped as it comes and answered 451 4.3.1 at the end
+    (the client retries); ``release`` gives its share back (done by ``end_of_message``)."""
+
+    def __init__(self, config: MilterConfig, ingest: Ingest, budget: Budget | None = None) -> None:
         self._config = config
         self._wanted = frozenset(config.recipients)
         self._ingest = ingest
@@ -66,6 +89,9 @@ class MessageFilter:
         self._report_recipients: list[str] = []
         self._buffer = bytearray()
         self._oversize = False
+        self._budget = budget
+        self._held = 0
+        self._busy = False
         self._own_headers = 0  # HEADER lines that came with the message (forged or old)
 
     # --- envelope ---------------------------------------------------------------------------
@@ -106,13 +132,24 @@ class MessageFilter:
             self._append(chunk)
 
     def _append(self, data: bytes) -> None:
-        if self._oversize:
+        if self._oversize or self._busy:
             return
         if len(self._buffer) + len(data) > self._config.max_message_size:
             self._oversize = True
-            self._buffer = bytearray()
+        elif self._budget is not None and not self._budget.take(len(data)):
+            self._busy = True
+        else:
+            self._held += len(data)
+            self._buffer += data
             return
-        self._buffer += data
+        self.release()
+
+    def release(self) -> None:
+        """Drop the buffered message and give its bytes back to the budget."""
+        self._buffer = bytearray()
+        if self._budget is not None and self._held:
+            self._budget.give_back(self._held)
+        self._held = 0
 
     @property
     def raw(self) -> bytes:
@@ -121,8 +158,16 @@ class MessageFilter:
     # --- the decision ---------------------------------------------------------------------
 
     def end_of_message(self) -> Reply:
+        try:
+            return self._decide()
+        finally:
+            self.release()
+
+    def _decide(self) -> Reply:
         if not self.wants_message:
             return Reply(Action.CONTINUE)
+        if self._busy:
+            return tempfail("4.3.1", "too much report mail in progress, try again later")
         mode = self._config.mode
         only_reports = len(self._report_recipients) == len(self._recipients)
         if self._oversize:
