@@ -19,6 +19,7 @@ from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy, syslog_op
 from tlsrpt_lmtp.delivery import Delivery, SinkError
 from tlsrpt_lmtp.dkim import checker_from_file
 from tlsrpt_lmtp.events import iso
+from tlsrpt_lmtp.metrics import exposition
 from tlsrpt_lmtp.milter import cli as milter_cli
 from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="TOML config file (flags win over it)")
     common.add_argument("--data-dir", type=Path, help="archive and store directory")
-    common.add_argument("--log-format", choices=("json", "syslog"))
+    common.add_argument("--log-format", choices=("json", "ecs", "syslog"))
     common.add_argument("--log-file", help="json events: '-' for stdout (default) or a path")
     common.add_argument(
         "--syslog-address", help="syslog events: /dev/log, udp:HOST:PORT or tcp:HOST:PORT"
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         help="accepted recipient (repeat; default: any)",
     )
     s.add_argument("--max-message-size", type=int, metavar="BYTES")
+    exposition.add_flag(s)
 
     pa = sub.add_parser(
         "parse", parents=[common], help="run files through the pipeline, print events"
@@ -113,6 +115,7 @@ def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     s = psub.add_parser("serve", parents=[pol], help="answer Postfix socketmap and Exim lookups")
     s.add_argument("--listen", help="socketmap HOST:PORT or unix:/path (default 127.0.0.1:8461)")
     s.add_argument("--exim-listen", help="Exim line protocol (default 127.0.0.1:8462; '' = off)")
+    exposition.add_flag(s)
     q = psub.add_parser("query", parents=[pol], help="resolve one domain and show the answers")
     q.add_argument("domain")
 
@@ -141,6 +144,11 @@ def _policy_main(args: argparse.Namespace) -> int:
             target = "-" if args.log_file is None else target
         emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
         service = daemon.build_service(config, emitter)
+        endpoint = (
+            exposition.start_single_from_args(args, service=service)
+            if args.policy_command == "serve"
+            else None
+        )
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
@@ -153,6 +161,8 @@ def _policy_main(args: argparse.Namespace) -> int:
         print(f"tlsrpt-lmtp: cannot listen: {exc.strerror}", file=sys.stderr)
         return 2
     finally:
+        if endpoint is not None:
+            endpoint.close()
         emitter.close()
     return 0
 
@@ -218,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(config, pipeline, args)
         if args.command == "_stage2":
-            return _stage2(pipeline, args.server_started)
+            return _stage2(pipeline, args.server_started, args.config)
         if args.command == "parse":
             return _parse(pipeline, args.paths)
         if args.command == "show":
@@ -248,13 +258,24 @@ def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    try:  # before the stage 2 process starts: it inherits the metrics directory
+        watching = exposition.config_of(args)
+        endpoint = exposition.start_serve(watching, pipeline.db.path) if watching.listen else None
+    except (ConfigError, OSError) as exc:
+        print(f"tlsrpt-lmtp: metrics: {exc}", file=sys.stderr)
+        return 2
     stage2 = Stage2Process(_stage2_argv(config, args))
+    if endpoint is not None:
+        exposition.watch_stage2(endpoint, lambda: stage2.pid)
     try:
         asyncio.run(serve(config, pipeline, stage2, ready=ready))
     except OSError as exc:
         stage2.stop()
         print(f"tlsrpt-lmtp: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr)
         return 2
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     return 0
 
 
@@ -272,13 +293,14 @@ def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _stage2(pipeline: Pipeline, server_started: str) -> int:
+def _stage2(pipeline: Pipeline, server_started: str, config_path: Path | None) -> int:
     from tlsrpt_lmtp.stage2 import follow
 
     # The server ends this process by closing its stdin, after the last delivery; a
     # signal to the whole process group must not cut a batch short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    exposition.join_serve(config_path)
     follow(pipeline, sys.stdin.fileno(), recovery_before=server_started)
     return 0
 

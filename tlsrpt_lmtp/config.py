@@ -18,8 +18,8 @@ silently fall back to a default):
     max_failure_details = 10000
 
     [log]
-    format = "json"          # or "syslog"
-    file = "-"               # json: "-" (stdout) or a path
+    format = "json"          # or "ecs" (Elastic Common Schema, JSON lines), "syslog"
+    file = "-"               # json, ecs: "-" (stdout) or a path
     syslog_address = "/dev/log"   # or "udp:HOST:PORT", "tcp:HOST:PORT"
     syslog_format = "auto"        # RFC 3164 on a unix socket, RFC 5424 on udp/tcp; or either
     syslog_framing = "octet-counting"   # on tcp; or "lf"
@@ -149,7 +149,8 @@ _POLICY_LAYOUT: dict[str, dict[str, str]] = {
     "lmtp": dict.fromkeys(_LAYOUT["lmtp"], ""),
 }
 T = TypeVar("T", Config, PolicyConfig)
-_OTHER_SECTIONS = ("milter", "alerts", "dkim")
+_OTHER_SECTIONS = ("milter", "alerts", "dkim", "metrics")
+LOG_FORMATS = ("json", "ecs", "syslog")  # ecs: JSON lines in Elastic Common Schema (ecs.py)
 
 
 def load(path: Path | None, overrides: dict[str, Any]) -> Config:
@@ -260,8 +261,8 @@ def syslog_options(config: Config | PolicyConfig) -> SyslogOptions:
 
 
 def _check_log(config: Config | PolicyConfig) -> None:
-    if config.log_format not in ("json", "syslog"):
-        raise ConfigError(f"log format must be 'json' or 'syslog', not {config.log_format!r}")
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log format must be one of {LOG_FORMATS}, not {config.log_format!r}")
     try:
         syslog_options(config).check()
         parse_target(config.syslog_address)

@@ -20,6 +20,7 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, syntax
 
+from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.config import Config, parse_listen
 from tlsrpt_lmtp.lmtpdata import (
     Connections,
@@ -258,6 +259,7 @@ class ReportHandler:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+        metrics.RECORDER.intake("lmtp", reply.startswith("250"))
         # RFC 2033 §4.2: one reply per accepted recipient; the message was stored once.
         return "\r\n".join(reply for _ in envelope.rcpt_tos)
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TextIO
 import orjson
 import structlog
 
+from tlsrpt_lmtp import ecs, metrics
 from tlsrpt_lmtp.events import SCHEMA, Event
 from tlsrpt_lmtp.syslog import SyslogOptions, SyslogWriter
 
@@ -47,6 +48,8 @@ PROCESSORS: list[Any] = [
     order_keys,
     structlog.processors.JSONRenderer(serializer=_dumps),
 ]
+# --log-format ecs: the same event in Elastic Common Schema field names (ecs.py)
+ECS_PROCESSORS: list[Any] = [*PROCESSORS[:2], ecs.processor, PROCESSORS[-1]]
 
 
 class Writer(Protocol):
@@ -130,10 +133,10 @@ class _Logger:
 class Emitter:
     """Callable that sends one event dict through the processors to the writer."""
 
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, processors: list[Any] = PROCESSORS) -> None:
         self._writer = writer
         self._log = structlog.wrap_logger(
-            _Logger(writer), processors=PROCESSORS, cache_logger_on_first_use=True
+            _Logger(writer), processors=processors, cache_logger_on_first_use=True
         )
 
     def __call__(self, event: Event) -> None:
@@ -141,6 +144,7 @@ class Emitter:
         fields = dict(event)
         name = fields.pop("event")
         self._log.info(name, **fields)
+        metrics.RECORDER.event_written(event)
 
     def flush(self) -> None:
         flush = getattr(self._writer, "flush", None)
@@ -154,4 +158,5 @@ class Emitter:
 def open_emitter(log_format: str, target: str, *, syslog: SyslogOptions | None = None) -> Emitter:
     if log_format == "syslog":
         return Emitter(SyslogWriter(target, syslog))
-    return Emitter(StreamWriter.open(target))
+    chain = ECS_PROCESSORS if log_format == "ecs" else PROCESSORS
+    return Emitter(StreamWriter.open(target), chain)

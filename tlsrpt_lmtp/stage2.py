@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.pipeline import Pipeline
 
 BATCH = 256
@@ -49,7 +50,8 @@ def follow(
     while True:
         try:
             while batch := pipeline.archive.claim(BATCH, BATCH_BYTES):
-                pipeline.process_many(batch, recovery_before=recovery_before)
+                results = pipeline.process_many(batch, recovery_before=recovery_before)
+                metrics.RECORDER.stage2_done(batch, results)
             delay = 1.0
         except sqlite3.OperationalError as exc:
             print(

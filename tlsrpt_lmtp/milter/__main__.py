@@ -14,7 +14,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path)
     common.add_argument("--data-dir", type=Path)
-    common.add_argument("--log-format", choices=("json", "syslog"))
+    common.add_argument("--log-format", choices=("json", "ecs", "syslog"))
     common.add_argument("--log-file")
     common.add_argument("--syslog-address")
     common.add_argument("--max-decompressed", type=int)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 import Milter
 import milter
 
+from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.milter.config import MilterConfig
 from tlsrpt_lmtp.milter.core import HEADER, Action, Budget, MessageFilter, Reply
 from tlsrpt_lmtp.milter.gate import ConnectionGate
@@ -72,7 +73,8 @@ class MilterService:
         with self._lock:
             if self._closed:  # a message still in flight at shutdown: the MTA retries it
                 raise ServiceClosedError("shutting down")
-            return self.pipeline.ingest(raw, source="milter")
+            with metrics.RECORDER.intake_of("milter"):
+                return self.pipeline.ingest(raw, source="milter")
 
     def message(self) -> MessageFilter:
         return MessageFilter(self.config, self.ingest, self.budget)

@@ -16,6 +16,7 @@ from typing import Any
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.config import ConfigError, load, syslog_options
 from tlsrpt_lmtp.dkim import checker_from_file
+from tlsrpt_lmtp.metrics import exposition
 from tlsrpt_lmtp.milter.config import Mode, load_milter_config
 from tlsrpt_lmtp.pipeline import Pipeline
 from tlsrpt_lmtp.sinks import open_emitter
@@ -46,6 +47,7 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
         help="add X-TLSRPT-Report to the mail passed on (default yes)",
     )
     p.add_argument("--max-message-size", type=int, metavar="BYTES")
+    exposition.add_flag(p)
     return p
 
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     adapter.block_stop_signals()  # before the alert hook may start its delivery threads
     try:
+        endpoint = exposition.start_single_from_args(args)  # docs/metrics.md
         base = load(args.config, {k: getattr(args, k, None) for k in _BASE_KEYS})
         config = load_milter_config(
             args.config,
@@ -124,4 +127,6 @@ def run(args: argparse.Namespace) -> int:
         hook.close()
         pipeline.close()
         emitter.close()
+        if endpoint is not None:
+            endpoint.close()
     return 0

@@ -15,6 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.config import parse_listen
 from tlsrpt_lmtp.sts.netstring import Decoder, NetstringError, encode
 from tlsrpt_lmtp.sts.reply import exim_line, postfix_reply
@@ -222,6 +223,7 @@ def _reply_now(service: PolicyService, options: ReplyOptions, request: bytes) ->
     answer = service.cached_answer(parsed[1])
     if answer is None:
         return None
+    metrics.RECORDER.policy_answer(parsed[0], answer, options.enforce_testing, True)
     return postfix_reply(
         answer, tlsrpt=options.tlsrpt_for(parsed[0]), enforce_testing=options.enforce_testing
     )
@@ -232,6 +234,7 @@ async def _reply_later(service: PolicyService, options: ReplyOptions, request: b
     if isinstance(parsed, str):
         return parsed
     answer = await service.lookup(parsed[1])
+    metrics.RECORDER.policy_answer(parsed[0], answer, options.enforce_testing, False)
     return postfix_reply(
         answer, tlsrpt=options.tlsrpt_for(parsed[0]), enforce_testing=options.enforce_testing
     )
@@ -245,7 +248,9 @@ def line_handler(
     async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line = await reader.readuntil(b"\n")
         key = line[:MAX_LINE].decode("utf-8", "replace").strip()
-        answer = await service.lookup(key)
+        cached = service.cached_answer(key)
+        answer = cached if cached is not None else await service.lookup(key)
+        metrics.RECORDER.policy_answer("exim", answer, options.enforce_testing, bool(cached))
         writer.write(exim_line(answer, enforce_testing=options.enforce_testing).encode())
         writer.write(b"\n")
         await writer.drain()
