@@ -143,7 +143,9 @@ def test_tlsrpt_record_with_an_unclosed_ipv6_bracket_is_an_error() -> None:
     assert result.error is not None and "Invalid IPv6 URL" in result.error
 
 
-@pytest.mark.parametrize("name", ["B\u00fccher.Example..", "x.example\x1c."])
+@pytest.mark.parametrize(
+    "name", ["B\u00fccher.Example..", "x.example\x1c.", "-le\t.\x00*\x15\x00\t.\t.\t.\t."]
+)
 def test_canonical_name_is_a_fixed_point(name: str) -> None:
     """Found by fuzz/fuzz_names.py: the fallback for an invalid name (strip, drop trailing
     dots, lower-case) can produce a valid name, whose canonical form differs: 'Bücher.Example..'

@@ -103,18 +103,22 @@ def _canonical_cached(name: str) -> str:
 
 
 def _canonical(name: str) -> str:
-    # Tidying an invalid name can make it valid ('Bücher.Example..'): go on until it is
-    # stable, so that canonical(canonical(x)) == canonical(x) and one domain is one key.
-    current = name
-    for _ in range(4):
-        result = to_ascii(current, wildcard=True)
-        if result is not None:
-            return result
-        tidy = current.strip().rstrip(".").lower()
-        if tidy == current:
-            break
-        current = tidy
-    return current
+    result = to_ascii(name, wildcard=True)
+    if result is not None:
+        return result
+    # Tidying an invalid name can make it valid ('Bücher.Example..'): take that form then,
+    # so that canonical(canonical(x)) == canonical(x) and one domain is one key.
+    tidy = _tidy(name)
+    return to_ascii(tidy, wildcard=True) or tidy
+
+
+def _tidy(name: str) -> str:
+    """Lower case, without leading blanks nor any run of trailing dots and blanks."""
+    text = name.lstrip()
+    end = len(text)
+    while end and (text[end - 1] == "." or text[end - 1].isspace()):
+        end -= 1
+    return text[:end].lower()
 
 
 def to_unicode(name: str) -> str:
