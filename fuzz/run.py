@@ -8,6 +8,7 @@ fuzz/logs/). Targets run one after another, one process at a time.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -35,6 +36,8 @@ def run(name: str, seconds: int) -> dict[str, str]:
         "-timeout=30",  # one input taking longer is reported as a crash (a hang)
         "-rss_limit_mb=1536",
     ]
+    if os.environ.get("FUZZ_SEED", "").isdigit():  # the same inputs run after run (CI)
+        command.append(f"-seed={os.environ['FUZZ_SEED']}")
     dictionary = ROOT / "fuzz" / "dicts" / f"{name}.dict"
     if dictionary.is_file():
         command.append(f"-dict={dictionary}")
