@@ -137,6 +137,7 @@ def test_policy_daemon_events_are_valid_in_both_formats(netsim: Any, tmp_path: P
         data_dir=tmp_path / "data",
         dns_timeout=2.0,
         fetch_timeout=2.0,
+        allow_private_policy_hosts=True,  # the loopback test internet's policy hosts
     )
     service = daemon.build_service(config, sink)
     netsim.publish_sts("schema-ok.test")
