@@ -27,7 +27,8 @@ def real_sample(name: str) -> Path:
 def every_event_matches_its_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """After the whole suite: every event line any test left in a temporary directory (the
     daemons' and commands' event files, in the json and ecs formats) is valid against its
-    JSON Schema in docs/schema/ (issue 13). A line that is not an event is not judged."""
+    JSON Schema in docs/schema/ (issue 13). A line that is not an event is not judged, nor
+    are the hand-made payloads of the sink tests (tlsrpt.* without an event_id)."""
     yield
     try:
         import jsonschema
@@ -52,6 +53,12 @@ def every_event_matches_its_schema(tmp_path_factory: pytest.TempPathFactory) -> 
             fmt = "ecs" if "ecs" in event else "json"
             if fmt == "json" and "schema" not in event:
                 continue
+            if (
+                fmt == "json"
+                and str(event["event"]).startswith("tlsrpt.")
+                and ("event_id" not in event)
+            ):
+                continue  # a sink test's hand-made payload: every report event has an id
             seen += 1
             error = jsonschema.exceptions.best_match(checks[fmt].iter_errors(event))
             if error is not None:
