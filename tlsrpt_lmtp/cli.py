@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlsrpt_lmtp import __version__
-from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.archive import ArchiveError, Status
 from tlsrpt_lmtp.check import cli as check_cli
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy, syslog_options
 from tlsrpt_lmtp.delivery import Delivery, SinkError
-from tlsrpt_lmtp.dkim import checker_from_file
 from tlsrpt_lmtp.events import iso
 from tlsrpt_lmtp.metrics import exposition
 from tlsrpt_lmtp.milter import cli as milter_cli
-from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
-from tlsrpt_lmtp.sinks import open_emitter
-from tlsrpt_lmtp.sources import iter_messages
 from tlsrpt_lmtp.views import cli as views_cli
 from tlsrpt_lmtp.views import digest as views_digest
+
+if TYPE_CHECKING:  # imported where used: `summary` and `check` need none of the ingest side
+    from tlsrpt_lmtp.alerts.hook import AlertHook
+    from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,6 +119,9 @@ def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _policy_main(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from tlsrpt_lmtp.sinks import open_emitter
     from tlsrpt_lmtp.sts import daemon
 
     names = (
@@ -187,6 +188,10 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
+    from tlsrpt_lmtp.dkim import checker_from_file
+    from tlsrpt_lmtp.pipeline import Pipeline
+    from tlsrpt_lmtp.sinks import open_emitter
+
     dkim = checker_from_file(args.config, policy=args.dkim_policy)
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
     emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
@@ -219,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config(args)
         pipeline = _open_pipeline(config, args)
         if args.command == "_stage2":  # alerts are for what arrives, not for backfills
+            from tlsrpt_lmtp.alerts.hook import build_hook
+
             hook = build_hook(args.config, config.data_dir, pipeline.emit)
             pipeline.hooks.append(hook)
     except (ConfigError, OSError) as exc:
@@ -248,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
+    import asyncio
+
     from tlsrpt_lmtp.lmtp import serve
     from tlsrpt_lmtp.stage2 import Stage2Process
 
@@ -311,6 +320,8 @@ def _parse(pipeline: Pipeline, paths: list[Path]) -> int:
         print(f"tlsrpt-lmtp: no such file: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     results: list[IngestResult] = []
+    from tlsrpt_lmtp.sources import iter_messages
+
     for _label, raw in iter_messages(paths):
         try:
             results.append(pipeline.ingest(raw, source="file"))

@@ -36,7 +36,6 @@ from typing import Any, TypeVar
 
 from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
 from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
-from tlsrpt_lmtp.dnsutil import parse_nameserver
 from tlsrpt_lmtp.syslog import SyslogOptions, parse_target
 
 
@@ -166,6 +165,8 @@ def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
     for address in (config.listen, config.exim_listen):
         if address:
             parse_listen(address)
+    from tlsrpt_lmtp.dnsutil import parse_nameserver  # dnspython: slow to import
+
     for ns in (*config.nameservers, *((config.dane_resolver,) if config.dane_resolver else ())):
         try:
             parse_nameserver(ns)

@@ -21,18 +21,18 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlsrpt_lmtp.check import render
-from tlsrpt_lmtp.check.checks import Limits, evaluate
 from tlsrpt_lmtp.check.findings import Report
-from tlsrpt_lmtp.check.gather import Network, Settings
 from tlsrpt_lmtp.check.publish import DEFAULT_MAX_AGE, make_records
 from tlsrpt_lmtp.config import ConfigError, load_policy
-from tlsrpt_lmtp.dnsutil import parse_nameserver
 from tlsrpt_lmtp.sts.domain import DomainError, to_a_label
 from tlsrpt_lmtp.sts.policy import Mode
 from tlsrpt_lmtp.textsafe import printable
+
+if TYPE_CHECKING:  # imported where used: dnspython is slow to import, `summary` needs none
+    from tlsrpt_lmtp.check.gather import Network, Settings
 
 USAGE_ERROR = 2
 
@@ -94,6 +94,9 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
 
 
 def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
+    from tlsrpt_lmtp.check.checks import Limits, evaluate
+    from tlsrpt_lmtp.check.gather import Network
+
     now = now or datetime.now(UTC)
     try:
         domain, settings = _setup(args)
@@ -111,6 +114,8 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
 
 
 def _setup(args: argparse.Namespace) -> tuple[str, Settings]:
+    from tlsrpt_lmtp.check.gather import Settings
+
     try:
         domain = to_a_label(args.domain)
     except DomainError as exc:
@@ -146,6 +151,8 @@ def _setup(args: argparse.Namespace) -> tuple[str, Settings]:
 
 
 def _check_nameserver(text: str) -> None:
+    from tlsrpt_lmtp.dnsutil import parse_nameserver
+
     try:
         parse_nameserver(text)
     except ValueError:

@@ -13,13 +13,9 @@ import argparse
 import sys
 from typing import Any
 
-from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.config import ConfigError, load, syslog_options
-from tlsrpt_lmtp.dkim import checker_from_file
 from tlsrpt_lmtp.metrics import exposition
 from tlsrpt_lmtp.milter.config import Mode, load_milter_config
-from tlsrpt_lmtp.pipeline import Pipeline
-from tlsrpt_lmtp.sinks import open_emitter
 
 _BASE_KEYS = ("data_dir", "max_decompressed", "log_format", "log_file", "syslog_address")
 
@@ -52,6 +48,13 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
 
 
 def run(args: argparse.Namespace) -> int:
+    # The ingest side is imported here, not at the top: the CLI builds every subcommand's
+    # parser, and `summary` or `check` should not pay for it.
+    from tlsrpt_lmtp.alerts.hook import build_hook
+    from tlsrpt_lmtp.dkim import checker_from_file
+    from tlsrpt_lmtp.pipeline import Pipeline
+    from tlsrpt_lmtp.sinks import open_emitter
+
     try:
         import milter
     except ImportError:
