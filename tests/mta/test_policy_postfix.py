@@ -432,7 +432,8 @@ def test_postfix310_accepts_tlsrpt_attributes(
     assert "policy_type=sts policy_domain=attr.example.test" in reply, reply
     assert f"mx_host_pattern={host}" in reply and "{ policy_string = mode: enforce }" in reply
     for postfix in _postfix(workdir / "pf310", netsim, daemon.socketmap("sts-tlsrpt"), root):
-        assert "daemon started -- version 3.10" in postfix.log_text(), postfix.diagnostics()
+        # postlogd writes the log a moment after master starts: wait for the line (bounded)
+        postfix.wait_for_log(r"daemon started -- version 3\.10")
         rcpt, rogue_rcpt = "user@attr.example.test", "user@attr-rogue.example.test"
         tag = submit(postfix.smtp_port, rcpt)
         assert_verified_delivery(postfix, sink, rcpt, tag)
