@@ -8,6 +8,24 @@ from typing import NamedTuple
 
 from tlsrpt_lmtp.sanitize import clamped_sum
 
+KNOWN_POLICY_TYPES = frozenset({"sts", "tlsa", "no-policy-found"})
+# IANA "STARTTLS Validation Result Types" (RFC 8460 §6.6); the registry may grow.
+KNOWN_RESULT_TYPES = frozenset(
+    {
+        "starttls-not-supported",
+        "certificate-host-mismatch",
+        "certificate-expired",
+        "certificate-not-trusted",
+        "validation-failure",
+        "tlsa-invalid",
+        "dnssec-invalid",
+        "dane-required",
+        "sts-policy-fetch-error",
+        "sts-policy-invalid",
+        "sts-webpki-invalid",
+    }
+)
+
 
 class FailureDetail(NamedTuple):
     """A named tuple, not a dataclass: reports carry up to tens of thousands of these, and

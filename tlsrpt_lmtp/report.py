@@ -22,11 +22,16 @@ import orjson
 from tlsrpt_lmtp import jsonstream
 from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS, DETAILS_AGGREGATED, Overflow
 from tlsrpt_lmtp.jsonstream import MAX_POLICIES, STREAMED
-from tlsrpt_lmtp.model import FailureDetail, Policy, Report
+from tlsrpt_lmtp.model import (
+    KNOWN_POLICY_TYPES,
+    KNOWN_RESULT_TYPES,
+    FailureDetail,
+    Policy,
+    Report,
+)
 from tlsrpt_lmtp.reportfields import (
     DETAIL_ALIASES,
     DETAIL_KEYS,
-    KNOWN_RESULT_TYPES,
     ReportError,
     Warnings,
     count,
@@ -50,7 +55,6 @@ __all__ = [
     "report_from_json",
 ]
 
-KNOWN_POLICY_TYPES = frozenset({"sts", "tlsa", "no-policy-found"})
 # Bodies up to WHOLE_MAX bytes whose estimated Python size is under WHOLE_BUDGET are loaded
 # whole; the estimate is an upper bound per JSON token (a dict, a list, a string, a value).
 WHOLE_MAX = 8 * 1024 * 1024

@@ -12,26 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tlsrpt_lmtp.jsonstream import MAX_LIST_ITEMS
-from tlsrpt_lmtp.model import FailureDetail
+from tlsrpt_lmtp.model import KNOWN_RESULT_TYPES, FailureDetail
 from tlsrpt_lmtp.names import canonical, to_ascii
 from tlsrpt_lmtp.sanitize import COUNT_CLAMPED, MAX_COUNT, clean_text
 
-# IANA "STARTTLS Validation Result Types" (RFC 8460 §6.6); the registry may grow.
-KNOWN_RESULT_TYPES = frozenset(
-    {
-        "starttls-not-supported",
-        "certificate-host-mismatch",
-        "certificate-expired",
-        "certificate-not-trusted",
-        "validation-failure",
-        "tlsa-invalid",
-        "dnssec-invalid",
-        "dane-required",
-        "sts-policy-fetch-error",
-        "sts-policy-invalid",
-        "sts-webpki-invalid",
-    }
-)
 # Misspellings and spec inconsistencies seen in the wild, mapped to the RFC's key.
 DETAIL_ALIASES = {
     "receiving-mx-host-name": "receiving-mx-hostname",

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import threading
 
+from tlsrpt_lmtp.model import KNOWN_POLICY_TYPES, KNOWN_RESULT_TYPES
+
 OTHER = "other"
 MAX_LABEL_LENGTH = 128
-# RFC 8460 §4.3 result types and §4.2 policy types; anything else is counted as "other".
-RESULT_TYPES = frozenset(
-    {
-        "starttls-not-supported",
-        "certificate-host-mismatch",
-        "certificate-expired",
-        "certificate-not-trusted",
-        "validation-failure",
-        "tlsa-invalid",
-        "dnssec-invalid",
-        "dane-required",
-        "sts-policy-fetch-error",
-        "sts-policy-invalid",
-        "sts-webpki-invalid",
-    }
-)
-POLICY_TYPES = frozenset({"sts", "tlsa", "no-policy-found"})
+# RFC 8460's registries; anything else is counted as "other".
+RESULT_TYPES = KNOWN_RESULT_TYPES
+POLICY_TYPES = KNOWN_POLICY_TYPES
 
 
 class Capped:
