@@ -82,15 +82,6 @@ class Archive:
         rows = self.db.query("SELECT status FROM messages WHERE archive_id=?", (archive_id,))
         return Status(rows[0]["status"]) if rows else None
 
-    def pending(self, limit: int) -> list[tuple[bytes, str, str]]:
-        """Up to `limit` (raw, archive_id, source) awaiting processing, oldest first."""
-        rows = self.db.query(
-            "SELECT raw, archive_id, source FROM messages WHERE status='pending'"
-            " ORDER BY received_at LIMIT ?",
-            (limit,),
-        )
-        return [(bytes(r["raw"]), r["archive_id"], r["source"]) for r in rows]
-
     def claim(self, max_count: int, max_bytes: int) -> list[Pending]:
         """Take up pending messages, oldest first, and count the attempt durably.
 

@@ -47,21 +47,6 @@ def check_encodable(events: list[Event]) -> None:
         orjson.dumps(event, default=str)
 
 
-def scrub(value: Any) -> Any:
-    """A last resort for text the core let through: lone surrogates become U+FFFD."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return value
-    if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
-    if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items()}
-    return value
-
-
 def _common(report: Report | None, archive_id: str | None, source: str) -> Event:
     return {
         "report_id": report.report_id if report else None,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,7 +41,6 @@ from tlsrpt_lmtp.events import (
     invalid_event,
     iso,
     report_events,
-    scrub,
     stamp,
     submitter_of,
 )
@@ -258,9 +257,7 @@ class Pipeline:
         except Exception as exc:
             c.execute("ROLLBACK TO message")
             m.fail(f"internal error while storing the message: {exc!r}"[:1000])
-            meta = m.extracted.meta
-            m.extracted = replace(m.extracted, meta=replace(meta, **scrub(asdict(meta))))
-            m.events = [scrub(event) for event in self._events(m)]
+            m.events = self._events(m)  # the reason, and the mail's (sanitised) headers
         c.execute("RELEASE message")
 
     def _events(self, m: _Judged) -> list[Event]:

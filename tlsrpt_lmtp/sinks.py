@@ -87,15 +87,14 @@ class StreamWriter:
     def write_line(self, line: str) -> None:
         data = (line + "\n").encode()
         with self._lock:
-            start = os.lseek(self._fd, 0, os.SEEK_END) if self._regular else 0
+            written = 0
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view) :]
+                while written < len(data):
+                    written += os.write(self._fd, data[written:])
             except OSError:
-                if self._regular:
+                if self._regular and written:  # O_APPEND: this event's bytes end the file
                     with contextlib.suppress(OSError):
-                        os.ftruncate(self._fd, start)
+                        os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
                 raise
 
     def flush(self) -> None:
