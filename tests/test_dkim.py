@@ -22,7 +22,7 @@ from tests.dkim_support import (
 )
 from tests.test_pipeline import Recorder, report_json
 from tlsrpt_lmtp.config import ConfigError
-from tlsrpt_lmtp.dkim import (
+from tlsrpt_lmtp.ingest.dkim import (
     DkimChecker,
     DkimConfig,
     DkimPolicy,
@@ -36,8 +36,8 @@ from tlsrpt_lmtp.dkim import (
     load_dkim_config,
     verify_message,
 )
-from tlsrpt_lmtp.dkim.keys import make_resolver
-from tlsrpt_lmtp.pipeline import Pipeline
+from tlsrpt_lmtp.ingest.dkim.keys import make_resolver
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
 KEY_NAME = f"tlsrpt._domainkey.{SUBMITTER}"
 

@@ -21,7 +21,8 @@ from tests.dkim_support import (
     sign,
 )
 from tlsrpt_lmtp.config import ConfigError
-from tlsrpt_lmtp.dkim import (
+from tlsrpt_lmtp.core.dkim import MessageVerdict, key_names, verify_message
+from tlsrpt_lmtp.ingest.dkim import (
     DkimChecker,
     DkimConfig,
     DkimResult,
@@ -31,9 +32,8 @@ from tlsrpt_lmtp.dkim import (
     build_checker,
     load_dkim_config,
 )
-from tlsrpt_lmtp.dkim.batch import Budgets
-from tlsrpt_lmtp.dkim.keys import make_resolver
-from tlsrpt_lmtp.dkim.verify import MessageVerdict, key_names, verify_message
+from tlsrpt_lmtp.ingest.dkim.batch import Budgets
+from tlsrpt_lmtp.ingest.dkim.keys import make_resolver
 
 HONEST = f"tlsrpt._domainkey.{SUBMITTER}"
 SLOW = ("slow-one.test", "slow-two.test")  # key domains whose server never answers
@@ -299,7 +299,7 @@ def test_the_pipeline_looks_up_the_keys_of_a_batch_at_once(
     """Through stage 2's path (claim → process_many): both unresponsive key domains are asked
     at the same time, and the honest report after them is stored with its pass."""
     from tests.test_pipeline import Recorder
-    from tlsrpt_lmtp.pipeline import Pipeline
+    from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
     watched = Watched(real_lookup(dns))
     rec = Recorder()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.netsim.https import PolicyServer
-from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.addresses import non_global
 from tlsrpt_lmtp.sts.cache import PolicyCache
 from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver

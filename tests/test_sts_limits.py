@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.cache import Entry, PolicyCache, entry_cost
 from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context

@@ -34,9 +34,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
-from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
-from tlsrpt_lmtp.syslog import SyslogOptions, parse_target
+from tlsrpt_lmtp.core.aggregate import DEFAULT_MAX_FAILURE_DETAILS
+from tlsrpt_lmtp.core.decompress import DEFAULT_LIMIT
+from tlsrpt_lmtp.output.syslog import SyslogOptions, parse_target
 
 
 class ConfigError(ValueError):
@@ -165,7 +165,7 @@ def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
     for address in (config.listen, config.exim_listen):
         if address:
             parse_listen(address)
-    from tlsrpt_lmtp.dnsutil import parse_nameserver  # dnspython: slow to import
+    from tlsrpt_lmtp.net.dns import parse_nameserver  # dnspython: slow to import
 
     for ns in (*config.nameservers, *((config.dane_resolver,) if config.dane_resolver else ())):
         try:

@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tlsrpt_lmtp.config import ConfigError, read_toml
-from tlsrpt_lmtp.names import canonical
+from tlsrpt_lmtp.core.names import canonical
 from tlsrpt_lmtp.views.period import PeriodError, parse_duration
 
 RULES: tuple[str, ...] = ("enforce-failure", "failure-rate", "new-result-type", "result-type")

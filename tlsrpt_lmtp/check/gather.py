@@ -16,8 +16,8 @@ import dns.resolver
 
 from tlsrpt_lmtp.check.observed import MxHost, MxLookup, Observations, PolicyFetch, TxtLookup
 from tlsrpt_lmtp.check.probe import probe
-from tlsrpt_lmtp.dnsutil import why
-from tlsrpt_lmtp.names import canonical
+from tlsrpt_lmtp.core.names import canonical
+from tlsrpt_lmtp.net.dns import why
 from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
 from tlsrpt_lmtp.sts.fetch import WELL_KNOWN, Fetcher, FetchError, tls_context
 from tlsrpt_lmtp.sts.record import join_rr

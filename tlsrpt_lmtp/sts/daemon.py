@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 from tlsrpt_lmtp.config import PolicyConfig
-from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.cache import PolicyCache
 from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
 from tlsrpt_lmtp.sts.domain import policy_domain

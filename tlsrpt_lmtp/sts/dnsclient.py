@@ -14,7 +14,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from tlsrpt_lmtp.dnsutil import parse_nameserver, why
+from tlsrpt_lmtp.net.dns import parse_nameserver, why
 from tlsrpt_lmtp.sts import stub
 from tlsrpt_lmtp.sts.record import join_rr
 

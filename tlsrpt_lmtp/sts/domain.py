@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
-from tlsrpt_lmtp.names import to_ascii
+from tlsrpt_lmtp.core.names import to_ascii
 
 
 class DomainError(ValueError):

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tlsrpt_lmtp.names import canonical
+from tlsrpt_lmtp.core.names import canonical
 from tlsrpt_lmtp.sts.domain import DomainError, to_a_label
 
 MAX_POLICY_SIZE = 64 * 1024

@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 
-from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
-from tlsrpt_lmtp.decompress import (
+from tlsrpt_lmtp.core.aggregate import DEFAULT_MAX_FAILURE_DETAILS
+from tlsrpt_lmtp.core.decompress import (
     DEFAULT_LIMIT,
     LaterMemberBroken,
     PayloadError,
@@ -21,12 +21,12 @@ from tlsrpt_lmtp.decompress import (
     open_payload,
     sniff,
 )
-from tlsrpt_lmtp.mimeparts import Leaf, Parts, parts
-from tlsrpt_lmtp.model import Attachment, Extracted, MailMeta, Report
-from tlsrpt_lmtp.names import canonical
-from tlsrpt_lmtp.report import ReportError, parse_report_chunks
-from tlsrpt_lmtp.rfc2047 import decode_words
-from tlsrpt_lmtp.sanitize import clean_text, safe_text
+from tlsrpt_lmtp.core.mimeparts import Leaf, Parts, parts
+from tlsrpt_lmtp.core.model import Attachment, Extracted, MailMeta, Report
+from tlsrpt_lmtp.core.names import canonical
+from tlsrpt_lmtp.core.report import ReportError, parse_report_chunks
+from tlsrpt_lmtp.core.rfc2047 import decode_words
+from tlsrpt_lmtp.core.sanitize import clean_text, safe_text
 
 REPORT_TYPES = frozenset(
     {

@@ -14,8 +14,8 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
-from tlsrpt_lmtp.dkim.verify import DnsTempError
-from tlsrpt_lmtp.dnsutil import why
+from tlsrpt_lmtp.core.dkim import DnsTempError
+from tlsrpt_lmtp.net.dns import why
 from tlsrpt_lmtp.sts.dnsclient import nameserver
 
 # --------------------------------------------------------------------------------------------

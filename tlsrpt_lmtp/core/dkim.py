@@ -30,7 +30,7 @@ from typing import Any
 import dkim as dkimpy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from tlsrpt_lmtp import names
+from tlsrpt_lmtp.core import names
 
 MAX_SIGNATURES = 5  # bounds the DNS work one message can cause
 

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tlsrpt_lmtp.model import MailMeta, Policy, Report
-from tlsrpt_lmtp.names import canonical
+from tlsrpt_lmtp.core.model import MailMeta, Policy, Report
+from tlsrpt_lmtp.core.names import canonical
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.dkim import DkimVerdict
+    from tlsrpt_lmtp.ingest.dkim import DkimVerdict
 
 SCHEMA = 1
 Event = dict[str, Any]

@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tlsrpt_lmtp.config import ConfigError, read_table
-from tlsrpt_lmtp.dkim.batch import DEFAULT_BUDGETS, Budgets, Clock, verify_batch
-from tlsrpt_lmtp.dkim.keys import DnsKeyLookup, KeyCache, make_resolver
-from tlsrpt_lmtp.dkim.verify import (
+from tlsrpt_lmtp.core.dkim import (
     DkimPolicy,
     DkimResult,
     KeyLookup,
     MessageVerdict,
     SignatureCheck,
 )
-from tlsrpt_lmtp.dnsutil import parse_nameserver
+from tlsrpt_lmtp.ingest.dkim.batch import DEFAULT_BUDGETS, Budgets, Clock, verify_batch
+from tlsrpt_lmtp.ingest.dkim.keys import DnsKeyLookup, KeyCache, make_resolver
+from tlsrpt_lmtp.net.dns import parse_nameserver
 
 # --------------------------------------------------------------------------------------------
 # configuration: the [dkim] table
