@@ -14,6 +14,7 @@ from tlsrpt_lmtp import __version__
 from tlsrpt_lmtp.check import cli as check_cli
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy, syslog_options
 from tlsrpt_lmtp.core.events import iso
+from tlsrpt_lmtp.ingest import retention_cli
 from tlsrpt_lmtp.ingest.archive import ArchiveError, Status
 from tlsrpt_lmtp.ingest.delivery import Delivery, SinkError
 from tlsrpt_lmtp.ingest.milter import cli as milter_cli
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     views_digest.add_parser(sub, common)
     check_cli.add_parser(sub, common)
     milter_cli.add_parser(sub, common)
+    retention_cli.add_parser(sub, common)
 
     # The LMTP server's stage 2 process (stage2.py); started by `serve`, not by people.
     st = sub.add_parser("_stage2", parents=[common])
@@ -219,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return views_cli.run(args)
     if args.command == "digest":  # reads the store; writes only the alert state
         return views_digest.run(args)
+    if args.command == "prune":
+        return retention_cli.run(args)
     hook: AlertHook | None = None
     try:
         config = _config(args)
@@ -235,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(config, pipeline, args)
         if args.command == "_stage2":
-            return _stage2(pipeline, args.server_started, args.config)
+            return _stage2(pipeline, args.server_started, args.config, config)
         if args.command == "parse":
             return _parse(pipeline, args.paths)
         if args.command == "show":
@@ -302,7 +306,10 @@ def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _stage2(pipeline: Pipeline, server_started: str, config_path: Path | None) -> int:
+def _stage2(
+    pipeline: Pipeline, server_started: str, config_path: Path | None, config: Config
+) -> int:
+    from tlsrpt_lmtp.ingest.retention import Pruner, Retention, Scheduled, SqlitePrune
     from tlsrpt_lmtp.ingest.stage2 import follow
 
     # The server ends this process by closing its stdin, after the last delivery; a
@@ -310,7 +317,9 @@ def _stage2(pipeline: Pipeline, server_started: str, config_path: Path | None) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     exposition.join_serve(config_path)
-    follow(pipeline, sys.stdin.fileno(), recovery_before=server_started)
+    retention = Retention.parse(config.retention, config.report_retention)
+    prune = Scheduled(Pruner(SqlitePrune(pipeline.db), retention)) if retention.enabled else None
+    follow(pipeline, sys.stdin.fileno(), recovery_before=server_started, prune=prune)
     return 0
 
 

@@ -16,6 +16,8 @@ silently fall back to a default):
     data_dir = "/var/lib/tlsrpt-lmtp"
     max_decompressed = 33554432
     max_failure_details = 10000
+    retention = ""            # raw mail: "" keeps it; "400d": deleted 400 days after arrival
+    report_retention = ""     # normalised reports: "" keeps them; else at least "90d"
 
     [log]
     format = "json"          # or "ecs" (Elastic Common Schema, JSON lines), "syslog"
@@ -62,6 +64,8 @@ class Config:
     data_dir: Path = Path()  # replaced by default_data_dir() in load()
     max_decompressed: int = DEFAULT_LIMIT
     max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS
+    retention: str = ""  # raw messages; "" keeps them (ingest/retention.py, docs/retention.md)
+    report_retention: str = ""  # normalised reports; "" keeps them
     log_format: str = "json"
     log_file: str = "-"
     syslog_address: str = "/dev/log"
@@ -114,6 +118,8 @@ _LAYOUT: dict[str, dict[str, str]] = {
         "data_dir": "data_dir",
         "max_decompressed": "max_decompressed",
         "max_failure_details": "max_failure_details",
+        "retention": "retention",
+        "report_retention": "report_retention",
     },
     "log": {
         "format": "log_format",
@@ -143,7 +149,11 @@ _POLICY_LAYOUT: dict[str, dict[str, str]] = {
             "allow_private_policy_hosts",
         )
     },
-    "storage": {"data_dir": "data_dir", "max_decompressed": "", "max_failure_details": ""},
+    "storage": {
+        "data_dir": "data_dir",
+        **dict.fromkeys(("max_decompressed", "max_failure_details"), ""),
+        **dict.fromkeys(("retention", "report_retention"), ""),
+    },
     "log": _LAYOUT["log"],
     "lmtp": dict.fromkeys(_LAYOUT["lmtp"], ""),
 }
@@ -281,6 +291,12 @@ def _check(config: Config) -> None:
         raise ConfigError("[lmtp] connection limits and idle_timeout must be positive")
     if config.max_in_flight < config.max_message_size:
         raise ConfigError("[lmtp] max_in_flight must be at least max_message_size")
+    from tlsrpt_lmtp.ingest.retention import Retention, RetentionError
+
+    try:
+        Retention.parse(config.retention, config.report_retention)
+    except RetentionError as exc:
+        raise ConfigError(f"[storage] {exc}") from None
     parse_listen(config.listen)
 
 

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS messages (
     raw          BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_status ON messages(status);
+CREATE INDEX IF NOT EXISTS messages_received ON messages(received_at);  -- retention.py
 CREATE TABLE IF NOT EXISTS reports (
     id                 INTEGER PRIMARY KEY,
     organization_name  TEXT NOT NULL,

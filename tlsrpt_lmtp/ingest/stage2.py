@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
+from tlsrpt_lmtp.ingest.retention import Scheduled
 
 BATCH = 256
 BATCH_BYTES = 8 * 1024 * 1024  # raw mail per batch; parsing is bounded per chunk (pipeline)
@@ -38,13 +39,15 @@ def follow(
     *,
     recovery_before: str = "",
     sleep: Callable[[float], None] = time.sleep,
+    prune: Scheduled | None = None,
 ) -> None:
     """Process pending messages whenever nudged (and every POLL_SECONDS) until EOF.
 
     Messages archived before ``recovery_before`` (the server's start) or taken up before
     were left behind by an earlier run: their events say ``source: "recovery"``.
     A temporary database error (locked, busy, disk I/O) is waited out with backoff instead of
-    ending the process."""
+    ending the process. With ``prune`` (``[storage] retention``), old raw mail is deleted in
+    slices between the batches: pending messages always come first."""
     done = False
     delay = 1.0
     while True:
@@ -52,6 +55,8 @@ def follow(
             while batch := pipeline.archive.claim(BATCH, BATCH_BYTES):
                 results = pipeline.process_many(batch, recovery_before=recovery_before)
                 metrics.RECORDER.stage2_done(batch, results)
+            if prune is not None:
+                _prune(pipeline, prune)
             delay = 1.0
         except sqlite3.OperationalError as exc:
             print(
@@ -64,9 +69,26 @@ def follow(
             continue
         if done:
             return
-        ready, _, _ = select.select([nudges], [], [], POLL_SECONDS)
+        busy = prune is not None and prune.busy
+        ready, _, _ = select.select([nudges], [], [], 0 if busy else POLL_SECONDS)
         if ready and not os.read(nudges, 65536):
             done = True
+
+
+def _prune(pipeline: Pipeline, prune: Scheduled) -> None:
+    """One slice of the scheduled prune; a locked database is waited out by the caller, any
+    other failure postpones the prune (by an hour) and never stops ingest."""
+    try:
+        event = prune.tick()
+    except sqlite3.OperationalError:
+        raise
+    except Exception as exc:
+        prune.postpone()
+        print(f"tlsrpt-lmtp: prune failed ({exc!r}); next try in an hour", file=sys.stderr)
+        return
+    if event is not None:
+        pipeline.delivery.write([event])
+        pipeline.delivery.flush()
 
 
 class Stage2Process:
