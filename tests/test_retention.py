@@ -425,3 +425,40 @@ def test_prune_events_match_their_schemas(store: Store, tmp_path: Path) -> None:
     assert [d["event"]["type"] for d in docs["ecs"]] == [["deletion"]] * 3
     assert docs["json"][1]["reports"] == 1 and docs["json"][2]["trigger"] == "schedule"
     assert "retention (dry run): 9 raw messages" in docs["ecs"][0]["message"]
+
+
+def test_serve_prunes_by_its_config_and_keeps_accepting(store: Store, tmp_path: Path) -> None:
+    """The real server with `[storage] retention`: its stage 2 prunes at start (one
+    tlsrpt.prune event), and mail delivered meanwhile is archived and processed."""
+    from tests.lmtp_client import LMTPClient, address_of, start_server, wait_for
+    from tests.test_lmtp import RCPT, events, report_mail
+
+    kinds = _mixed(store)
+    store.db.close()
+    config = tmp_path / "tlsrpt.toml"
+    config.write_text('[storage]\nretention = "400d"\n')
+    data = store.path
+    proc, listen = start_server(data, f"--config={config}", f"--log-file={data / 'events.jsonl'}")
+    try:
+        client = LMTPClient(address_of(listen))
+        client.cmd("LHLO test.example")
+        assert [code for code, _ in client.deliver("r@example.net", [RCPT], report_mail())] == [250]
+        client.close()
+        wait_for(lambda: any(e["event"] == "tlsrpt.prune" for e in events(data)), timeout=30)
+        wait_for(lambda: any(e["event"] == "tlsrpt.report" for e in events(data)), timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        if proc.stderr:
+            proc.stderr.close()
+    [prune] = [e for e in events(data) if e["event"] == "tlsrpt.prune"]
+    assert prune["trigger"] == "schedule"
+    store.db = Database(data / DB_NAME)
+    left = store.ids("messages")
+    # Stage 2 finished the old pending messages first (their events are written), and being
+    # old and finished they went with the rest.
+    written = {e.get("archive_id") for e in events(data)}
+    assert kinds["old_pending"] <= written
+    [delivered] = left - kinds["new"]
+    assert delivered in written
+    assert prune["messages"] + prune["quarantined"] == len(kinds["old_done"] | kinds["old_bad"]) + 2
