@@ -60,6 +60,7 @@ class Config:
     max_connections_per_peer: int = 50
     idle_timeout: float = 120.0
     data_dir: Path = Path()  # replaced by default_data_dir() in load()
+    database: str = ""  # "": the SQLite file in data_dir; sqlite:PATH or postgresql://…
     max_decompressed: int = DEFAULT_LIMIT
     max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS
     log_format: str = "json"
@@ -112,6 +113,7 @@ _LAYOUT: dict[str, dict[str, str]] = {
     },
     "storage": {
         "data_dir": "data_dir",
+        "database": "database",
         "max_decompressed": "max_decompressed",
         "max_failure_details": "max_failure_details",
     },
@@ -143,7 +145,12 @@ _POLICY_LAYOUT: dict[str, dict[str, str]] = {
             "allow_private_policy_hosts",
         )
     },
-    "storage": {"data_dir": "data_dir", "max_decompressed": "", "max_failure_details": ""},
+    "storage": {
+        "data_dir": "data_dir",
+        "database": "",
+        "max_decompressed": "",
+        "max_failure_details": "",
+    },
     "log": _LAYOUT["log"],
     "lmtp": dict.fromkeys(_LAYOUT["lmtp"], ""),
 }
@@ -281,6 +288,10 @@ def _check(config: Config) -> None:
         raise ConfigError("[lmtp] connection limits and idle_timeout must be positive")
     if config.max_in_flight < config.max_message_size:
         raise ConfigError("[lmtp] max_in_flight must be at least max_message_size")
+    if "://" in config.database and not config.database.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError("[storage] database: expected sqlite:PATH, a path or postgresql://…")
     parse_listen(config.listen)
 
 
