@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -347,7 +348,9 @@ def test_disabled_hook_does_nothing(tmp_path: Path) -> None:
 
 def test_hook_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rec = Recorder()
-    hook = build_hook(None, tmp_path, rec)  # no store tables yet: the look-ups fail
+    hook = build_hook(None, tmp_path, rec)
+    with sqlite3.connect(tmp_path / "tlsrpt.sqlite3") as db:  # the look-ups now fail
+        db.execute("DROP TABLE failures")
     assert hook(parse_report(expired(3)), None, "x") == []  # type: ignore[arg-type]
     hook.close()
     assert "alert evaluation failed" in caplog.text

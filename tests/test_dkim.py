@@ -370,7 +370,7 @@ def open_pipeline(tmp_path: Path, check: DkimChecker | None) -> tuple[Pipeline, 
 
 
 def stored_reports(pipeline: Pipeline) -> int:
-    return int(pipeline.db.query("SELECT count(*) AS n FROM reports")[0]["n"])
+    return int(pipeline.store.query("SELECT count(*) AS n FROM reports")[0]["n"])
 
 
 @pytest.mark.parametrize("source", ["lmtp", "milter", "file"])
@@ -471,7 +471,7 @@ def test_enforce_quarantines_a_report_without_an_aligned_pass(
     assert invalid["report_id"] == "2024-01-09T00:00:00Z_example.com"
     assert invalid["dkim_result"] == ("none" if domain is None else ("pass" if publish else "fail"))
     assert stored_reports(pipeline) == 0
-    assert pipeline.archive.status(result.archive_id) == "invalid"  # the quarantine
+    assert pipeline.store.status(result.archive_id) == "invalid"  # the quarantine
     pipeline.close()
 
 

@@ -13,7 +13,6 @@ import pytest
 from tests.dkim_support import SUBMITTER, key_pair, report_mail, sign
 from tests.test_pipeline import Recorder, report_json
 from tlsrpt_lmtp.config import Config, ConfigError
-from tlsrpt_lmtp.ingest.archive import ArchiveError
 from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimPolicy, DnsTempError
 from tlsrpt_lmtp.ingest.milter.config import (
     MilterConfig,
@@ -23,6 +22,7 @@ from tlsrpt_lmtp.ingest.milter.config import (
 )
 from tlsrpt_lmtp.ingest.milter.core import HEADER, Action, MessageFilter, Reply
 from tlsrpt_lmtp.ingest.pipeline import IngestResult, Pipeline
+from tlsrpt_lmtp.store.base import ArchiveError
 
 REPORT_RCPT = "tlsrpt@reports.example.test"
 OTHER_RCPT = "postmaster@reports.example.test"

@@ -1,6 +1,7 @@
-"""Retention (ingest/retention.py, `tlsrpt-lmtp prune`): exactly the finished raw messages
-received before the cut-off go (pending never, reports only when asked), in bounded short
-transactions that leave the archive writable, and a dry run deletes nothing."""
+"""Retention (ingest/retention.py, store/prune.py, `tlsrpt-lmtp prune`): exactly the finished
+raw messages received before the cut-off go (pending never, reports only when asked), in
+bounded short transactions that leave the archive writable, and a dry run deletes nothing. On
+both backends: SQLite (a file) and PostgreSQL (a private server, tests/support/servers.py)."""
 
 from __future__ import annotations
 
@@ -20,19 +21,18 @@ import pytest
 from tests.factories import detail, report_dict, sts_policy, tlsrpt_email
 from tlsrpt_lmtp.config import ConfigError, load, load_policy
 from tlsrpt_lmtp.core.events import Event, iso
-from tlsrpt_lmtp.ingest.archive import Archive, ArchiveError
-from tlsrpt_lmtp.ingest.db import Database
-from tlsrpt_lmtp.ingest.pipeline import DB_NAME, Pipeline
-from tlsrpt_lmtp.ingest.retention import (
+from tlsrpt_lmtp.core.retention import (
     Counts,
-    Pruner,
     Retention,
     RetentionError,
-    Scheduled,
-    SqlitePrune,
     parse_retention,
     prune_event,
 )
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
+from tlsrpt_lmtp.ingest.retention import Pruner, Scheduled
+from tlsrpt_lmtp.store import DB_NAME, open_store
+from tlsrpt_lmtp.store.base import ArchiveError, Store
+from tlsrpt_lmtp.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=500)
@@ -40,18 +40,34 @@ RECENT = NOW - timedelta(days=10)
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path / DB_NAME}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @dataclass
-class Store:
+class Filled:
     """A store filled through the real pipeline, at chosen arrival times."""
 
-    path: Path
+    target: str
     events: list[Event] = field(default_factory=list)
     when: datetime = NOW
     serial: int = 0
 
     def __post_init__(self) -> None:
-        self.db = Database(self.path / DB_NAME)
+        self.db: Store = open_store(self.target)
         self.pipeline = Pipeline(self.db, self.events.append, clock=lambda: self.when)
+
+    @property
+    def sqlite(self) -> bool:
+        return self.target.startswith("sqlite:")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.target.removeprefix("sqlite:")).parent
 
     def report(self, at: datetime, *, ended: datetime | None = None, details: int = 1) -> str:
         """A report mail received at ``at`` about the day that ended at ``ended``."""
@@ -90,26 +106,43 @@ class Store:
         return key
 
     def ids(self, table: str, key: str = "archive_id") -> set[str]:
-        return {r[0] for r in self.db.query(f"SELECT {key} FROM {table}")}
+        return {r[key] for r in self.db.query(f"SELECT {key} FROM {table}")}
 
     def count(self, table: str) -> int:
-        return int(self.db.query(f"SELECT count(*) FROM {table}")[0][0])
+        return int(self.db.query(f"SELECT count(*) AS n FROM {table}")[0]["n"])
 
     def dump(self, *tables: str) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = []
         for table in tables or ("messages", "reports", "policies", "failures"):
-            rows += [(table, *r) for r in self.db.query(f"SELECT * FROM {table} ORDER BY 1")]
+            found = self.db.query(f"SELECT * FROM {table} ORDER BY 1")
+            rows += [
+                (table, *(bytes(v) if isinstance(v, memoryview) else v for v in _values(r)))
+                for r in found
+            ]
         return rows
 
 
+def _values(row: Any) -> list[Any]:
+    """A row's values: sqlite3.Row iterates them, psycopg's dict rows their names."""
+    return list(row.values()) if isinstance(row, dict) else list(row)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    s = Store(tmp_path)
+def store(target: str) -> Any:
+    s = Filled(target)
     yield s
     s.db.close()
 
 
-def _mixed(store: Store) -> dict[str, set[str]]:
+@pytest.fixture
+def lite(tmp_path: Path) -> Any:
+    """SQLite only: what is about that engine (its transactions, its file)."""
+    s = Filled(f"sqlite:{tmp_path / DB_NAME}")
+    yield s
+    s.db.close()
+
+
+def _mixed(store: Filled) -> dict[str, set[str]]:
     """Old and recent messages of every status."""
     kinds: dict[str, set[str]] = {k: set() for k in ("old_done", "old_bad", "old_pending", "new")}
     for _ in range(5):
@@ -124,15 +157,16 @@ def _mixed(store: Store) -> dict[str, set[str]]:
     return kinds
 
 
-def _pruner(store: Store, raw: str = "400d", reports: str = "", batch: int = 500) -> Pruner:
-    return Pruner(
-        SqlitePrune(store.db), Retention.parse(raw, reports), batch=batch, clock=lambda: NOW
-    )
+def _pruner(store: Filled, raw: str = "400d", reports: str = "", batch: int = 500) -> Pruner:
+    return Pruner(store.db, Retention.parse(raw, reports), batch=batch, clock=lambda: NOW)
 
 
-def test_prune_deletes_exactly_the_old_finished_messages(store: Store) -> None:
+def test_prune_deletes_exactly_the_old_finished_messages(store: Filled) -> None:
     kinds = _mixed(store)
-    sizes = {r[0]: r[1] for r in store.db.query("SELECT archive_id, length(raw) FROM messages")}
+    sizes = {
+        r["archive_id"]: r["n"]
+        for r in store.db.query("SELECT archive_id, length(raw) AS n FROM messages")
+    }
     reports_before = store.dump("reports", "policies", "failures")
     result = _pruner(store, batch=2).run()
     assert store.ids("messages") == kinds["old_pending"] | kinds["new"]
@@ -154,7 +188,7 @@ def test_prune_deletes_exactly_the_old_finished_messages(store: Store) -> None:
     assert kinds["old_pending"] <= finished
 
 
-def test_dry_run_counts_what_a_run_deletes_and_deletes_nothing(store: Store) -> None:
+def test_dry_run_counts_what_a_run_deletes_and_deletes_nothing(store: Filled) -> None:
     _mixed(store)
     for _ in range(2):
         store.report(OLD, ended=NOW - timedelta(days=800), details=3)
@@ -169,7 +203,9 @@ def test_dry_run_counts_what_a_run_deletes_and_deletes_nothing(store: Store) -> 
     assert store.dump() != before
 
 
-def test_batches_are_bounded_short_transactions(store: Store) -> None:
+def test_batches_are_bounded_short_transactions(lite: Filled) -> None:
+    store = lite
+    assert isinstance(store.db, SqliteStore)
     for _ in range(10):
         store.junk(OLD)
     for _ in range(3):
@@ -196,7 +232,7 @@ def test_batches_are_bounded_short_transactions(store: Store) -> None:
     assert sum(map(len, per_transaction)) == 13 + 3  # 10 junk + 3 report mails, 3 reports
 
 
-def test_reports_are_pruned_only_with_report_retention(store: Store) -> None:
+def test_reports_are_pruned_only_with_report_retention(store: Filled) -> None:
     old_report = store.report(RECENT, ended=NOW - timedelta(days=800), details=2)
     new_report = store.report(RECENT, details=2)
     assert _pruner(store, raw="400d").run().counts == Counts()
@@ -209,19 +245,19 @@ def test_reports_are_pruned_only_with_report_retention(store: Store) -> None:
     assert store.ids("messages") == {old_report, new_report}
 
 
-def test_the_archive_stays_writable_between_batches(store: Store) -> None:
+def test_the_archive_stays_writable_between_batches(lite: Filled) -> None:
     """Between two batches the prune holds no lock: a put from another connection (the LMTP
     server's process) that will not wait at all goes through."""
+    store = lite
     for _ in range(12):
         store.junk(OLD)
-    server = Database(store.path / DB_NAME)
+    server = open_store(store.target)
     server.query("PRAGMA busy_timeout=0")
-    archive = Archive(server)
     put: list[str] = []
 
     def archive_one(_: Counts) -> None:
         put.extend(
-            archive.put([(f"Subject: during {len(put)}\r\n\r\nx".encode(), "lmtp")], iso(NOW))
+            server.put([(f"Subject: during {len(put)}\r\n\r\nx".encode(), "lmtp")], iso(NOW))
         )
 
     try:
@@ -232,7 +268,7 @@ def test_the_archive_stays_writable_between_batches(store: Store) -> None:
     assert store.ids("messages") == set(put)
 
 
-def test_a_concurrent_archive_put_succeeds_during_a_prune_command(store: Store) -> None:
+def test_a_concurrent_archive_put_succeeds_during_a_prune_command(store: Filled) -> None:
     """`tlsrpt-lmtp prune` in its own process, small batches, while this process archives
     messages as the LMTP server does: every put succeeds, all of them stay, the old go."""
     for _ in range(300):
@@ -243,13 +279,12 @@ def test_a_concurrent_archive_put_succeeds_during_a_prune_command(store: Store) 
     started = threading.Event()
 
     def archiving() -> None:
-        server = Database(store.path / DB_NAME)
-        archive = Archive(server)
+        server = open_store(store.target)
         try:
             for n in range(5000):  # bounded; ends with the prune
                 try:
                     put.extend(
-                        archive.put([(f"Subject: live {n}\r\n\r\nx".encode(), "lmtp")], iso(NOW))
+                        server.put([(f"Subject: live {n}\r\n\r\nx".encode(), "lmtp")], iso(NOW))
                     )
                 except ArchiveError as exc:
                     errors.append(exc)
@@ -263,7 +298,7 @@ def test_a_concurrent_archive_put_succeeds_during_a_prune_command(store: Store) 
     thread.start()
     try:
         assert started.wait(30)
-        done = _prune_command(store.path, "--older-than", "400d", "--batch", "5")
+        done = _prune_command(store.target, "--older-than", "400d", "--batch", "5")
     finally:
         stop.set()
         thread.join(60)
@@ -274,10 +309,12 @@ def test_a_concurrent_archive_put_succeeds_during_a_prune_command(store: Store) 
     assert put
 
 
-def _prune_command(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _prune_command(where: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`tlsrpt-lmtp prune` on a data directory (a Path) or a store (sqlite:… / postgresql://…)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    place = ["--data-dir", str(where)] if isinstance(where, Path) else ["--database", where]
     return subprocess.run(
-        [sys.executable, "-m", "tlsrpt_lmtp", "prune", "--data-dir", str(data), *args],
+        [sys.executable, "-m", "tlsrpt_lmtp", "prune", *place, *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -286,15 +323,15 @@ def _prune_command(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_prune_command_dry_run_then_real_run(store: Store, tmp_path: Path) -> None:
+def test_prune_command_dry_run_then_real_run(store: Filled, tmp_path: Path) -> None:
     kinds = _mixed(store)
     before = store.dump()
     log = tmp_path / "prune.jsonl"
-    dry = _prune_command(store.path, "--older-than", "400d", "--dry-run", "--log-file", str(log))
+    dry = _prune_command(store.target, "--older-than", "400d", "--dry-run", "--log-file", str(log))
     assert dry.returncode == 0, dry.stderr
     assert "would delete 8 raw messages" in dry.stderr and "kept 2 pending" in dry.stderr
     assert store.dump() == before
-    real = _prune_command(store.path, "--older-than", "400d", "--log-file", str(log))
+    real = _prune_command(store.target, "--older-than", "400d", "--log-file", str(log))
     assert real.returncode == 0, real.stderr
     assert "deleted 8 raw messages" in real.stderr
     assert store.ids("messages") == kinds["old_pending"] | kinds["new"]
@@ -307,7 +344,7 @@ def test_prune_command_dry_run_then_real_run(store: Store, tmp_path: Path) -> No
 
 
 def test_prune_command_refuses_without_a_retention(tmp_path: Path) -> None:
-    Database(tmp_path / DB_NAME).close()
+    open_store(tmp_path / DB_NAME).close()
     done = _prune_command(tmp_path)
     assert done.returncode == 2 and "nothing to prune" in done.stderr
     done = _prune_command(tmp_path, "--older-than", "soon")
@@ -316,7 +353,8 @@ def test_prune_command_refuses_without_a_retention(tmp_path: Path) -> None:
     assert done.returncode == 2 and "no store" in done.stderr
 
 
-def test_deleted_mail_does_not_live_on_in_the_file(store: Store) -> None:
+def test_deleted_mail_does_not_live_on_in_the_file(lite: Filled) -> None:
+    store = lite
     marker = b"personal-data-7f3a9c"
     store.when = OLD
     store.pipeline.ingest(b"Subject: x\r\n\r\n" + marker * 200, source="lmtp")
@@ -327,7 +365,7 @@ def test_deleted_mail_does_not_live_on_in_the_file(store: Store) -> None:
     assert marker not in (store.path / DB_NAME).read_bytes()
 
 
-def test_scheduled_prune_runs_in_slices_then_waits(store: Store) -> None:
+def test_scheduled_prune_runs_in_slices_then_waits(store: Filled) -> None:
     for _ in range(7):
         store.junk(OLD)
     clock = [0.0]
@@ -353,7 +391,7 @@ def test_scheduled_prune_runs_in_slices_then_waits(store: Store) -> None:
     assert scheduled.tick() is None  # nothing deleted: no event
 
 
-def test_stage2_prunes_after_the_pending_mail(store: Store, tmp_path: Path) -> None:
+def test_stage2_prunes_after_the_pending_mail(store: Filled, tmp_path: Path) -> None:
     from tlsrpt_lmtp.ingest.stage2 import follow
 
     kinds = _mixed(store)
@@ -368,7 +406,7 @@ def test_stage2_prunes_after_the_pending_mail(store: Store, tmp_path: Path) -> N
     written = {e["archive_id"] for e in store.events if e["event"] == "tlsrpt.invalid"}
     assert kinds["old_pending"] <= written
     assert store.ids("messages") == kinds["new"]
-    statuses = {r[0] for r in store.db.query("SELECT status FROM messages")}
+    statuses = {r["status"] for r in store.db.query("SELECT status FROM messages")}
     assert statuses == {"report", "invalid"}
     [event] = [e for e in store.events if e["event"] == "tlsrpt.prune"]
     assert (event["messages"], event["quarantined"], event["pending_kept"]) == (5, 3 + 2, 0)
@@ -402,7 +440,7 @@ def test_retention_settings_from_the_config_file(tmp_path: Path) -> None:
         load(path, {})
 
 
-def test_prune_events_match_their_schemas(store: Store, tmp_path: Path) -> None:
+def test_prune_events_match_their_schemas(store: Filled, tmp_path: Path) -> None:
     pytest.importorskip("jsonschema")
     from tests.test_event_schemas import BothFormats
 
@@ -427,9 +465,10 @@ def test_prune_events_match_their_schemas(store: Store, tmp_path: Path) -> None:
     assert "retention (dry run): 9 raw messages" in docs["ecs"][0]["message"]
 
 
-def test_serve_prunes_by_its_config_and_keeps_accepting(store: Store, tmp_path: Path) -> None:
+def test_serve_prunes_by_its_config_and_keeps_accepting(lite: Filled, tmp_path: Path) -> None:
     """The real server with `[storage] retention`: its stage 2 prunes at start (one
     tlsrpt.prune event), and mail delivered meanwhile is archived and processed."""
+    store = lite
     from tests.lmtp_client import LMTPClient, address_of, start_server, wait_for
     from tests.test_lmtp import RCPT, events, report_mail
 
@@ -453,7 +492,7 @@ def test_serve_prunes_by_its_config_and_keeps_accepting(store: Store, tmp_path: 
             proc.stderr.close()
     [prune] = [e for e in events(data) if e["event"] == "tlsrpt.prune"]
     assert prune["trigger"] == "schedule"
-    store.db = Database(data / DB_NAME)
+    store.db = open_store(store.target)
     left = store.ids("messages")
     # Stage 2 finished the old pending messages first (their events are written), and being
     # old and finished they went with the rest.

@@ -23,9 +23,9 @@ from tests.test_views_support import (
     sts,
 )
 from tlsrpt_lmtp.core.model import MailMeta, Policy, Report
-from tlsrpt_lmtp.ingest.db import Database
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
-from tlsrpt_lmtp.ingest.store import Store
+from tlsrpt_lmtp.store.dialect import SQLITE
+from tlsrpt_lmtp.store.sqlite import SqliteReader, SqliteStore
 from tlsrpt_lmtp.views import cli, model, query
 from tlsrpt_lmtp.views.indexes import ensure_indexes
 from tlsrpt_lmtp.views.period import Period, make_period
@@ -337,13 +337,13 @@ def test_empty_store_and_empty_period(tmp_path: Path) -> None:
 def test_a_count_of_2_63_minus_1_does_not_overflow(tmp_path: Path) -> None:
     """One hostile count plus any other report used to end every format in 'integer overflow'."""
     huge = 2**63 - 1
-    db = Database(tmp_path / "tlsrpt.sqlite3")
+    db = SqliteStore(tmp_path / "tlsrpt.sqlite3")
     with db.transaction(durable=False) as c:
         for n, count in enumerate((huge, huge, 5)):
             policy = Policy("sts", "example.com", ("mode: enforce",), (), count, count, ())
             start = datetime(2026, 5, 10 + n, tzinfo=UTC)
             report = Report("Org", f"r{n}", start, start, None, (policy,), ())
-            Store.add_report(c, report, meta=MailMeta(), archive_id=f"a{n}", received_at="x")
+            SqliteStore.add_report(c, report, meta=MailMeta(), archive_id=f"a{n}", received_at="x")
     db.close()
     s = summarise(tmp_path)
     assert s.totals.failed == 2 * query.CAP + 5 and s.totals.successful == 2 * query.CAP + 5
@@ -353,15 +353,15 @@ def test_a_count_of_2_63_minus_1_does_not_overflow(tmp_path: Path) -> None:
 
 def test_a_short_period_is_found_through_the_index(gen_store: Path) -> None:
     """With the store's reports_start index, the period drives the query (no full scan)."""
-    db = sqlite3.connect(gen_store / "tlsrpt.sqlite3")
-    ensure_indexes(db)
-    db.commit()
+    db = SqliteReader(sqlite3.connect(gen_store / "tlsrpt.sqlite3"))
+    ensure_indexes(db.db)
+    db.db.commit()
     params = {"start": "2026-05-12", "end": None, "domain": None}
     params["where"] = "r.date_range_start >= :start"
     params["plan"] = query._plan(db, params)
     assert params["plan"] == "index"  # 1 report of 5 in the period
     plans = []
-    for sql in query._BUILD:
+    for sql in query._sql(SQLITE).build:
         bound = query._bind(sql, params)
         if bound.startswith("CREATE TEMP TABLE") and " AS\n" in bound:
             select = bound.split(" AS\n", 1)[1]
@@ -373,6 +373,6 @@ def test_a_short_period_is_found_through_the_index(gen_store: Path) -> None:
     may = make_period(since=None, date_from="2026-05-12", date_to=None, now=NOW)
     assert summarise(gen_store, may).totals.reports == 1
     every = {**params, "start": "2026-01-01"}
-    db = sqlite3.connect(gen_store / "tlsrpt.sqlite3")
+    db = SqliteReader(sqlite3.connect(gen_store / "tlsrpt.sqlite3"))
     assert query._plan(db, every) == "scan"  # most reports: a scan beats the index
     db.close()

@@ -16,8 +16,7 @@ from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.alerts.state import AlertState
 from tlsrpt_lmtp.cli import _parser
 from tlsrpt_lmtp.core.model import FailureDetail, MailMeta, Policy, Report
-from tlsrpt_lmtp.ingest.db import Database
-from tlsrpt_lmtp.ingest.store import Store
+from tlsrpt_lmtp.store.sqlite import SqliteStore
 from tlsrpt_lmtp.views import digest, query, text
 from tlsrpt_lmtp.views.cli import summarise
 from tlsrpt_lmtp.views.period import Period
@@ -42,7 +41,7 @@ def policy(domain: str, mode: str = "enforce", failed: int = 0) -> Policy:
 
 def store(path: Path, plan: list[tuple[str, str, list[date], str, set[date]]]) -> Path:
     """plan: (organisation, domain, days, mode, days with a failure)."""
-    db = Database(path / "tlsrpt.sqlite3")
+    db = SqliteStore(path / "tlsrpt.sqlite3")
     n = 0
     with db.transaction(durable=False) as c:
         for org, domain, when, mode, bad in plan:
@@ -50,7 +49,9 @@ def store(path: Path, plan: list[tuple[str, str, list[date], str, set[date]]]) -
                 start = datetime(day.year, day.month, day.day, tzinfo=UTC)
                 p = policy(domain, mode, 3 if day in bad else 0)
                 r = Report(org, f"{org}-{domain}-{day}", start, start + DAY, None, (p,), ())
-                Store.add_report(c, r, meta=MailMeta(), archive_id=f"{n:064x}", received_at="")
+                SqliteStore.add_report(
+                    c, r, meta=MailMeta(), archive_id=f"{n:064x}", received_at=""
+                )
                 n += 1
     db.close()
     return path
@@ -256,13 +257,13 @@ def test_the_failure_rate_history_counts_by_the_same_rule(tmp_path: Path) -> Non
     ms = Report("Microsoft", "m1", start, start + DAY, None, (sts, tlsa), ())
     huge = Policy("sts", "m.example", ("mode: enforce",), (), 2**63 - 1, 2**63 - 1, ())
     hostile = Report("Evil", "e1", start, start + DAY, None, (huge,), ())
-    db = Database(tmp_path / "tlsrpt.sqlite3")
+    db = SqliteStore(tmp_path / "tlsrpt.sqlite3")
     state = AlertState(tmp_path / "tlsrpt.sqlite3")
     try:
         assert state.history(ms).days[("m.example", start.date())] == (40, 10)  # not stored
         with db.transaction(durable=False) as c:
             for n, r in enumerate((ms, hostile)):
-                Store.add_report(c, r, meta=MailMeta(), archive_id=f"a{n}", received_at="")
+                SqliteStore.add_report(c, r, meta=MailMeta(), archive_id=f"a{n}", received_at="")
         assert state.history(ms).days[("m.example", start.date())] == (40 + 10**12, 10 + 10**12)
     finally:
         state.close()

@@ -15,16 +15,19 @@ from tlsrpt_lmtp.check import cli as check_cli
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy, syslog_options
 from tlsrpt_lmtp.core.events import iso
 from tlsrpt_lmtp.ingest import retention_cli
-from tlsrpt_lmtp.ingest.archive import ArchiveError, Status
 from tlsrpt_lmtp.ingest.delivery import Delivery, SinkError
 from tlsrpt_lmtp.ingest.milter import cli as milter_cli
 from tlsrpt_lmtp.metrics import exposition
+from tlsrpt_lmtp.store.base import ArchiveError, Status
 from tlsrpt_lmtp.views import cli as views_cli
 from tlsrpt_lmtp.views import digest as views_digest
 
 if TYPE_CHECKING:  # imported where used: `summary` and `check` need none of the ingest side
     from tlsrpt_lmtp.alerts.hook import AlertHook
     from tlsrpt_lmtp.ingest.pipeline import IngestResult, Pipeline
+
+
+_DATABASE_HELP = "the store: sqlite:PATH or postgresql://… (overrides [storage] database)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,12 +64,14 @@ def _parser() -> argparse.ArgumentParser:
         help="accepted recipient (repeat; default: any)",
     )
     s.add_argument("--max-message-size", type=int, metavar="BYTES")
+    s.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
     exposition.add_flag(s)
 
     pa = sub.add_parser(
         "parse", parents=[common], help="run files through the pipeline, print events"
     )
     pa.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
+    pa.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
 
     _policy_parsers(sub, common)
 
@@ -79,14 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     # The LMTP server's stage 2 process (stage2.py); started by `serve`, not by people.
     st = sub.add_parser("_stage2", parents=[common])
     st.add_argument("--server-started", default="", help=argparse.SUPPRESS)
+    st.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
 
     sh = sub.add_parser("show", parents=[common], help="print an archived raw message")
     sh.add_argument("archive_id", help="the archive_id of an event")
+    sh.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
 
     r = sub.add_parser("reprocess", parents=[common], help="re-run archived messages")
     r.add_argument(
         "--quarantine", action="store_true", help="re-run the quarantine instead of the archive"
     )
+    r.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
     return p
 
 
@@ -178,6 +186,7 @@ def _config(args: argparse.Namespace) -> Config:
             "recipients",
             "max_message_size",
             "data_dir",
+            "database",
             "max_decompressed",
             "log_format",
             "log_file",
@@ -206,6 +215,7 @@ def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
         dkim=dkim,
         delivery=delivery,
         max_failure_details=config.max_failure_details,
+        database=config.database or None,
     )
 
 
@@ -230,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "_stage2":  # alerts are for what arrives, not for backfills
             from tlsrpt_lmtp.alerts.hook import build_hook
 
-            hook = build_hook(args.config, config.data_dir, pipeline.emit)
+            hook = build_hook(args.config, pipeline.store, pipeline.emit)
             pipeline.hooks.append(hook)
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
@@ -273,7 +283,7 @@ def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
 
     try:  # before the stage 2 process starts: it inherits the metrics directory
         watching = exposition.config_of(args)
-        endpoint = exposition.start_serve(watching, pipeline.db.path) if watching.listen else None
+        endpoint = exposition.start_serve(watching, pipeline.store.url) if watching.listen else None
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: metrics: {exc}", file=sys.stderr)
         return 2
@@ -299,6 +309,8 @@ def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
     argv += ["--log-format", config.log_format, "--log-file", config.log_file]
     argv += ["--syslog-address", config.syslog_address]
     argv += ["--max-decompressed", str(config.max_decompressed)]
+    if args.database:  # else the child reads [storage] database from --config (no secret in ps)
+        argv += ["--database", args.database]
     if args.config is not None:
         argv += ["--config", str(args.config)]
     if args.dkim_policy is not None:
@@ -309,7 +321,8 @@ def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
 def _stage2(
     pipeline: Pipeline, server_started: str, config_path: Path | None, config: Config
 ) -> int:
-    from tlsrpt_lmtp.ingest.retention import Pruner, Retention, Scheduled, SqlitePrune
+    from tlsrpt_lmtp.core.retention import Retention
+    from tlsrpt_lmtp.ingest.retention import Pruner, Scheduled
     from tlsrpt_lmtp.ingest.stage2 import follow
 
     # The server ends this process by closing its stdin, after the last delivery; a
@@ -318,7 +331,7 @@ def _stage2(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     exposition.join_serve(config_path)
     retention = Retention.parse(config.retention, config.report_retention)
-    prune = Scheduled(Pruner(SqlitePrune(pipeline.db), retention)) if retention.enabled else None
+    prune = Scheduled(Pruner(pipeline.store, retention)) if retention.enabled else None
     follow(pipeline, sys.stdin.fileno(), recovery_before=server_started, prune=prune)
     return 0
 
@@ -344,14 +357,14 @@ def _parse(pipeline: Pipeline, paths: list[Path]) -> int:
 def _reprocess(pipeline: Pipeline, status: Status) -> int:
     results = pipeline.process_pending()
     results += [
-        pipeline.process(raw, key, source="reprocess") for key, raw in pipeline.archive.scan(status)
+        pipeline.process(raw, key, source="reprocess") for key, raw in pipeline.store.scan(status)
     ]
     _summary(results)
     return 0
 
 
 def _show(pipeline: Pipeline, archive_id: str) -> int:
-    raw = pipeline.archive.get(archive_id.lower())
+    raw = pipeline.store.get(archive_id.lower())
     if raw is None:
         print(f"tlsrpt-lmtp: no archived message {archive_id}", file=sys.stderr)
         return 1

@@ -62,6 +62,7 @@ class Config:
     max_connections_per_peer: int = 50
     idle_timeout: float = 120.0
     data_dir: Path = Path()  # replaced by default_data_dir() in load()
+    database: str = ""  # "": the SQLite file in data_dir; sqlite:PATH or postgresql://…
     max_decompressed: int = DEFAULT_LIMIT
     max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS
     retention: str = ""  # raw messages; "" keeps them (ingest/retention.py, docs/retention.md)
@@ -116,6 +117,7 @@ _LAYOUT: dict[str, dict[str, str]] = {
     },
     "storage": {
         "data_dir": "data_dir",
+        "database": "database",
         "max_decompressed": "max_decompressed",
         "max_failure_details": "max_failure_details",
         "retention": "retention",
@@ -151,7 +153,9 @@ _POLICY_LAYOUT: dict[str, dict[str, str]] = {
     },
     "storage": {
         "data_dir": "data_dir",
-        **dict.fromkeys(("max_decompressed", "max_failure_details"), ""),
+        "database": "",
+        "max_decompressed": "",
+        "max_failure_details": "",
         **dict.fromkeys(("retention", "report_retention"), ""),
     },
     "log": _LAYOUT["log"],
@@ -291,7 +295,11 @@ def _check(config: Config) -> None:
         raise ConfigError("[lmtp] connection limits and idle_timeout must be positive")
     if config.max_in_flight < config.max_message_size:
         raise ConfigError("[lmtp] max_in_flight must be at least max_message_size")
-    from tlsrpt_lmtp.ingest.retention import Retention, RetentionError
+    if "://" in config.database and not config.database.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError("[storage] database: expected sqlite:PATH, a path or postgresql://…")
+    from tlsrpt_lmtp.core.retention import Retention, RetentionError
 
     try:
         Retention.parse(config.retention, config.report_retention)

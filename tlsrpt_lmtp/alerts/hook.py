@@ -3,7 +3,7 @@
 Wiring (tlsrpt_lmtp/cli.py, serve)::
 
     from tlsrpt_lmtp.alerts.hook import build_hook
-    hook = build_hook(args.config, config.data_dir, emitter)   # may raise ConfigError
+    hook = build_hook(args.config, pipeline.store, emitter)    # may raise ConfigError
     pipeline.hooks.append(hook)
     ...
     hook.close()                                                # after the server stopped
@@ -42,6 +42,7 @@ from tlsrpt_lmtp.alerts.webhook import Webhook
 from tlsrpt_lmtp.config import ConfigError
 from tlsrpt_lmtp.core.events import SCHEMA, Event, iso, stamp
 from tlsrpt_lmtp.core.model import MailMeta, Report
+from tlsrpt_lmtp.store import DB_NAME, Store
 
 if TYPE_CHECKING:
     from tlsrpt_lmtp.ingest.dkim import DkimVerdict
@@ -237,21 +238,24 @@ _KEEP = (
 
 def build_hook(
     config_path: Path | None,
-    data_dir: Path,
+    store: Path | Store,
     emit: Emit,
     *,
     clock: Clock | None = None,
     source: str = "lmtp",
 ) -> AlertHook:
-    """Read [alerts] from ``config_path`` (None: the defaults) and open the alert state in
-    ``data_dir``'s store. Raises ConfigError for a bad [alerts] table or a missing sendmail."""
+    """Read [alerts] from ``config_path`` (None: the defaults) and keep the alert state in
+    ``store`` (or in the SQLite store of that data directory). Raises ConfigError for a bad
+    [alerts] table or a missing sendmail."""
     config = load_alerts(config_path)
     if config.enabled and config.mail_to and not _executable(config.sendmail):
         raise ConfigError(
             f"[alerts] sendmail: {config.sendmail!r} is not an executable program"
             ' (set sendmail = "/path/to/sendmail" or remove mail_to)'
         )
-    state = AlertState(data_dir / "tlsrpt.sqlite3") if config.enabled else None
+    if isinstance(store, Path):
+        store = store / DB_NAME
+    state = AlertState(store) if config.enabled else None
     return AlertHook(config, state, emit, clock=clock or (lambda: datetime.now(UTC)), source=source)
 
 

@@ -5,18 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tlsrpt_lmtp.config import ConfigError, load, syslog_options
-from tlsrpt_lmtp.ingest.retention import (
-    BATCH,
-    Pruner,
-    PruneResult,
-    Retention,
-    RetentionError,
-    SqlitePrune,
-    prune_event,
-)
+from tlsrpt_lmtp.core.retention import PruneResult, Retention, RetentionError, prune_event
+from tlsrpt_lmtp.ingest.retention import BATCH, Pruner
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -40,6 +34,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="also reports whose date range ended longer ago (at least 90d);"
         " default: [storage] report_retention",
     )
+    p.add_argument("--database", metavar="URL", help="sqlite:PATH or postgresql://… (the store)")
     p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     p.add_argument(
         "--batch", type=int, default=BATCH, metavar="ROWS", help=f"rows per transaction ({BATCH})"
@@ -47,11 +42,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tlsrpt_lmtp.ingest.db import Database
-    from tlsrpt_lmtp.ingest.pipeline import DB_NAME
     from tlsrpt_lmtp.output.sinks import open_emitter
+    from tlsrpt_lmtp.store import is_postgres, open_store, target_of
+    from tlsrpt_lmtp.store.base import StoreUnavailable
 
-    names = ("data_dir", "log_format", "log_file", "syslog_address")
+    names = ("data_dir", "database", "log_format", "log_file", "syslog_address")
     try:
         config = load(args.config, {k: getattr(args, k, None) for k in names})
         retention = Retention.parse(
@@ -69,22 +64,31 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    path = config.data_dir / DB_NAME
-    if not path.is_file():
+    where = target_of(config.database, config.data_dir)
+    path = Path(str(where).removeprefix("sqlite:"))
+    if not is_postgres(where) and not path.is_file():  # never create a store to prune it
         print(f"tlsrpt-lmtp: no store at {path}", file=sys.stderr)
         return 2
     try:
         target = config.syslog_address if config.log_format == "syslog" else config.log_file
         emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
-        db = Database(path)
     except OSError as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
     try:
-        result = Pruner(SqlitePrune(db), retention, batch=args.batch).run(dry_run=args.dry_run)
+        store = open_store(where)
+    except OSError as exc:  # StoreUnavailable too
+        emitter.close()
+        print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = Pruner(store, retention, batch=args.batch).run(dry_run=args.dry_run)
         emitter(prune_event(result, trigger="command", now=datetime.now(UTC)))
+    except StoreUnavailable as exc:
+        print(f"tlsrpt-lmtp: {exc}; run it again to go on", file=sys.stderr)
+        return 1
     finally:
-        db.close()
+        store.close()
         emitter.close()
     print(f"tlsrpt-lmtp: {describe(result)}", file=sys.stderr)
     return 0

@@ -3,7 +3,7 @@
 The server's process speaks LMTP and archives (stage 1); this one does the rest, so the two
 run at once on two cores instead of taking turns under one GIL (measured with the
 benchmark's load client at 8 connections: 1,000 → 1,600 small reports/s, with nothing left
-pending). They share only the database: the server stores ``pending`` rows and nudges this
+pending). They share only the store: the server stores ``pending`` rows and nudges this
 process through a pipe, and the pipe's end tells it to finish what is pending and exit.
 
 The server supervises it: when it dies (a bug, the OOM killer, kill -9) it is started again
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from collections.abc import Callable, Sequence
 from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 from tlsrpt_lmtp.ingest.retention import Scheduled
+from tlsrpt_lmtp.store.base import StoreUnavailable
 
 BATCH = 256
 BATCH_BYTES = 8 * 1024 * 1024  # raw mail per batch; parsing is bounded per chunk (pipeline)
@@ -45,20 +45,20 @@ def follow(
 
     Messages archived before ``recovery_before`` (the server's start) or taken up before
     were left behind by an earlier run: their events say ``source: "recovery"``.
-    A temporary database error (locked, busy, disk I/O) is waited out with backoff instead of
+    A temporary database error (locked, busy, unreachable) is waited out with backoff instead of
     ending the process. With ``prune`` (``[storage] retention``), old raw mail is deleted in
     slices between the batches: pending messages always come first."""
     done = False
     delay = 1.0
     while True:
         try:
-            while batch := pipeline.archive.claim(BATCH, BATCH_BYTES):
+            while batch := pipeline.store.claim(BATCH, BATCH_BYTES):
                 results = pipeline.process_many(batch, recovery_before=recovery_before)
                 metrics.RECORDER.stage2_done(batch, results)
             if prune is not None:
                 _prune(pipeline, prune)
             delay = 1.0
-        except sqlite3.OperationalError as exc:
+        except StoreUnavailable as exc:
             print(
                 f"tlsrpt-lmtp: stage 2: database error ({exc}); retrying in {delay:g} s",
                 file=sys.stderr,
@@ -80,7 +80,7 @@ def _prune(pipeline: Pipeline, prune: Scheduled) -> None:
     other failure postpones the prune (by an hour) and never stops ingest."""
     try:
         event = prune.tick()
-    except sqlite3.OperationalError:
+    except StoreUnavailable:
         raise
     except Exception as exc:
         prune.postpone()

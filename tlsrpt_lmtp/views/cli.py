@@ -23,6 +23,8 @@ from typing import Any
 
 from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.config import ConfigError, load
+from tlsrpt_lmtp.store import Reader, open_reader, target_of
+from tlsrpt_lmtp.store.base import StoreUnavailable
 from tlsrpt_lmtp.views import html, jsonout, markdown, model, query, text
 from tlsrpt_lmtp.views.period import Period, PeriodError, make_period, normalise_domain
 
@@ -50,6 +52,7 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     )
     p.add_argument("--to", dest="date_to", metavar="DATE", help="through this day (inclusive)")
     p.add_argument("--domain", help="one policy domain (default: all)")
+    p.add_argument("--database", metavar="URL", help="sqlite:PATH or postgresql://… (the store)")
     p.add_argument("--view", choices=tuple(VIEWS), default="both", help="default: both")
     p.add_argument("--format", choices=tuple(RENDERERS), default="text", dest="output_format")
     p.add_argument(
@@ -80,7 +83,7 @@ def _count(text: str) -> int:
 
 
 def summarise(
-    db: sqlite3.Connection,
+    db: Reader,
     period: Period,
     domain: str | None,
     *,
@@ -103,13 +106,13 @@ def summarise(
 def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     try:
-        config = load(args.config, {"data_dir": args.data_dir})
+        config = load(args.config, {"data_dir": args.data_dir, "database": args.database})
         period = make_period(
             since=args.since, date_from=args.date_from, date_to=args.date_to, now=now
         )
         domain = normalise_domain(args.domain) if args.domain else None
         out_dir = _output_dir(args.output, args.output_format)
-        db = query.open_readonly(config.data_dir / "tlsrpt.sqlite3")
+        db = open_reader(target_of(config.database, config.data_dir))
     except (ConfigError, PeriodError, OSError, sqlite3.Error) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
@@ -123,7 +126,7 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
                     db, period, d.domain, now=now, top=args.top, findings=summary.findings
                 )
                 pages[html.page_name(d.domain)] = html.render(drill, views=views)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, StoreUnavailable) as exc:
         print(f"tlsrpt-lmtp: cannot read the report store: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -34,7 +34,8 @@ from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.alerts.mail import default_sender
 from tlsrpt_lmtp.config import ConfigError, load, syslog_options
 from tlsrpt_lmtp.output.sinks import Emitter, open_emitter
-from tlsrpt_lmtp.views import query, text
+from tlsrpt_lmtp.store import Store, open_reader, open_store, target_of
+from tlsrpt_lmtp.views import text
 from tlsrpt_lmtp.views.cli import summarise
 from tlsrpt_lmtp.views.fmt import (
     clean,
@@ -258,6 +259,7 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     )
     p.add_argument("--since", default="1d", metavar="DURATION", help="the period (default 1d)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="list lengths (default 10)")
+    p.add_argument("--database", metavar="URL", help="sqlite:PATH or postgresql://… (the store)")
     p.add_argument(
         "--mail-to",
         action="append",
@@ -276,12 +278,12 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
 def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     try:
-        config = load(args.config, {"data_dir": args.data_dir})
+        config = load(args.config, {"data_dir": args.data_dir, "database": args.database})
         alerts = load_alerts(args.config)
         parse_duration(args.since)
         if args.top < 0:
             raise PeriodError("--top: expected 0 (all) or more")
-        db = query.open_readonly(config.data_dir / "tlsrpt.sqlite3")
+        db = open_reader(target_of(config.database, config.data_dir))
     except (ConfigError, PeriodError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
@@ -336,11 +338,15 @@ def _alerts(args: argparse.Namespace, config: Any, digest: Digest, now: datetime
         emitter = Emitter(_Stderr())  # stdout has the digest
     else:
         emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
+    store: Store | None = None
     try:
-        hook = build_hook(args.config, config.data_dir, emitter, clock=lambda: now, source="digest")
+        store = open_store(target_of(config.database, config.data_dir))
+        hook = build_hook(args.config, store, emitter, clock=lambda: now, source="digest")
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: findings not sent as alerts: {exc}", file=sys.stderr)
         emitter.close()
+        if store is not None:
+            store.close()
         return 1
     try:
         for event in absence.raise_alerts(hook, digest.summary.findings, source="digest"):
@@ -348,5 +354,6 @@ def _alerts(args: argparse.Namespace, config: Any, digest: Digest, now: datetime
         hook.join(30)
     finally:
         hook.close()
+        store.close()
         emitter.close()
     return 0

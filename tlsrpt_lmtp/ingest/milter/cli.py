@@ -17,7 +17,14 @@ from tlsrpt_lmtp.config import ConfigError, load, syslog_options
 from tlsrpt_lmtp.ingest.milter.config import Mode, load_milter_config
 from tlsrpt_lmtp.metrics import exposition
 
-_BASE_KEYS = ("data_dir", "max_decompressed", "log_format", "log_file", "syslog_address")
+_BASE_KEYS = (
+    "data_dir",
+    "database",
+    "max_decompressed",
+    "log_format",
+    "log_file",
+    "syslog_address",
+)
 
 
 def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -43,6 +50,7 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
         help="add X-TLSRPT-Report to the mail passed on (default yes)",
     )
     p.add_argument("--max-message-size", type=int, metavar="BYTES")
+    p.add_argument("--database", metavar="URL", help="sqlite:PATH or postgresql://… (the store)")
     exposition.add_flag(p)
     return p
 
@@ -94,13 +102,14 @@ def run(args: argparse.Namespace) -> int:
             max_decompressed=base.max_decompressed,
             max_failure_details=base.max_failure_details,
             dkim=dkim,
+            database=base.database or None,
         )
     except OSError as exc:
         emitter.close()
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
     try:  # alerts are for what arrives, as with serve
-        hook = build_hook(args.config, base.data_dir, pipeline.emit, source="milter")
+        hook = build_hook(args.config, pipeline.store, pipeline.emit, source="milter")
     except (ConfigError, OSError) as exc:
         pipeline.close()
         emitter.close()
