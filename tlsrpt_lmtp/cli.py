@@ -18,6 +18,7 @@ from tlsrpt_lmtp.ingest import retention_cli
 from tlsrpt_lmtp.ingest.delivery import Delivery, SinkError
 from tlsrpt_lmtp.ingest.milter import cli as milter_cli
 from tlsrpt_lmtp.metrics import exposition
+from tlsrpt_lmtp.store import migrate_cli
 from tlsrpt_lmtp.store.base import ArchiveError, Status
 from tlsrpt_lmtp.views import cli as views_cli
 from tlsrpt_lmtp.views import digest as views_digest
@@ -80,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     check_cli.add_parser(sub, common)
     milter_cli.add_parser(sub, common)
     retention_cli.add_parser(sub, common)
+    migrate_cli.add_parser(sub)
 
     # The LMTP server's stage 2 process (stage2.py); started by `serve`, not by people.
     st = sub.add_parser("_stage2", parents=[common])
@@ -233,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return views_digest.run(args)
     if args.command == "prune":
         return retention_cli.run(args)
+    if args.command == "db":
+        return migrate_cli.run(args)
     hook: AlertHook | None = None
     try:
         config = _config(args)
