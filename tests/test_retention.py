@@ -501,3 +501,38 @@ def test_serve_prunes_by_its_config_and_keeps_accepting(lite: Filled, tmp_path: 
     [delivered] = left - kinds["new"]
     assert delivered in written
     assert prune["messages"] + prune["quarantined"] == len(kinds["old_done"] | kinds["old_bad"]) + 2
+
+
+def test_nodes_pruning_one_postgresql_at_once_share_the_work(postgres_url: str) -> None:
+    """Three nodes' prunes on one shared store at the same time: every old message is deleted
+    once (the counts add up to it exactly), none waits for a row another holds, and the
+    pending and recent mail stay."""
+    store = Filled(postgres_url)
+    try:
+        old = {store.junk(OLD) for _ in range(120)}
+        kept = {store.pending(OLD), store.junk(RECENT)}
+        nodes = [open_store(postgres_url) for _ in range(3)]
+        start = threading.Barrier(len(nodes))
+        results: list[Counts] = []
+        errors: list[BaseException] = []
+
+        def node(db: Store) -> None:
+            try:
+                start.wait(30)
+                pruner = Pruner(db, Retention.parse("400d", ""), batch=4, clock=lambda: NOW)
+                results.append(pruner.run().counts)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=node, args=(db,)) for db in nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for db in nodes:
+            db.close()
+        assert not errors
+        assert sum(c.quarantined for c in results) == len(old) and len(results) == 3
+        assert store.ids("messages") == kept
+    finally:
+        store.db.close()
