@@ -299,7 +299,11 @@ def main(argv: list[str] | None = None) -> None:
         "check (messages per node)",
     ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(f"{args.messages} report mails, {os.cpu_count()} CPUs, PostgreSQL with fsync on")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"{args.messages} report mails, {os.cpu_count()} CPUs (load average at the end {load}:"
+        " other work competes for them), PostgreSQL with fsync on"
+    )
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for r in rows:
