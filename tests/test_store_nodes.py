@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 from tests.lmtp_client import NO_DKIM, LMTPClient, address_of, free_port
+from tests.support.servers import PostgresServer
 from tests.test_lmtp import RCPT, report_mail
 from tlsrpt_lmtp.store import open_store
 
@@ -53,15 +54,19 @@ class Node:
             raise AssertionError(f"node {n} did not start: {line}")
 
     def deliver(self, raw: bytes) -> bool:
+        return self.replies(raw) == [250]
+
+    def replies(self, raw: bytes) -> list[int]:
+        """The DATA reply codes ([] when the node cannot be reached)."""
         try:
             c = LMTPClient(address_of(self.listen), timeout=30)
         except OSError:
-            return False
+            return []
         try:
             c.cmd("LHLO client.example")
-            return [code for code, _ in c.deliver("reporter@example.net", [RCPT], raw)] == [250]
+            return [code for code, _ in c.deliver("reporter@example.net", [RCPT], raw)]
         except (OSError, ConnectionError):
-            return False
+            return []
         finally:
             c.sock.close()
 
@@ -200,3 +205,33 @@ def test_three_nodes_share_one_store_and_survive_a_kill(
     # what the dead node accepted was processed by the others
     by_dead = {str(e["report_id"]) for e in nodes[0].events() if e.get("event") == "tlsrpt.report"}
     assert len(orphans) == ORPHANS and not by_dead & set(orphans)
+
+
+def test_a_node_answers_451_while_the_database_is_away_then_carries_on(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    url = postgres_server.create_database()
+    name = url.rsplit("/", 1)[1]
+    node = Node(tmp_path, 0, url)
+    admin = psycopg.connect(postgres_server.url, autocommit=True)
+    try:
+        assert node.deliver(message(1, 0))
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute(f'ALTER DATABASE "{name}" RENAME TO "{name}_away"')
+        assert node.replies(message(2, 0)) == [451]  # the MTA keeps it and retries
+        admin.execute(f'ALTER DATABASE "{name}_away" RENAME TO "{name}"')
+        assert node.deliver(message(2, 0))
+        deadline = time.monotonic() + 90  # stage 2 waits the outage out with backoff
+        with psycopg.connect(url, autocommit=True) as db:
+            while time.monotonic() < deadline:
+                rows = db.execute("SELECT status FROM messages ORDER BY status").fetchall()
+                if rows == [("report",), ("report",)]:
+                    break
+                time.sleep(0.5)
+            assert rows == [("report",), ("report",)]
+    finally:
+        node.stop()
+        admin.close()
+        postgres_server.drop_database(url)
