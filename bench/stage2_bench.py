@@ -63,14 +63,16 @@ def stage2(data: Path) -> None:
     start, cpu = time.monotonic(), time.process_time()
     error = ""
     try:
-        if hasattr(pipeline.archive, "claim"):
+        archive = getattr(pipeline, "archive", None)  # before the store interface
+        if archive is None or hasattr(archive, "claim"):
             pipeline.process_pending()
         else:  # the code before issue 8: its stage 2 loop
-            while batch := pipeline.archive.pending(256):
+            while batch := archive.pending(256):
                 pipeline.process_many(batch)
     except Exception as exc:  # the "before" code may crash: that is a result too
         error = repr(exc)[:80]
-    statuses = Counter(r["status"] for r in pipeline.db.query("SELECT status FROM messages"))
+    store = getattr(pipeline, "db", None) or pipeline.store  # .db before the store interface
+    statuses = Counter(r["status"] for r in store.query("SELECT status FROM messages"))
     print(
         json.dumps(
             {

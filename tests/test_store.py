@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -291,3 +293,40 @@ def test_an_unreachable_database_refuses_the_message_until_it_is_back(
         postgres_server.drop_database(url)
     with pytest.raises(StoreUnavailable):
         open_store(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+
+
+def test_the_commands_take_database_and_agree_across_backends(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """parse, summary and show with --database: the same summary from both backends."""
+    files = sample_files()[:12]
+    if not files:
+        pytest.skip("no real samples in ../shared/samples/real")
+    outputs = []
+    for database in (f"sqlite:{tmp_path / 'cli.sqlite3'}", postgres_url):
+        base = [sys.executable, "-m", "tlsrpt_lmtp"]
+        common = ["--data-dir", str(tmp_path / "data"), "--database", database]
+        parsed = subprocess.run(
+            [*base, "parse", *map(str, files), *common, "--dkim-policy", "off"],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        events = [json.loads(line) for line in parsed.stdout.splitlines()]
+        key = next(str(e["archive_id"]) for e in events if e["event"] == "tlsrpt.report")
+        shown = subprocess.run(
+            [*base, "show", key, *common], capture_output=True, timeout=60, check=True
+        )
+        assert shown.stdout in {f.read_bytes() for f in files}
+        summary = subprocess.run(
+            [*base, "summary", "--format", "json", "--top", "0", *common],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        doc = json.loads(summary.stdout)
+        doc.pop("generated_at")
+        outputs.append(doc)
+    assert outputs[0]["totals"]["reports"] > 0
+    assert outputs[0] == outputs[1]
+    assert not (tmp_path / "data" / "tlsrpt.sqlite3").exists()  # --database, not data_dir
