@@ -160,6 +160,11 @@ def test_migrate_copies_everything_and_the_summary_is_the_same(
     assert "messages: 0 copied" in again.stderr and "reports: 0 copied" in again.stderr
     assert "alert_state: 0 copied" in again.stderr
     assert _content(postgres_url) == copy
+    # Any pair of stores: back from PostgreSQL into a new SQLite file, the same again.
+    back = f"sqlite:{tmp_path / 'back.sqlite3'}"
+    done = _migrate(postgres_url, back, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert _content(back) == source and _summary(back) == on_sqlite
 
 
 def test_a_migration_killed_mid_way_completes_when_run_again(
@@ -227,6 +232,7 @@ def test_the_progress_bar() -> None:
     bar("messages", 1, 2)
     bar("messages", 2, 2)
     bar.close()
+    bar.close()  # once
     assert live.getvalue().startswith("\rmessages") and live.getvalue().endswith("100%\n")
 
 
@@ -237,3 +243,17 @@ def test_batches_are_bounded_in_bytes_and_urls_lose_their_password() -> None:
     assert _safe("postgresql://u:secret@db:5432/x") == "postgresql://u:***@db:5432/x"
     assert _safe("postgresql://u@db/x") == "postgresql://u@db/x"
     assert _safe("sqlite:/var/lib/x") == "sqlite:/var/lib/x"
+
+
+def test_an_unreachable_destination_is_a_clear_error(tmp_path: Path) -> None:
+    from tests.support.servers import free_port
+
+    lite = f"sqlite:{tmp_path / 'tlsrpt.sqlite3'}"
+    open_store(lite).close()
+    url = f"postgresql://u:hunter2@127.0.0.1:{free_port()}/x?connect_timeout=2"
+    done = _migrate(lite, url)
+    assert done.returncode == 2
+    assert "cannot open --to postgresql://u:***@127.0.0.1" in done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+    same = _migrate(lite, lite)
+    assert same.returncode == 2 and "the same store" in same.stderr

@@ -86,9 +86,11 @@ class Bar:
         )
 
     def close(self) -> None:
+        """End the bar's line (once)."""
         if self._table and self.live:
             self.out.write("\n")
             self.out.flush()
+        self._table = ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,6 +118,14 @@ def run(args: argparse.Namespace) -> int:
         results = migrate(
             source, dest, batch_rows=args.batch, batch_bytes=BATCH_BYTES, progress=bar
         )
+    except OSError as exc:  # StoreUnavailable: a lost connection, a timeout; a full disk
+        if bar is not None:
+            bar.close()
+        print(
+            f"tlsrpt-lmtp: migration stopped: {exc}; run the same command again to go on",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         if bar is not None:
             bar.close()
