@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tlsrpt_lmtp.core.durations import DurationError, parse_duration
 from tlsrpt_lmtp.core.events import Event, iso, stamp
-from tlsrpt_lmtp.views.period import PeriodError, parse_duration
 
 # Shorter report retention would make alerts fire again for result types seen before, the
 # absence findings (45 days back) report silence, and a report resent later count twice.
@@ -26,7 +26,7 @@ def parse_retention(text: str, *, what: str = "retention") -> timedelta | None:
         return None
     try:
         span = parse_duration(text)
-    except PeriodError as exc:
+    except DurationError as exc:
         raise RetentionError(f"{what}: {exc}") from None
     if span <= timedelta(0):
         raise RetentionError(f"{what} must be longer than 0, not {text!r}")
