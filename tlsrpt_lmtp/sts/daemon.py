@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from tlsrpt_lmtp.config import PolicyConfig
+from tlsrpt_lmtp.config import ConfigError, PolicyConfig
 from tlsrpt_lmtp.events import Event
 from tlsrpt_lmtp.sts.cache import PolicyCache
 from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
@@ -23,7 +23,8 @@ from tlsrpt_lmtp.sts.server import (
     listen,
     listen_socketmap,
 )
-from tlsrpt_lmtp.sts.service import PolicyService, Timing
+from tlsrpt_lmtp.sts.service import PolicyService, Timing, checked_policy
+from tlsrpt_lmtp.sts.shared import shared_tier
 
 
 def build_service(config: PolicyConfig, emit: Callable[[Event], None]) -> PolicyService:
@@ -44,7 +45,15 @@ def build_service(config: PolicyConfig, emit: Callable[[Event], None]) -> Policy
         max_bytes=config.cache_bytes,
     )
     timing = Timing(refresh_window=config.refresh_window)
-    return PolicyService(dns_client, fetcher, cache, _never_blocking(emit), timing=timing)
+    safe_emit = _never_blocking(emit)
+    try:
+        shared = shared_tier(config.cache, safe_emit, checked_policy, config.cache_timeout)
+    except ValueError as exc:
+        cache.close()
+        raise ConfigError(str(exc)) from None
+    # wait for another node's fetch at most as long as that fetch can take
+    shared.lease = config.fetch_timeout + 2 * config.dns_timeout + 1
+    return PolicyService(dns_client, fetcher, cache, safe_emit, timing=timing, shared=shared)
 
 
 def _never_blocking(emit: Callable[[Event], None]) -> Callable[[Event], None]:
@@ -100,6 +109,7 @@ async def serve(config: PolicyConfig, service: PolicyService) -> None:
         for server in servers:
             server.close()
         service.cache.close()
+        await service.shared.close()
 
 
 async def query(config: PolicyConfig, service: PolicyService, key: str) -> str:
@@ -121,6 +131,7 @@ async def query(config: PolicyConfig, service: PolicyService, key: str) -> str:
     lines.append(f"postfix >= 3.10 (TLSRPT attributes) gets: {full}")
     lines.append(f"exim gets:     {exim_line(answer, enforce_testing=options.enforce_testing)}")
     service.cache.close()
+    await service.shared.close()
     return "\n".join(lines)
 
 
