@@ -405,3 +405,33 @@ def test_shared_cache_record_round_trip() -> None:
     policy = SharedPolicy("a.test", "id1", b"version: STSv1\n", 1_800_000_000.5, 1_800_086_400.5)
     assert decode("a.test", encode(policy)) == policy
     assert decode("a.test", encode(policy)[:-30]) is None  # header cut: not a record
+
+
+@pytest.mark.parametrize(
+    ("toml", "error"),
+    [
+        ('cache = "memcached://u:secret@host/"', "is not a redis:// or postgresql:// URL"),
+        ('cache = "host:6379"', "is not a redis:// or postgresql:// URL"),
+        ("cache_timeout = 0", "cache_timeout"),
+        ("cache_timeout = 60", "cache_timeout"),
+    ],
+)
+def test_policy_cache_settings_are_checked(tmp_path: Path, toml: str, error: str) -> None:
+    from tlsrpt_lmtp.config import ConfigError, load_policy
+
+    path = tmp_path / "c.toml"
+    path.write_text(f"[policy]\n{toml}\n")
+    with pytest.raises(ConfigError, match=error) as raised:
+        load_policy(path, {})
+    assert "secret" not in str(raised.value)
+
+
+def test_policy_cache_settings_from_file_and_flag(tmp_path: Path) -> None:
+    from tlsrpt_lmtp.config import load_policy
+
+    path = tmp_path / "c.toml"
+    path.write_text('[policy]\ncache = "redis://10.0.0.5:6379/2"\ncache_timeout = 0.2\n')
+    config = load_policy(path, {})
+    assert (config.cache, config.cache_timeout) == ("redis://10.0.0.5:6379/2", 0.2)
+    flagged = load_policy(path, {"cache": "postgresql://sts@db.example/sts"})
+    assert flagged.cache == "postgresql://sts@db.example/sts"
