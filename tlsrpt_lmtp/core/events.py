@@ -16,7 +16,7 @@ from tlsrpt_lmtp.core.model import MailMeta, Policy, Report
 from tlsrpt_lmtp.core.names import mail_domain
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.ingest.dkim import DkimVerdict
+    from tlsrpt_lmtp.core.dkim import DkimVerdict
 
 SCHEMA = 1
 Event = dict[str, Any]
