@@ -1,7 +1,7 @@
 """Hostile report mails, and the peak memory and time of extracting each one (not a test).
 
 ``hostile_messages()`` builds every input an attacker or a broken sender can send at the
-sans-I/O core (``tlsrpt_lmtp.mime.extract``): text that cannot be encoded, counts that do not
+sans-I/O core (``tlsrpt_lmtp.core.mime.extract``): text that cannot be encoded, counts that do not
 fit, amplification by failure details, decompression at the cap, deep nesting, huge strings,
 many attachments, many gzip members, many RFC 2047 encoded-words, and one valid small report
 to compare with. The stage 2 benchmark reuses these generators.
@@ -32,7 +32,7 @@ MiB = 1024 * 1024
 
 
 def _cap() -> int:
-    from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
+    from tlsrpt_lmtp.core.decompress import DEFAULT_LIMIT
 
     return DEFAULT_LIMIT
 
@@ -258,7 +258,7 @@ def _status(field: str) -> int:
 
 def _child(path: str) -> None:
     """Extract one message and print one JSON line about it."""
-    from tlsrpt_lmtp.mime import extract
+    from tlsrpt_lmtp.core.mime import extract
 
     raw = Path(path).read_bytes()
     before = _status("VmRSS")

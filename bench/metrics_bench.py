@@ -223,9 +223,9 @@ def ingest_child(messages: int, mode: str) -> None:
                 _accounted(recorder, inside)
             metrics.install(recorder)
         from tlsrpt_lmtp import metrics
-        from tlsrpt_lmtp.pipeline import Pipeline
-        from tlsrpt_lmtp.sinks import open_emitter
-        from tlsrpt_lmtp.stage2 import BATCH, BATCH_BYTES
+        from tlsrpt_lmtp.ingest.pipeline import Pipeline
+        from tlsrpt_lmtp.ingest.stage2 import BATCH, BATCH_BYTES
+        from tlsrpt_lmtp.output.sinks import open_emitter
 
         emitter = open_emitter("json", str(Path(tmp) / "events.jsonl"))
         pipeline = Pipeline.open(Path(tmp) / "data", emitter)

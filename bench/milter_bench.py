@@ -46,8 +46,8 @@ from tests.mta.harness import (
     free_port,
     wait_until,
 )
-from tlsrpt_lmtp.dkim import DkimChecker, DkimConfig, build_checker
-from tlsrpt_lmtp.pipeline import Pipeline
+from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimConfig, build_checker
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 OTHER_RCPT = f"postmaster@{REPORT_RCPT.partition('@')[2]}"
@@ -82,7 +82,7 @@ class MilterDaemon:
         self.stderr = workdir / "milter.stderr"
         config = workdir / "milter.toml"
         config.write_text(f'[lmtp]\nrecipients = ["{REPORT_RCPT}"]\n[dkim]\npolicy = "off"\n')
-        argv = [sys.executable, "-m", "tlsrpt_lmtp.milter", "--config", str(config)]
+        argv = [sys.executable, "-m", "tlsrpt_lmtp.ingest.milter", "--config", str(config)]
         argv += ["--listen", f"inet:{self.port}@{LOOPBACK}", "--data-dir", str(workdir / "data")]
         argv += ["--log-file", str(self.events)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -36,7 +36,7 @@ def _peak_kib() -> int:
 def fill(case: str, data: Path) -> None:
     """Phase 1 (its own process): build the mails and archive them."""
     from tests.hostile import HOSTILE, giant_string
-    from tlsrpt_lmtp.pipeline import Pipeline
+    from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
     if case == WORST_BATCH:
         mails = [giant_string(rid=f"giant-{i}") for i in range(13)]
@@ -50,7 +50,7 @@ def fill(case: str, data: Path) -> None:
 
 def stage2(data: Path) -> None:
     """Phase 2 (a fresh process): stage 2 over what phase 1 archived."""
-    from tlsrpt_lmtp.pipeline import Pipeline
+    from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
     per_message: Counter[str] = Counter()
     written = [0]

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from tlsrpt_lmtp.db import Database
-from tlsrpt_lmtp.model import FailureDetail, MailMeta, Policy, Report
-from tlsrpt_lmtp.store import Store
+from tlsrpt_lmtp.core.model import FailureDetail, MailMeta, Policy, Report
+from tlsrpt_lmtp.ingest.db import Database
+from tlsrpt_lmtp.ingest.store import Store
 
 END = date(2026, 5, 20)  # the day after the last generated day
 TYPES = (

@@ -59,7 +59,7 @@ def _parsedmarc() -> tuple[Ingest, Callable[[], None]]:
 
 def _ours(data_dir: Path) -> tuple[Ingest, Callable[[], None]]:
     """This project's pipeline: archive (fsync), extract, decompress, parse, dedup, emit."""
-    from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
+    from tlsrpt_lmtp.ingest.pipeline import IngestResult, Pipeline
 
     pipeline = Pipeline.open(data_dir=data_dir, emit=lambda event: None)
 
@@ -80,7 +80,7 @@ def _ours(data_dir: Path) -> tuple[Ingest, Callable[[], None]]:
 
 def _parse() -> tuple[Ingest, Callable[[], None]]:
     """This project's parsing alone (MIME, decompress, parse, normalise): parsedmarc's work."""
-    from tlsrpt_lmtp.mime import extract
+    from tlsrpt_lmtp.core.mime import extract
 
     def ingest(raw: bytes) -> str:
         result = extract(raw)

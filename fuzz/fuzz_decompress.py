@@ -9,7 +9,7 @@ import harness
 import seeds
 
 with harness.instrumented():
-    from tlsrpt_lmtp.decompress import PayloadError, decode_payload, sniff
+    from tlsrpt_lmtp.core.decompress import PayloadError, decode_payload, sniff
 
 LIMIT = 256 * 1024
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import harness
 
 with harness.instrumented():
-    from tlsrpt_lmtp.dkim.verify import DkimResult, DnsTempError, key_names, verify_message
+    from tlsrpt_lmtp.core.dkim import DkimResult, DnsTempError, key_names, verify_message
 
 KEYS: dict[str, bytes] = {}
 

@@ -14,10 +14,10 @@ import harness
 import seeds
 
 with harness.instrumented():
-    from tlsrpt_lmtp.milter.config import MilterConfig, Mode
-    from tlsrpt_lmtp.milter.core import Action, MessageFilter
-    from tlsrpt_lmtp.mime import extract
-    from tlsrpt_lmtp.pipeline import IngestResult
+    from tlsrpt_lmtp.core.mime import extract
+    from tlsrpt_lmtp.ingest.milter.config import MilterConfig, Mode
+    from tlsrpt_lmtp.ingest.milter.core import Action, MessageFilter
+    from tlsrpt_lmtp.ingest.pipeline import IngestResult
 
 MODES = tuple(Mode)
 RCPT = "<tlsrpt@example.com>"

@@ -12,8 +12,8 @@ import seeds
 with harness.instrumented():
     import orjson
 
-    from tlsrpt_lmtp.events import invalid_event, report_events
-    from tlsrpt_lmtp.mime import extract
+    from tlsrpt_lmtp.core.events import invalid_event, report_events
+    from tlsrpt_lmtp.core.mime import extract
 
 LIMIT = 256 * 1024
 

@@ -1,4 +1,4 @@
-"""Fuzz target: domain names as senders, DNS and MTAs write them -> tlsrpt_lmtp.names.
+"""Fuzz target: domain names as senders, DNS and MTAs write them -> tlsrpt_lmtp.core.names.
 
 Documented: none (invalid names give None, or their stripped lower-case text). Checked: the
 A-label form is ASCII, at most 253 octets and a fixed point; ``canonical`` is idempotent (it
@@ -11,7 +11,7 @@ from __future__ import annotations
 import harness
 
 with harness.instrumented():
-    from tlsrpt_lmtp import names
+    from tlsrpt_lmtp.core import names
 
 
 def check(data: bytes) -> None:

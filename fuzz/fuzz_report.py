@@ -17,10 +17,10 @@ import seeds
 with harness.instrumented():
     import orjson
 
-    from tlsrpt_lmtp.events import report_events
-    from tlsrpt_lmtp.model import MailMeta
-    from tlsrpt_lmtp.report import ReportError, parse_report
-    from tlsrpt_lmtp.sanitize import MAX_COUNT
+    from tlsrpt_lmtp.core.events import report_events
+    from tlsrpt_lmtp.core.model import MailMeta
+    from tlsrpt_lmtp.core.report import ReportError, parse_report
+    from tlsrpt_lmtp.core.sanitize import MAX_COUNT
 
 COUNT_FIELDS = (
     "total_successful_session_count",

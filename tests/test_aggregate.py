@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from tests.factories import detail, report_dict, sts_policy, to_json
-from tlsrpt_lmtp.aggregate import AGGREGATED, DEFAULT_MAX_FAILURE_DETAILS, cap_failure_details
-from tlsrpt_lmtp.model import Report
-from tlsrpt_lmtp.report import parse_report
-from tlsrpt_lmtp.sanitize import MAX_COUNT
+from tlsrpt_lmtp.core.aggregate import AGGREGATED, DEFAULT_MAX_FAILURE_DETAILS, cap_failure_details
+from tlsrpt_lmtp.core.model import Report
+from tlsrpt_lmtp.core.report import parse_report
+from tlsrpt_lmtp.core.sanitize import MAX_COUNT
 
 
 def _details(n: int, *, ips: int = 1, types: int = 1, count: int = 1) -> list[dict[str, Any]]:

@@ -15,8 +15,8 @@ from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.alerts.rules import Alert, History, evaluate
 from tlsrpt_lmtp.alerts.state import LastSent, should_send
 from tlsrpt_lmtp.config import ConfigError, load
-from tlsrpt_lmtp.pipeline import Pipeline
-from tlsrpt_lmtp.report import parse_report
+from tlsrpt_lmtp.core.report import parse_report
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
 T0 = datetime(2026, 5, 12, 8, 0, tzinfo=UTC)
 DAY = date(2026, 5, 10)

@@ -19,7 +19,7 @@ import pytest
 from tests.test_views_support import Recorder, detail, raw, report, sts
 from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.config import ConfigError
-from tlsrpt_lmtp.pipeline import Pipeline
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
 
 class Server:

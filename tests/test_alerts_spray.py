@@ -15,9 +15,9 @@ from tests.test_views_support import detail, raw, report, sts
 from tlsrpt_lmtp.alerts.config import load_alerts
 from tlsrpt_lmtp.alerts.guard import domain_matches
 from tlsrpt_lmtp.config import ConfigError
-from tlsrpt_lmtp.dkim import DkimResult, DkimVerdict
-from tlsrpt_lmtp.model import MailMeta
-from tlsrpt_lmtp.report import parse_report
+from tlsrpt_lmtp.core.model import MailMeta
+from tlsrpt_lmtp.core.report import parse_report
+from tlsrpt_lmtp.ingest.dkim import DkimResult, DkimVerdict
 
 __all__ = ["rig_factory", "server"]  # fixtures shared with test_alerts_delivery
 

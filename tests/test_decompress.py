@@ -23,8 +23,8 @@ from tests.factories import (
     zip_archive,
     zip_bomb,
 )
-from tlsrpt_lmtp.decompress import DEFAULT_LIMIT, PayloadError, decode_payload, sniff
-from tlsrpt_lmtp.report import parse_report
+from tlsrpt_lmtp.core.decompress import DEFAULT_LIMIT, PayloadError, decode_payload, sniff
+from tlsrpt_lmtp.core.report import parse_report
 
 REPORT = to_json(report_dict(report_id="decompress-1"))
 BOMB_SIZE = 256 * MiB

@@ -21,10 +21,10 @@ from tests.conftest import shared_dir
 from tests.factories import detail, report_dict, sts_policy, tlsrpt_email
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.config import PolicyConfig
-from tlsrpt_lmtp.ecs import ECS_VERSION, to_ecs
-from tlsrpt_lmtp.pipeline import Pipeline
-from tlsrpt_lmtp.sinks import Emitter, open_emitter
-from tlsrpt_lmtp.sources import iter_messages
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
+from tlsrpt_lmtp.ingest.sources import iter_messages
+from tlsrpt_lmtp.output.ecs import ECS_VERSION, to_ecs
+from tlsrpt_lmtp.output.sinks import Emitter, open_emitter
 
 jsonschema = pytest.importorskip("jsonschema")
 pytest_plugins = ["tests.netsim.fixtures"]

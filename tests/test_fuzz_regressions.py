@@ -15,12 +15,12 @@ import json
 import pytest
 
 from tests import factories as f
-from tlsrpt_lmtp import names
 from tlsrpt_lmtp.check import tlsrpt_record
-from tlsrpt_lmtp.decompress import PayloadError, decode_payload
-from tlsrpt_lmtp.mime import extract, header_text
-from tlsrpt_lmtp.model import Report
-from tlsrpt_lmtp.report import ReportError, parse_report
+from tlsrpt_lmtp.core import names
+from tlsrpt_lmtp.core.decompress import PayloadError, decode_payload
+from tlsrpt_lmtp.core.mime import extract, header_text
+from tlsrpt_lmtp.core.model import Report
+from tlsrpt_lmtp.core.report import ReportError, parse_report
 from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE, parse_policy
 
 OPEN = "issue 8 item 9: found by fuzzing, open in {}"

@@ -20,9 +20,9 @@ from tests.hostile import HOSTILE, surrogate_subject
 from tests.lmtp_client import filled, small_filesystem, start_server, wait_for
 from tests.test_lmtp import RCPT, Server, children, report_mail, statuses
 from tests.test_pipeline import Recorder, report_json
-from tlsrpt_lmtp.archive import MAX_ATTEMPTS, Status
-from tlsrpt_lmtp.delivery import Delivery, SinkError
-from tlsrpt_lmtp.pipeline import Pipeline
+from tlsrpt_lmtp.ingest.archive import MAX_ATTEMPTS, Status
+from tlsrpt_lmtp.ingest.delivery import Delivery, SinkError
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
 MAX_SAFE = 2**53 - 1
 PARSE = (sys.executable, "-m", "tlsrpt_lmtp", "parse", "--dkim-policy", "off")

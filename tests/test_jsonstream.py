@@ -13,11 +13,11 @@ import pytest
 
 from tests.conftest import real_sample, shared_dir
 from tests.factories import detail, report_dict, sts_policy, tlsa_policy, to_json
-from tlsrpt_lmtp import report as report_module
-from tlsrpt_lmtp.decompress import open_payload
-from tlsrpt_lmtp.jsonstream import MAX_LIST_ITEMS, MAX_POLICIES
-from tlsrpt_lmtp.model import Report
-from tlsrpt_lmtp.report import ReportError, parse_report, parse_report_chunks
+from tlsrpt_lmtp.core import report as report_module
+from tlsrpt_lmtp.core.decompress import open_payload
+from tlsrpt_lmtp.core.jsonstream import MAX_LIST_ITEMS, MAX_POLICIES
+from tlsrpt_lmtp.core.model import Report
+from tlsrpt_lmtp.core.report import ReportError, parse_report, parse_report_chunks
 
 MiB = 1024 * 1024
 
@@ -194,7 +194,7 @@ def test_million_failure_details_from_gzip_are_aggregated() -> None:
 
 
 def test_size_hint_covers_what_an_extracted_message_holds() -> None:
-    from tlsrpt_lmtp.mime import extract
+    from tlsrpt_lmtp.core.mime import extract
 
     details = [
         detail(sending_ip=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", receiving_ip=f"::{i:x}")

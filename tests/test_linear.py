@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from tests.factories import gzip_member, report_dict, to_json
-from tlsrpt_lmtp import decompress
-from tlsrpt_lmtp.decompress import decode_payload, open_payload
-from tlsrpt_lmtp.mime import MAX_HEADER_CHARS, header_text
-from tlsrpt_lmtp.rfc2047 import codec_decode, decode_words
+from tlsrpt_lmtp.core import decompress
+from tlsrpt_lmtp.core.decompress import decode_payload, open_payload
+from tlsrpt_lmtp.core.mime import MAX_HEADER_CHARS, header_text
+from tlsrpt_lmtp.core.rfc2047 import codec_decode, decode_words
 
 REPORT = to_json(report_dict())
 

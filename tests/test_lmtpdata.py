@@ -9,7 +9,7 @@ import random
 import pytest
 
 from tests.test_lmtp_limits import stuffed
-from tlsrpt_lmtp.lmtpdata import Connections, DotDecoder, InFlight, next_chunk
+from tlsrpt_lmtp.ingest.lmtpdata import Connections, DotDecoder, InFlight, next_chunk
 
 
 def reference(content_on_wire: bytes) -> bytes:

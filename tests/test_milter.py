@@ -12,17 +12,17 @@ import pytest
 
 from tests.dkim_support import SUBMITTER, key_pair, report_mail, sign
 from tests.test_pipeline import Recorder, report_json
-from tlsrpt_lmtp.archive import ArchiveError
 from tlsrpt_lmtp.config import Config, ConfigError
-from tlsrpt_lmtp.dkim import DkimChecker, DkimPolicy, DnsTempError
-from tlsrpt_lmtp.milter.config import (
+from tlsrpt_lmtp.ingest.archive import ArchiveError
+from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimPolicy, DnsTempError
+from tlsrpt_lmtp.ingest.milter.config import (
     MilterConfig,
     Mode,
     load_milter_config,
     parse_milter_listen,
 )
-from tlsrpt_lmtp.milter.core import HEADER, Action, MessageFilter, Reply
-from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
+from tlsrpt_lmtp.ingest.milter.core import HEADER, Action, MessageFilter, Reply
+from tlsrpt_lmtp.ingest.pipeline import IngestResult, Pipeline
 
 REPORT_RCPT = "tlsrpt@reports.example.test"
 OTHER_RCPT = "postmaster@reports.example.test"

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from tlsrpt_lmtp.config import Config, ConfigError
-from tlsrpt_lmtp.milter.config import MilterConfig, load_milter_config
-from tlsrpt_lmtp.milter.core import Action, Budget, MessageFilter
-from tlsrpt_lmtp.pipeline import IngestResult
+from tlsrpt_lmtp.ingest.milter.config import MilterConfig, load_milter_config
+from tlsrpt_lmtp.ingest.milter.core import Action, Budget, MessageFilter
+from tlsrpt_lmtp.ingest.pipeline import IngestResult
 
 RCPT = "tlsrpt@example.org"
 CONFIG = MilterConfig(recipients=(RCPT,), max_message_size=1000)

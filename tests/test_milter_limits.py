@@ -207,7 +207,7 @@ def test_unsafe_unix_socket_paths_are_refused(tmp_path: Path) -> None:
         (victim, "exists and is not a socket"),
         (shared / "milter.sock", "writable by group or others"),
     ):
-        argv = [sys.executable, "-m", "tlsrpt_lmtp.milter", "--config", str(config)]
+        argv = [sys.executable, "-m", "tlsrpt_lmtp.ingest.milter", "--config", str(config)]
         argv += ["--listen", f"unix:{path}", "--data-dir", str(tmp_path / "data")]
         out = subprocess.run(
             argv,

@@ -114,7 +114,7 @@ def _headers(head: bytes) -> list[tuple[str, str]]:
 
 
 class MilterProcess:
-    """``python -m tlsrpt_lmtp.milter`` with its own config, data dir and event log."""
+    """``python -m tlsrpt_lmtp.ingest.milter`` with its own config, data dir and event log."""
 
     def __init__(self, workdir: Path, config: str, listen: str | None = None) -> None:
         self.workdir = workdir
@@ -135,7 +135,7 @@ class MilterProcess:
         return str(self.port)
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "tlsrpt_lmtp.milter", "--config", str(self.config)]
+        argv = [sys.executable, "-m", "tlsrpt_lmtp.ingest.milter", "--config", str(self.config)]
         argv += ["--listen", self.listen, "--data-dir", str(self.data_dir)]
         argv += ["--log-file", str(self.events_file)]
         env = {**os.environ, "PYTHONPATH": str(PROJECT)}
@@ -402,7 +402,7 @@ def test_unix_socket_and_clean_shutdown(tmp_path: Path) -> None:
 def test_tcp_nodelay_reaches_the_accepted_sockets() -> None:
     """disable_nagle() finds the listening socket among the process's descriptors; Linux hands
     TCP_NODELAY on to accepted sockets (else 40 ms per tapped message, see the adapter)."""
-    from tlsrpt_lmtp.milter.adapter import disable_nagle
+    from tlsrpt_lmtp.ingest.milter.adapter import disable_nagle
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

@@ -31,10 +31,10 @@ from tests.factories import (
     to_json,
     zip_archive,
 )
-from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
-from tlsrpt_lmtp.mime import extract, find_attachments, mail_meta
-from tlsrpt_lmtp.mimeparts import parts
-from tlsrpt_lmtp.model import Extracted, MailMeta, Report
+from tlsrpt_lmtp.core.decompress import DEFAULT_LIMIT
+from tlsrpt_lmtp.core.mime import extract, find_attachments, mail_meta
+from tlsrpt_lmtp.core.mimeparts import parts
+from tlsrpt_lmtp.core.model import Extracted, MailMeta, Report
 
 REPORT = to_json(report_dict(report_id="mime-1"))
 GZ = gzip.compress(REPORT, mtime=0)
@@ -690,7 +690,7 @@ def test_attachments_of_one_message_share_the_decompression_limit() -> None:
 
 
 def test_only_the_first_report_attachments_are_read() -> None:
-    from tlsrpt_lmtp.mime import MAX_REPORT_ATTACHMENTS
+    from tlsrpt_lmtp.core.mime import MAX_REPORT_ATTACHMENTS
 
     count = MAX_REPORT_ATTACHMENTS + 3
     result = extract(tlsrpt_email(*[GZ] * count))

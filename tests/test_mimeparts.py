@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import shared_dir
-from tlsrpt_lmtp.mime import header_text
-from tlsrpt_lmtp.mimeparts import Parts, fast_parts, stdlib_parts
+from tlsrpt_lmtp.core.mime import header_text
+from tlsrpt_lmtp.core.mimeparts import Parts, fast_parts, stdlib_parts
 
 SAMPLES = shared_dir() / "samples" / "real"
 EMLS = sorted(SAMPLES.glob("*.eml")) if SAMPLES.is_dir() else []

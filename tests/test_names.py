@@ -1,4 +1,4 @@
-"""One domain-name rule everywhere (tlsrpt_lmtp.names): UTS 46 through ``idna`` and relaxed
+"""One domain-name rule everywhere (tlsrpt_lmtp.core.names): UTS 46 through ``idna`` and relaxed
 alignment by the Public Suffix List; then the same name through every place that takes one."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import no_policy, report_dict, sts_policy, to_json
-from tlsrpt_lmtp import names
 from tlsrpt_lmtp.alerts.config import parse_alerts
 from tlsrpt_lmtp.check.cli import main as check_main
-from tlsrpt_lmtp.dkim import aligned as dkim_aligned
-from tlsrpt_lmtp.events import submitter_of
-from tlsrpt_lmtp.mime import extract
-from tlsrpt_lmtp.model import MailMeta
-from tlsrpt_lmtp.report import parse_report
+from tlsrpt_lmtp.core import names
+from tlsrpt_lmtp.core.events import submitter_of
+from tlsrpt_lmtp.core.mime import extract
+from tlsrpt_lmtp.core.model import MailMeta
+from tlsrpt_lmtp.core.report import parse_report
+from tlsrpt_lmtp.ingest.dkim import aligned as dkim_aligned
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.policy import mx_matches, parse_policy
 from tlsrpt_lmtp.views.period import normalise_domain
@@ -275,3 +275,24 @@ def test_mail_headers_and_contact_info_compare_as_a_labels() -> None:
     assert result.meta.submitter == STRASSE and result.meta.report_domain == "example.com"
     [report] = result.reports
     assert "submitter-contact-mismatch" not in report.warnings
+
+
+@pytest.mark.parametrize(
+    ("text", "domain"),
+    [
+        ("smtp-tls-reporting@google.com", "google.com"),
+        ("<sts-reporting@Company-X.Example>", "company-x.example"),
+        ("Mail.RU", "mail.ru"),  # a header holding a bare domain
+        (" <tlsrpt.example.> ", "tlsrpt.example"),
+        ("reports@straße.de", "xn--strae-oqa.de"),
+        ('odd"local@part@example.net', "example.net"),  # the last "@" counts
+        ("https://reports.example/tlsrpt", None),  # no "@" and not a host name
+        ("please mail us", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_mail_domain_is_the_one_rule_for_headers_and_contact_info(
+    text: str | None, domain: str | None
+) -> None:
+    assert names.mail_domain(text) == domain

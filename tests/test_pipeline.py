@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tlsrpt_lmtp.archive import ArchiveError, Status
-from tlsrpt_lmtp.events import Event
-from tlsrpt_lmtp.pipeline import Pipeline
+from tlsrpt_lmtp.core.events import Event
+from tlsrpt_lmtp.ingest.archive import ArchiveError, Status
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
 COMMON = {"schema", "event", "report_id", "organization_name", "date_range_start"}
 

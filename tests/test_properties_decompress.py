@@ -1,4 +1,4 @@
-"""Properties of tlsrpt_lmtp.decompress.decode_payload over generated containers.
+"""Properties of tlsrpt_lmtp.core.decompress.decode_payload over generated containers.
 
 Documented behaviour: a Payload whose JSON bytes never exceed ``limit``, or PayloadError.
 """
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tests import factories as f
 from tests import properties as p
-from tlsrpt_lmtp.decompress import PayloadError, decode_payload
+from tlsrpt_lmtp.core.decompress import PayloadError, decode_payload
 
 limits = st.integers(16, 4096)
 bodies = st.builds(

@@ -1,4 +1,4 @@
-"""Properties of event building (tlsrpt_lmtp.events) for messages as they arrive.
+"""Properties of event building (tlsrpt_lmtp.core.events) for messages as they arrive.
 
 Each case is a whole report mail (generated report JSON, gzipped, in an attachment, with
 RFC 2047 headers) read by ``extract``, then turned into events the way the pipeline does:
@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from tests import factories as f
 from tests import properties as p
-from tlsrpt_lmtp.events import Event, invalid_event, report_events
-from tlsrpt_lmtp.mime import extract
-from tlsrpt_lmtp.sanitize import MAX_COUNT
+from tlsrpt_lmtp.core.events import Event, invalid_event, report_events
+from tlsrpt_lmtp.core.mime import extract
+from tlsrpt_lmtp.core.sanitize import MAX_COUNT
 
 COUNT_FIELDS = ("total_successful_session_count", "total_failure_session_count")
 

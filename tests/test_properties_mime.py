@@ -1,4 +1,4 @@
-"""Properties of MIME extraction (tlsrpt_lmtp.mime) over generated and damaged messages.
+"""Properties of MIME extraction (tlsrpt_lmtp.core.mime) over generated and damaged messages.
 
 Documented behaviour: ``extract`` never raises; what it cannot use is in ``errors``.
 """
@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from tests import factories as f
 from tests import properties as p
-from tlsrpt_lmtp.mime import extract, header_text
-from tlsrpt_lmtp.mimeparts import fast_parts, stdlib_parts
-from tlsrpt_lmtp.mimeparts import parts as mime_parts
-from tlsrpt_lmtp.model import Extracted
+from tlsrpt_lmtp.core.mime import extract, header_text
+from tlsrpt_lmtp.core.mimeparts import fast_parts, stdlib_parts
+from tlsrpt_lmtp.core.mimeparts import parts as mime_parts
+from tlsrpt_lmtp.core.model import Extracted
 
 REPORT = f.to_json(f.report_dict())
 CHARSETS = ("utf-8", "iso-8859-1", "utf-7", "us-ascii", "windows-1252", "utf-16")

@@ -1,4 +1,4 @@
-"""Properties of the report parser (tlsrpt_lmtp.report) over generated documents.
+"""Properties of the report parser (tlsrpt_lmtp.core.report) over generated documents.
 
 Documented behaviour: ``parse_report`` / ``report_from_json`` return a Report or raise
 ReportError (a body that cannot identify a report); every other deviation becomes a warning.
@@ -14,9 +14,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests import properties as p
-from tlsrpt_lmtp.model import Report
-from tlsrpt_lmtp.report import ReportError, parse_report, report_from_json
-from tlsrpt_lmtp.sanitize import MAX_COUNT
+from tlsrpt_lmtp.core.model import Report
+from tlsrpt_lmtp.core.report import ReportError, parse_report, report_from_json
+from tlsrpt_lmtp.core.sanitize import MAX_COUNT
 
 
 def check_report(report: Report, doc: Any) -> None:

@@ -12,9 +12,9 @@ from typing import NamedTuple
 import pytest
 
 from tests.conftest import real_sample, shared_dir
-from tlsrpt_lmtp.mime import extract
-from tlsrpt_lmtp.model import Report
-from tlsrpt_lmtp.report import parse_report
+from tlsrpt_lmtp.core.mime import extract
+from tlsrpt_lmtp.core.model import Report
+from tlsrpt_lmtp.core.report import parse_report
 
 
 class Expected(NamedTuple):

@@ -20,8 +20,8 @@ from tests.factories import (
     tlsa_policy,
     to_json,
 )
-from tlsrpt_lmtp.model import FailureDetail, Report
-from tlsrpt_lmtp.report import KNOWN_RESULT_TYPES, ReportError, parse_report
+from tlsrpt_lmtp.core.model import FailureDetail, Report
+from tlsrpt_lmtp.core.report import KNOWN_RESULT_TYPES, ReportError, parse_report
 
 
 def parse(doc: Any, *, header_domain: str | None = None) -> Report:

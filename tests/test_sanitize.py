@@ -13,11 +13,11 @@ import pytest
 
 from bench.hostile import hostile_messages, mail, report_doc
 from tests.factories import detail, gzip_member, report_dict, sts_policy, to_json
-from tlsrpt_lmtp.events import invalid_event, report_events
-from tlsrpt_lmtp.mime import extract
-from tlsrpt_lmtp.model import Extracted
-from tlsrpt_lmtp.report import parse_report
-from tlsrpt_lmtp.sanitize import MAX_COUNT, MAX_TEXT, clamp_count, clamped_sum, clean_text
+from tlsrpt_lmtp.core.events import invalid_event, report_events
+from tlsrpt_lmtp.core.mime import extract
+from tlsrpt_lmtp.core.model import Extracted
+from tlsrpt_lmtp.core.report import parse_report
+from tlsrpt_lmtp.core.sanitize import MAX_COUNT, MAX_TEXT, clamp_count, clamped_sum, clean_text
 
 # --------------------------------------------------------------------------------------------
 # the pure functions
@@ -117,7 +117,7 @@ def test_sum_of_policies_and_of_details_stays_within_the_maximum() -> None:
 
 
 def test_bad_date_years_are_refused_not_raised() -> None:
-    from tlsrpt_lmtp.report import ReportError
+    from tlsrpt_lmtp.core.report import ReportError
 
     doc = report_dict(end="9999-12-31T23:59:59-05:00")
     with pytest.raises(ReportError, match="not an RFC 3339 date-time"):
@@ -247,7 +247,7 @@ def test_policy_string_deeply_nested_items_do_not_raise() -> None:
 
 
 def test_report_with_huge_integer_digits_is_refused_clearly() -> None:
-    from tlsrpt_lmtp.report import ReportError
+    from tlsrpt_lmtp.core.report import ReportError
 
     body = to_json(report_dict(sts_policy(success=123456))).replace(b"123456", b"9" * 5000)
     with pytest.raises(ReportError, match="not JSON"):

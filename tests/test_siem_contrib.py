@@ -21,9 +21,9 @@ from tests import hostile
 from tests.conftest import shared_dir
 from tests.test_event_schemas import BothFormats
 from tlsrpt_lmtp.alerts.hook import build_hook
-from tlsrpt_lmtp.ecs import to_ecs
-from tlsrpt_lmtp.pipeline import Pipeline
-from tlsrpt_lmtp.sources import iter_messages
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
+from tlsrpt_lmtp.ingest.sources import iter_messages
+from tlsrpt_lmtp.output.ecs import to_ecs
 
 SIEM = Path(__file__).resolve().parents[1] / "contrib" / "siem"
 POLICY_EVENTS: list[dict[str, Any]] = [

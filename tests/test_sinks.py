@@ -7,7 +7,7 @@ import re
 import socket
 from pathlib import Path
 
-from tlsrpt_lmtp.sinks import open_emitter
+from tlsrpt_lmtp.output.sinks import open_emitter
 
 
 def test_json_file_has_schema_event_timestamp_first(tmp_path: Path) -> None:

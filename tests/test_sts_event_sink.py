@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.daemon import _never_blocking
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from dns.asyncresolver import Resolver as AsyncResolver
 
 from tests.support.servers import RedisServer, redis_instance
-from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.core.events import Event
+from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.cache import PolicyCache
-from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
+from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.reply import Answer, Kind
 from tlsrpt_lmtp.sts.service import PolicyService, Timing, checked_policy
@@ -56,7 +58,7 @@ class Node:
         self.service = self._build()
 
     def _build(self) -> PolicyService:
-        dns = DnsClient(make_resolver((self.netsim.nameserver,), 2.0), None)
+        dns = DnsClient(make_resolver(AsyncResolver, (self.netsim.nameserver,), 2.0), None)
         fetcher = Fetcher(
             dns.addresses, tls_context(str(self.netsim.ca_file)), timeout=3.0, allow_private=True
         )

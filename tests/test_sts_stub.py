@@ -11,7 +11,7 @@ import dns.message
 import dns.rrset
 import pytest
 
-from tlsrpt_lmtp.dnsutil import parse_nameserver
+from tlsrpt_lmtp.net.dns import parse_nameserver
 from tlsrpt_lmtp.sts import stub
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from tlsrpt_lmtp.config import ConfigError, load
-from tlsrpt_lmtp.syslog import (
+from tlsrpt_lmtp.output.syslog import (
     SyslogOptions,
     SyslogWriter,
     Target,

@@ -12,8 +12,8 @@ import pytest
 from tests.conftest import real_sample
 from tests.rsyslog_support import Rsyslog
 from tlsrpt_lmtp import cli
-from tlsrpt_lmtp.sinks import open_emitter
-from tlsrpt_lmtp.syslog import SyslogOptions, SyslogWriter
+from tlsrpt_lmtp.output.sinks import open_emitter
+from tlsrpt_lmtp.output.syslog import SyslogOptions, SyslogWriter
 
 BURST = 300
 

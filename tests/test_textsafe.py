@@ -1,4 +1,4 @@
-"""Control characters from the network never reach a terminal raw (tlsrpt_lmtp.textsafe)."""
+"""Control characters from the network never reach a terminal raw (tlsrpt_lmtp.core.textsafe)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tlsrpt_lmtp.textsafe import json_escaped, printable
+from tlsrpt_lmtp.core.textsafe import json_escaped, printable
 
 OSC52 = "\x1b]52;c;ZXZpbA==\x07"  # set the clipboard to "evil"
 CLEAR = "\x1b[2J"

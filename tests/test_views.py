@@ -22,10 +22,10 @@ from tests.test_views_support import (
     sample_files,
     sts,
 )
-from tlsrpt_lmtp.db import Database
-from tlsrpt_lmtp.model import MailMeta, Policy, Report
-from tlsrpt_lmtp.pipeline import Pipeline
-from tlsrpt_lmtp.store import Store
+from tlsrpt_lmtp.core.model import MailMeta, Policy, Report
+from tlsrpt_lmtp.ingest.db import Database
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
+from tlsrpt_lmtp.ingest.store import Store
 from tlsrpt_lmtp.views import cli, model, query
 from tlsrpt_lmtp.views.indexes import ensure_indexes
 from tlsrpt_lmtp.views.period import Period, make_period

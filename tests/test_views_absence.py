@@ -15,9 +15,9 @@ from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.alerts.state import AlertState
 from tlsrpt_lmtp.cli import _parser
-from tlsrpt_lmtp.db import Database
-from tlsrpt_lmtp.model import FailureDetail, MailMeta, Policy, Report
-from tlsrpt_lmtp.store import Store
+from tlsrpt_lmtp.core.model import FailureDetail, MailMeta, Policy, Report
+from tlsrpt_lmtp.ingest.db import Database
+from tlsrpt_lmtp.ingest.store import Store
 from tlsrpt_lmtp.views import digest, query, text
 from tlsrpt_lmtp.views.cli import summarise
 from tlsrpt_lmtp.views.period import Period

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import shared_dir
-from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.core.events import Event
 
 Doc = dict[str, Any]
 

@@ -11,19 +11,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlsrpt_lmtp import __version__
-from tlsrpt_lmtp.archive import ArchiveError, Status
 from tlsrpt_lmtp.check import cli as check_cli
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy, syslog_options
-from tlsrpt_lmtp.delivery import Delivery, SinkError
-from tlsrpt_lmtp.events import iso
+from tlsrpt_lmtp.core.events import iso
+from tlsrpt_lmtp.ingest.archive import ArchiveError, Status
+from tlsrpt_lmtp.ingest.delivery import Delivery, SinkError
+from tlsrpt_lmtp.ingest.milter import cli as milter_cli
 from tlsrpt_lmtp.metrics import exposition
-from tlsrpt_lmtp.milter import cli as milter_cli
 from tlsrpt_lmtp.views import cli as views_cli
 from tlsrpt_lmtp.views import digest as views_digest
 
 if TYPE_CHECKING:  # imported where used: `summary` and `check` need none of the ingest side
     from tlsrpt_lmtp.alerts.hook import AlertHook
-    from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
+    from tlsrpt_lmtp.ingest.pipeline import IngestResult, Pipeline
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,7 +126,7 @@ def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def _policy_main(args: argparse.Namespace) -> int:
     import asyncio
 
-    from tlsrpt_lmtp.sinks import open_emitter
+    from tlsrpt_lmtp.output.sinks import open_emitter
     from tlsrpt_lmtp.sts import daemon
 
     names = (
@@ -194,9 +194,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
-    from tlsrpt_lmtp.dkim import checker_from_file
-    from tlsrpt_lmtp.pipeline import Pipeline
-    from tlsrpt_lmtp.sinks import open_emitter
+    from tlsrpt_lmtp.ingest.dkim import checker_from_file
+    from tlsrpt_lmtp.ingest.pipeline import Pipeline
+    from tlsrpt_lmtp.output.sinks import open_emitter
 
     dkim = checker_from_file(args.config, policy=args.dkim_policy)
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
@@ -263,8 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
     import asyncio
 
-    from tlsrpt_lmtp.lmtp import serve
-    from tlsrpt_lmtp.stage2 import Stage2Process
+    from tlsrpt_lmtp.ingest.lmtp import serve
+    from tlsrpt_lmtp.ingest.stage2 import Stage2Process
 
     def ready(_: object) -> None:
         print(
@@ -309,7 +309,7 @@ def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
 
 
 def _stage2(pipeline: Pipeline, server_started: str, config_path: Path | None) -> int:
-    from tlsrpt_lmtp.stage2 import follow
+    from tlsrpt_lmtp.ingest.stage2 import follow
 
     # The server ends this process by closing its stdin, after the last delivery; a
     # signal to the whole process group must not cut a batch short.
@@ -326,7 +326,7 @@ def _parse(pipeline: Pipeline, paths: list[Path]) -> int:
         print(f"tlsrpt-lmtp: no such file: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     results: list[IngestResult] = []
-    from tlsrpt_lmtp.sources import iter_messages
+    from tlsrpt_lmtp.ingest.sources import iter_messages
 
     for _label, raw in iter_messages(paths):
         try:

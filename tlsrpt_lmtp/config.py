@@ -34,9 +34,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
-from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
-from tlsrpt_lmtp.syslog import SyslogOptions, parse_target
+from tlsrpt_lmtp.core.aggregate import DEFAULT_MAX_FAILURE_DETAILS
+from tlsrpt_lmtp.core.decompress import DEFAULT_LIMIT
+from tlsrpt_lmtp.output.syslog import SyslogOptions, parse_target
 
 
 class ConfigError(ValueError):
@@ -163,13 +163,29 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
     return config
 
 
+# [policy] cache URL scheme -> the shared policy cache backend (sts/shared/)
+POLICY_CACHE_SCHEMES = {
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+}
+
+
+def cache_backend(url: str) -> str | None:
+    """The backend a [policy] cache URL names ("redis", "postgresql"), None if none."""
+    scheme, sep, _ = url.partition("://")
+    return POLICY_CACHE_SCHEMES.get(scheme.lower()) if sep else None
+
+
 def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
     config = _load(PolicyConfig(), _POLICY_LAYOUT, path, overrides)
     _check_log(config)
     for address in (config.listen, config.exim_listen):
         if address:
             parse_listen(address)
-    from tlsrpt_lmtp.dnsutil import parse_nameserver  # dnspython: slow to import
+    from tlsrpt_lmtp.net.dns import parse_nameserver  # dnspython: slow to import
 
     for ns in (*config.nameservers, *((config.dane_resolver,) if config.dane_resolver else ())):
         try:
@@ -180,9 +196,7 @@ def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
         raise ConfigError("[policy] cache_bytes, max_connections and idle_timeout must be > 0")
     if config.refresh_window < 0:
         raise ConfigError("[policy] refresh_window must not be negative")
-    from tlsrpt_lmtp.sts.shared import scheme_of
-
-    if config.cache and scheme_of(config.cache) is None:
+    if config.cache and cache_backend(config.cache) is None:
         where = config.cache.rpartition("@")[2]  # never echo a password
         raise ConfigError(f"[policy] cache {where!r} is not a redis:// or postgresql:// URL")
     if not 0 < config.cache_timeout <= 30:

@@ -28,7 +28,7 @@ from tlsrpt_lmtp.alerts.guard import domain_matches
 from tlsrpt_lmtp.alerts.hook import AlertHook
 from tlsrpt_lmtp.alerts.outbox import Payload
 from tlsrpt_lmtp.alerts.rules import Alert
-from tlsrpt_lmtp.events import SCHEMA, Event, iso
+from tlsrpt_lmtp.core.events import SCHEMA, Event, iso
 
 ABSENCE_RULES = ("reporter-silent", "domain-silent", "ready-for-enforce", "mode-none")
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 from tlsrpt_lmtp.alerts.advice import name, quoted
 from tlsrpt_lmtp.alerts.config import SEVERITIES, AlertsConfig
 from tlsrpt_lmtp.alerts.rules import Alert
-from tlsrpt_lmtp.events import Event, iso
-from tlsrpt_lmtp.model import Report
+from tlsrpt_lmtp.core.events import Event, iso
+from tlsrpt_lmtp.core.model import Report
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.dkim import DkimVerdict
+    from tlsrpt_lmtp.core.dkim import DkimVerdict
 
 CAP_RULE = "alert-cap"
 SHOWN_DOMAINS = 20  # domains listed in an event; the count says how many there were

@@ -40,11 +40,11 @@ from tlsrpt_lmtp.alerts.state import (
 )
 from tlsrpt_lmtp.alerts.webhook import Webhook
 from tlsrpt_lmtp.config import ConfigError
-from tlsrpt_lmtp.events import SCHEMA, Event, iso, stamp
-from tlsrpt_lmtp.model import MailMeta, Report
+from tlsrpt_lmtp.core.events import SCHEMA, Event, iso, stamp
+from tlsrpt_lmtp.core.model import MailMeta, Report
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.dkim import DkimVerdict
+    from tlsrpt_lmtp.core.dkim import DkimVerdict
 
 log = logging.getLogger("tlsrpt_lmtp.alerts")
 

@@ -20,7 +20,7 @@ from datetime import date
 
 from tlsrpt_lmtp.alerts.advice import advice, name, quoted, safe
 from tlsrpt_lmtp.alerts.config import SEVERITIES, AlertsConfig
-from tlsrpt_lmtp.model import Policy, Report
+from tlsrpt_lmtp.core.model import Policy, Report
 
 RATE_CAUSE = "failure-rate"
 _RULE_ORDER = ("enforce-failure", "result-type", "new-result-type", "failure-rate")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tlsrpt_lmtp.alerts.config import SEVERITIES
 from tlsrpt_lmtp.alerts.rules import Alert, History
-from tlsrpt_lmtp.model import Report
+from tlsrpt_lmtp.core.model import Report
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_state (

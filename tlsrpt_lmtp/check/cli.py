@@ -27,9 +27,9 @@ from tlsrpt_lmtp.check import render
 from tlsrpt_lmtp.check.findings import Report
 from tlsrpt_lmtp.check.publish import DEFAULT_MAX_AGE, make_records
 from tlsrpt_lmtp.config import ConfigError, load_policy
+from tlsrpt_lmtp.core.textsafe import printable
 from tlsrpt_lmtp.sts.domain import DomainError, to_a_label
 from tlsrpt_lmtp.sts.policy import Mode
-from tlsrpt_lmtp.textsafe import printable
 
 if TYPE_CHECKING:  # imported where used: dnspython is slow to import, `summary` needs none
     from tlsrpt_lmtp.check.gather import Network, Settings
@@ -151,7 +151,7 @@ def _setup(args: argparse.Namespace) -> tuple[str, Settings]:
 
 
 def _check_nameserver(text: str) -> None:
-    from tlsrpt_lmtp.dnsutil import parse_nameserver
+    from tlsrpt_lmtp.net.dns import parse_nameserver
 
     try:
         parse_nameserver(text)

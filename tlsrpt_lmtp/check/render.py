@@ -10,7 +10,7 @@ import json
 import textwrap
 
 from tlsrpt_lmtp.check.findings import Finding, Report, Severity
-from tlsrpt_lmtp.textsafe import json_escaped, printable
+from tlsrpt_lmtp.core.textsafe import json_escaped, printable
 
 WIDTH = 100
 _SEVERITY_COLUMN = 6

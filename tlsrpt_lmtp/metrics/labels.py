@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from tlsrpt_lmtp.model import KNOWN_POLICY_TYPES, KNOWN_RESULT_TYPES
+from tlsrpt_lmtp.core.model import KNOWN_POLICY_TYPES, KNOWN_RESULT_TYPES
 
 OTHER = "other"
 MAX_LABEL_LENGTH = 128

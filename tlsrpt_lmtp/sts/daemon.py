@@ -9,10 +9,13 @@ import signal
 import sys
 from collections.abc import Callable
 
+import dns.asyncresolver
+
 from tlsrpt_lmtp.config import ConfigError, PolicyConfig
-from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.core.events import Event
+from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.cache import PolicyCache
-from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
+from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.reply import exim_line, postfix_reply
@@ -28,9 +31,11 @@ from tlsrpt_lmtp.sts.shared import shared_tier
 
 
 def build_service(config: PolicyConfig, emit: Callable[[Event], None]) -> PolicyService:
-    resolver = make_resolver(config.nameservers, config.dns_timeout)
+    resolver = make_resolver(dns.asyncresolver.Resolver, config.nameservers, config.dns_timeout)
     dane = (
-        make_resolver((config.dane_resolver,), config.dns_timeout) if config.dane_resolver else None
+        make_resolver(dns.asyncresolver.Resolver, (config.dane_resolver,), config.dns_timeout)
+        if config.dane_resolver
+        else None
     )
     dns_client = DnsClient(resolver, dane)
     fetcher = Fetcher(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
-from tlsrpt_lmtp.names import to_ascii
+from tlsrpt_lmtp.core.names import to_ascii
 
 
 class DomainError(ValueError):
@@ -24,6 +24,14 @@ def to_a_label(name: str) -> str:
     if labels[-1].isdigit():
         raise DomainError(f"{result!r} looks like an address")
     return result
+
+
+def mx_pattern(value: str) -> str:
+    """An MTA-STS mx pattern (RFC 8461 §4.1: a host name, or "*." and one) in A-label form;
+    raises DomainError if it is not one."""
+    wildcard = value.startswith("*.")
+    name = to_a_label(value[2:] if wildcard else value)
+    return f"*.{name}" if wildcard else name
 
 
 @functools.lru_cache(maxsize=4096)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.cache import Entry, Lru, PolicyCache
 from tlsrpt_lmtp.sts.dnsclient import Dane, DnsClient
 from tlsrpt_lmtp.sts.domain import policy_domain

@@ -33,7 +33,7 @@ from tlsrpt_lmtp.alerts.config import load_alerts
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.alerts.mail import default_sender
 from tlsrpt_lmtp.config import ConfigError, load, syslog_options
-from tlsrpt_lmtp.sinks import Emitter, open_emitter
+from tlsrpt_lmtp.output.sinks import Emitter, open_emitter
 from tlsrpt_lmtp.views import query, text
 from tlsrpt_lmtp.views.cli import summarise
 from tlsrpt_lmtp.views.fmt import (

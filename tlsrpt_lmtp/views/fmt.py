@@ -6,7 +6,7 @@ import math
 import re
 from datetime import date, datetime, timedelta
 
-from tlsrpt_lmtp.names import to_unicode
+from tlsrpt_lmtp.core.names import to_unicode
 from tlsrpt_lmtp.views.model import Rest, Summary
 
 # C0, DEL, C1, and the Unicode line/paragraph separators and bidi/format controls
@@ -51,7 +51,7 @@ def clean(text: str) -> str:
 
 
 def u_label(domain: str) -> str:
-    """A domain as people write it: U-labels (tlsrpt_lmtp.names, UTS 46), or as stored when
+    """A domain as people write it: U-labels (tlsrpt_lmtp.core.names, UTS 46), or as stored when
     it does not decode. Views show this; JSON and events keep the stored A-labels."""
     return to_unicode(domain) if "xn--" in domain.lower() else domain
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from tlsrpt_lmtp.db import REPORTS_START_INDEX
+from tlsrpt_lmtp.ingest.db import REPORTS_START_INDEX
 
 INDEXES = (REPORTS_START_INDEX,)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from tlsrpt_lmtp.events import iso
+from tlsrpt_lmtp.core.events import iso
 from tlsrpt_lmtp.views.model import Count, DomainSeries, Rest, Summary
 
 SCHEMA = 2

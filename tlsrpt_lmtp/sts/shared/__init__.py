@@ -5,28 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.config import cache_backend
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.policy import StsPolicy
 from tlsrpt_lmtp.sts.shared.base import Backend
 from tlsrpt_lmtp.sts.shared.tier import SharedTier
 
-SCHEMES = {
-    "redis": "redis",
-    "rediss": "redis",
-    "unix": "redis",
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-}
-
-
-def scheme_of(url: str) -> str | None:
-    """The backend a cache URL names ("redis", "postgresql"), None if none."""
-    return SCHEMES.get(url.partition("://")[0].lower()) if "://" in url else None
-
 
 def open_backend(url: str, timeout: float) -> Backend:
     """The backend for ``url`` (its client library is imported only when used)."""
-    kind = scheme_of(url)
+    kind = cache_backend(url)
     try:
         if kind == "redis":
             from tlsrpt_lmtp.sts.shared.redis import RedisBackend

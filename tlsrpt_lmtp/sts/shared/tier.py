@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from tlsrpt_lmtp.events import Event
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.cache import Entry
 from tlsrpt_lmtp.sts.policy import PolicyError, StsPolicy, parse_policy
 from tlsrpt_lmtp.sts.shared.base import Backend, BackendError, SharedPolicy, decode, encode

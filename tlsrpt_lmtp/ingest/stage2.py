@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from tlsrpt_lmtp import metrics
-from tlsrpt_lmtp.pipeline import Pipeline
+from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
 BATCH = 256
 BATCH_BYTES = 8 * 1024 * 1024  # raw mail per batch; parsing is bounded per chunk (pipeline)

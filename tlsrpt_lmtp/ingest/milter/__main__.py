@@ -1,4 +1,4 @@
-"""``python -m tlsrpt_lmtp.milter [options]``: the same as ``tlsrpt-lmtp milter``."""
+"""``python -m tlsrpt_lmtp.ingest.milter [options]``: the same as ``tlsrpt-lmtp milter``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tlsrpt_lmtp.milter import cli
+from tlsrpt_lmtp.ingest.milter import cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.add_argument("--log-file")
     common.add_argument("--syslog-address")
     common.add_argument("--max-decompressed", type=int)
-    parser = argparse.ArgumentParser(prog="python -m tlsrpt_lmtp.milter")
+    parser = argparse.ArgumentParser(prog="python -m tlsrpt_lmtp.ingest.milter")
     sub = parser.add_subparsers(dest="command", required=True)
     cli.add_parser(sub, common)
     return cli.run(parser.parse_args(["milter", *(sys.argv[1:] if argv is None else argv)]))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from tlsrpt_lmtp.db import Database
-from tlsrpt_lmtp.model import MailMeta, Report
+from tlsrpt_lmtp.core.model import MailMeta, Report
+from tlsrpt_lmtp.ingest.db import Database
 
 
 class Store:

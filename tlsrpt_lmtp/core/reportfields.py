@@ -11,10 +11,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from tlsrpt_lmtp.jsonstream import MAX_LIST_ITEMS
-from tlsrpt_lmtp.model import KNOWN_RESULT_TYPES, FailureDetail
-from tlsrpt_lmtp.names import canonical, to_ascii
-from tlsrpt_lmtp.sanitize import COUNT_CLAMPED, MAX_COUNT, clean_text
+from tlsrpt_lmtp.core.jsonstream import MAX_LIST_ITEMS
+from tlsrpt_lmtp.core.model import KNOWN_RESULT_TYPES, FailureDetail
+from tlsrpt_lmtp.core.names import canonical, to_ascii
+from tlsrpt_lmtp.core.sanitize import COUNT_CLAMPED, MAX_COUNT, clean_text
 
 # Misspellings and spec inconsistencies seen in the wild, mapped to the RFC's key.
 DETAIL_ALIASES = {

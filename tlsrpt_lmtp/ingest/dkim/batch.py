@@ -22,14 +22,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from tlsrpt_lmtp.dkim.keys import query_name
-from tlsrpt_lmtp.dkim.verify import (
+from tlsrpt_lmtp.core.dkim import (
     DnsTempError,
     KeyLookup,
     MessageVerdict,
     key_names,
     verify_message,
 )
+from tlsrpt_lmtp.ingest.dkim.keys import query_name
 
 MAX_PARALLEL_LOOKUPS = 32  # threads waiting on DNS at once (they cost a socket each, no CPU)
 

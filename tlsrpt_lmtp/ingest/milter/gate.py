@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from tlsrpt_lmtp.peers import PeerKey, peer_key
+from tlsrpt_lmtp.net.peers import PeerKey, peer_key
 
 _POLL = 0.2  # seconds between looks
 _IDLE_EVERY = 1.0  # seconds between idle checks

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tlsrpt_lmtp.model import FailureDetail, Report
-from tlsrpt_lmtp.sanitize import MAX_COUNT
+from tlsrpt_lmtp.core.model import FailureDetail, Report
+from tlsrpt_lmtp.core.sanitize import MAX_COUNT
 
 DEFAULT_MAX_FAILURE_DETAILS = 10_000
 AGGREGATED = "aggregated"

@@ -19,9 +19,10 @@ from typing import Any, Protocol, TextIO
 import orjson
 import structlog
 
-from tlsrpt_lmtp import ecs, metrics
-from tlsrpt_lmtp.events import SCHEMA, Event
-from tlsrpt_lmtp.syslog import SyslogOptions, SyslogWriter
+from tlsrpt_lmtp import metrics
+from tlsrpt_lmtp.core.events import SCHEMA, Event
+from tlsrpt_lmtp.output import ecs
+from tlsrpt_lmtp.output.syslog import SyslogOptions, SyslogWriter
 
 _FIRST = ("schema", "event", "event_id", "timestamp")
 

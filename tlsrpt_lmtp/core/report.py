@@ -19,17 +19,17 @@ from typing import Any
 
 import orjson
 
-from tlsrpt_lmtp import jsonstream
-from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS, DETAILS_AGGREGATED, Overflow
-from tlsrpt_lmtp.jsonstream import MAX_POLICIES, STREAMED
-from tlsrpt_lmtp.model import (
+from tlsrpt_lmtp.core import jsonstream
+from tlsrpt_lmtp.core.aggregate import DEFAULT_MAX_FAILURE_DETAILS, DETAILS_AGGREGATED, Overflow
+from tlsrpt_lmtp.core.jsonstream import MAX_POLICIES, STREAMED
+from tlsrpt_lmtp.core.model import (
     KNOWN_POLICY_TYPES,
     KNOWN_RESULT_TYPES,
     FailureDetail,
     Policy,
     Report,
 )
-from tlsrpt_lmtp.reportfields import (
+from tlsrpt_lmtp.core.reportfields import (
     DETAIL_ALIASES,
     DETAIL_KEYS,
     ReportError,
@@ -43,7 +43,7 @@ from tlsrpt_lmtp.reportfields import (
     policy_strings,
     text,
 )
-from tlsrpt_lmtp.sanitize import MAX_COUNT
+from tlsrpt_lmtp.core.sanitize import MAX_COUNT
 
 __all__ = [
     "DEFAULT_MAX_FAILURE_DETAILS",

@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 
-from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
-from tlsrpt_lmtp.decompress import (
+from tlsrpt_lmtp.core.aggregate import DEFAULT_MAX_FAILURE_DETAILS
+from tlsrpt_lmtp.core.decompress import (
     DEFAULT_LIMIT,
     LaterMemberBroken,
     PayloadError,
@@ -21,12 +21,12 @@ from tlsrpt_lmtp.decompress import (
     open_payload,
     sniff,
 )
-from tlsrpt_lmtp.mimeparts import Leaf, Parts, parts
-from tlsrpt_lmtp.model import Attachment, Extracted, MailMeta, Report
-from tlsrpt_lmtp.names import canonical
-from tlsrpt_lmtp.report import ReportError, parse_report_chunks
-from tlsrpt_lmtp.rfc2047 import decode_words
-from tlsrpt_lmtp.sanitize import clean_text, safe_text
+from tlsrpt_lmtp.core.mimeparts import Leaf, Parts, parts
+from tlsrpt_lmtp.core.model import Attachment, Extracted, MailMeta, Report
+from tlsrpt_lmtp.core.names import mail_domain
+from tlsrpt_lmtp.core.report import ReportError, parse_report_chunks
+from tlsrpt_lmtp.core.rfc2047 import decode_words
+from tlsrpt_lmtp.core.sanitize import clean_text, safe_text
 
 REPORT_TYPES = frozenset(
     {
@@ -184,7 +184,7 @@ def _read(
 def _submitter_check(meta: MailMeta, report: Report) -> tuple[str, ...]:
     """RFC 8460 §5.3: the submitter MUST be the contact-info domain (a subdomain either way
     is accepted: Mail.ru writes corp.mail.ru and mail.ru)."""
-    contact = canonical((report.contact_info or "").rpartition("@")[2].strip(" <>"))
+    contact = mail_domain(report.contact_info)
     if not meta.submitter or not contact:
         return ()
     if related_domains(meta.submitter, contact):
@@ -213,7 +213,7 @@ def _sanitised_meta(msg: Parts, warnings: list[str]) -> MailMeta:
     def field(name: str, domain: bool = False) -> str | None:
         text = header_text(h.get(name))
         if domain:
-            text = _domain(text)
+            text = mail_domain(text)
         if text is None:
             return None
         text, codes = clean_text(text)
@@ -236,7 +236,3 @@ def header_text(value: str | None) -> str | None:
     text = _FOLD.sub(" ", value[:MAX_HEADER_CHARS])
     text = decode_words(text)
     return text.strip() or None
-
-
-def _domain(text: str | None) -> str | None:
-    return canonical(text.strip(" <>")) if text else None

@@ -1,15 +1,6 @@
 """Report authenticity: DKIM verification by RFC 8460 §3's rules (see verify.py)."""
 
-from tlsrpt_lmtp.dkim.batch import Budgets, verify_batch
-from tlsrpt_lmtp.dkim.config import (
-    DkimChecker,
-    DkimConfig,
-    build_checker,
-    checker_from_file,
-    load_dkim_config,
-)
-from tlsrpt_lmtp.dkim.keys import DnsKeyLookup, KeyCache, KeyFailure
-from tlsrpt_lmtp.dkim.verify import (
+from tlsrpt_lmtp.core.dkim import (
     DkimPolicy,
     DkimResult,
     DkimVerdict,
@@ -20,6 +11,15 @@ from tlsrpt_lmtp.dkim.verify import (
     key_names,
     verify_message,
 )
+from tlsrpt_lmtp.ingest.dkim.batch import Budgets, verify_batch
+from tlsrpt_lmtp.ingest.dkim.config import (
+    DkimChecker,
+    DkimConfig,
+    build_checker,
+    checker_from_file,
+    load_dkim_config,
+)
+from tlsrpt_lmtp.ingest.dkim.keys import DnsKeyLookup, KeyCache, KeyFailure
 
 __all__ = [
     "Budgets",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from tlsrpt_lmtp.sanitize import clamped_sum
+from tlsrpt_lmtp.core.sanitize import clamped_sum
 
 KNOWN_POLICY_TYPES = frozenset({"sts", "tlsa", "no-policy-found"})
 # IANA "STARTTLS Validation Result Types" (RFC 8460 §6.6); the registry may grow.

@@ -22,7 +22,7 @@ from aiosmtpd.smtp import MISSING, syntax
 
 from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.config import Config, parse_listen
-from tlsrpt_lmtp.lmtpdata import (
+from tlsrpt_lmtp.ingest.lmtpdata import (
     Connections,
     DotDecoder,
     InFlight,
@@ -30,10 +30,10 @@ from tlsrpt_lmtp.lmtpdata import (
     lmtp_replies,
     next_chunk,
 )
-from tlsrpt_lmtp.peers import PeerKey, peer_key
-from tlsrpt_lmtp.pipeline import ArchiveError, Pipeline
-from tlsrpt_lmtp.stage2 import Stage2Process
-from tlsrpt_lmtp.unixsock import prepare_unix_listen
+from tlsrpt_lmtp.ingest.pipeline import ArchiveError, Pipeline
+from tlsrpt_lmtp.ingest.stage2 import Stage2Process
+from tlsrpt_lmtp.net.peers import PeerKey, peer_key
+from tlsrpt_lmtp.net.unixsock import prepare_unix_listen
 
 _MAX_BATCH = 256
 _TOO_MANY = b"421 4.3.2 tlsrpt-lmtp too many connections, try again later\r\n"

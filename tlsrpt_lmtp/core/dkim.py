@@ -30,7 +30,7 @@ from typing import Any
 import dkim as dkimpy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from tlsrpt_lmtp import names
+from tlsrpt_lmtp.core import names
 
 MAX_SIGNATURES = 5  # bounds the DNS work one message can cause
 
@@ -124,7 +124,7 @@ class MessageVerdict:
 
 def aligned(domain: str | None, submitter: str | None) -> bool:
     """Relaxed alignment by organizational domain (``names.aligned``, Public Suffix List)."""
-    return names.aligned(domain, submitter.strip().strip("<>") if submitter else submitter)
+    return names.aligned(domain, names.mail_domain(submitter))
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tlsrpt_lmtp.db import Database
+from tlsrpt_lmtp.ingest.db import Database
 
 
 class ArchiveError(OSError):

@@ -27,11 +27,11 @@ import Milter
 import milter
 
 from tlsrpt_lmtp import metrics
-from tlsrpt_lmtp.milter.config import MilterConfig
-from tlsrpt_lmtp.milter.core import HEADER, Action, Budget, MessageFilter, Reply
-from tlsrpt_lmtp.milter.gate import ConnectionGate
-from tlsrpt_lmtp.pipeline import IngestResult, Pipeline
-from tlsrpt_lmtp.unixsock import prepare_unix_listen
+from tlsrpt_lmtp.ingest.milter.config import MilterConfig
+from tlsrpt_lmtp.ingest.milter.core import HEADER, Action, Budget, MessageFilter, Reply
+from tlsrpt_lmtp.ingest.milter.gate import ConnectionGate
+from tlsrpt_lmtp.ingest.pipeline import IngestResult, Pipeline
+from tlsrpt_lmtp.net.unixsock import prepare_unix_listen
 
 CONTINUE: int = Milter.CONTINUE
 ACCEPT: int = Milter.ACCEPT

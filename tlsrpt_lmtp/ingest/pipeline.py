@@ -29,13 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tlsrpt_lmtp.aggregate import DEFAULT_MAX_FAILURE_DETAILS
-from tlsrpt_lmtp.archive import MAX_ATTEMPTS, Archive, ArchiveError, Pending, Status
-from tlsrpt_lmtp.db import Database
-from tlsrpt_lmtp.decompress import DEFAULT_LIMIT
-from tlsrpt_lmtp.delivery import Delivery, Emit, SinkError
-from tlsrpt_lmtp.dkim import DkimChecker, DkimVerdict, MessageVerdict
-from tlsrpt_lmtp.events import (
+from tlsrpt_lmtp.core.aggregate import DEFAULT_MAX_FAILURE_DETAILS
+from tlsrpt_lmtp.core.decompress import DEFAULT_LIMIT
+from tlsrpt_lmtp.core.events import (
     Event,
     check_encodable,
     invalid_event,
@@ -44,9 +40,13 @@ from tlsrpt_lmtp.events import (
     stamp,
     submitter_of,
 )
-from tlsrpt_lmtp.mime import extract
-from tlsrpt_lmtp.model import Extracted, MailMeta, Report
-from tlsrpt_lmtp.store import Store
+from tlsrpt_lmtp.core.mime import extract
+from tlsrpt_lmtp.core.model import Extracted, MailMeta, Report
+from tlsrpt_lmtp.ingest.archive import MAX_ATTEMPTS, Archive, ArchiveError, Pending, Status
+from tlsrpt_lmtp.ingest.db import Database
+from tlsrpt_lmtp.ingest.delivery import Delivery, Emit, SinkError
+from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimVerdict, MessageVerdict
+from tlsrpt_lmtp.ingest.store import Store
 
 __all__ = ["ArchiveError", "IngestResult", "Pipeline", "SinkError"]
 

@@ -14,8 +14,8 @@ import sys
 from typing import Any
 
 from tlsrpt_lmtp.config import ConfigError, load, syslog_options
+from tlsrpt_lmtp.ingest.milter.config import Mode, load_milter_config
 from tlsrpt_lmtp.metrics import exposition
-from tlsrpt_lmtp.milter.config import Mode, load_milter_config
 
 _BASE_KEYS = ("data_dir", "max_decompressed", "log_format", "log_file", "syslog_address")
 
@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     # The ingest side is imported here, not at the top: the CLI builds every subcommand's
     # parser, and `summary` or `check` should not pay for it.
     from tlsrpt_lmtp.alerts.hook import build_hook
-    from tlsrpt_lmtp.dkim import checker_from_file
-    from tlsrpt_lmtp.pipeline import Pipeline
-    from tlsrpt_lmtp.sinks import open_emitter
+    from tlsrpt_lmtp.ingest.dkim import checker_from_file
+    from tlsrpt_lmtp.ingest.pipeline import Pipeline
+    from tlsrpt_lmtp.output.sinks import open_emitter
 
     try:
         import milter
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from tlsrpt_lmtp.milter import adapter
+    from tlsrpt_lmtp.ingest.milter import adapter
 
     adapter.block_stop_signals()  # before the alert hook may start its delivery threads
     try:

@@ -1,0 +1,1 @@
+"""The pure core: functions over bytes and values (no sockets, no clock, no globals)."""

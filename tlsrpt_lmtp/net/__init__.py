@@ -1,0 +1,1 @@
+"""Small network helpers shared by the features: DNS resolvers, peer identity, unix sockets."""

@@ -1,0 +1,1 @@
+"""Where events go: the renderer chain (JSON lines, ECS, syslog) and its writers."""
