@@ -437,3 +437,18 @@ def test_policy_cache_settings_from_file_and_flag(tmp_path: Path) -> None:
     assert (config.cache, config.cache_timeout) == ("redis://10.0.0.5:6379/2", 0.2)
     flagged = load_policy(path, {"cache": "postgresql://sts@db.example/sts"})
     assert flagged.cache == "postgresql://sts@db.example/sts"
+
+
+def test_a_burst_of_misses_is_not_mistaken_for_an_outage(
+    netsim: NetSim, tmp_path: Path, shared_url: str
+) -> None:
+    """More concurrent misses than the node keeps connections to Redis (64): they wait for a
+    connection instead of failing, so the shared cache is not marked down."""
+    domains = [f"d{i}.burst.test" for i in range(150)]  # no policies: TXT lookups only
+
+    async def body(clock: Clock, a: Node) -> None:
+        answers = await asyncio.gather(*(a.service.lookup(d) for d in domains))
+        assert all(answer.kind is Kind.NO_POLICY for answer in answers)
+        assert a.named("sts.shared_cache_unavailable") == []
+
+    scenario(netsim, tmp_path, shared_url, body, nodes=1)

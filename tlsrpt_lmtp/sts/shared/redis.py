@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
@@ -19,6 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 from tlsrpt_lmtp.sts.shared.base import MAX_RECORD, Backend, BackendError, SharedPolicy
 
 PREFIX = "tlsrpt-lmtp:sts:"
+MAX_CONNECTIONS = 64
 
 # KEYS[1] policy key; ARGV: record, its fetched_at, milliseconds to keep it
 _PUT = """
@@ -51,13 +52,17 @@ class RedisBackend(Backend):
 
     def _redis(self) -> Redis:
         if self._client is None:
-            self._client = Redis.from_url(
+            # Bounded, and a call waits (within the tier's timeout) for a free connection
+            # rather than failing at once: a burst of misses must not look like an outage.
+            pool = BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=self._timeout,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,
                 retry=Retry(NoBackoff(), 0),  # the tier decides when to try again
-                max_connections=64,
             )
+            self._client = Redis(connection_pool=pool)
         return self._client
 
     async def get(self, domain: str) -> bytes | None:
@@ -114,7 +119,7 @@ class RedisBackend(Backend):
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(RedisError, OSError):
-                await client.aclose()
+                await client.aclose(close_connection_pool=True)
 
     async def close(self) -> None:
         await self.reset()
