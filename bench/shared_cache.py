@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -147,6 +148,7 @@ def main() -> None:
             rows += asyncio.run(one_backend(sim, root, kind, domains, args))
     finally:
         sim.stop()
+        shutil.rmtree(root, ignore_errors=True)
     print(f"\n{args.domains} lookups per row, one at a time; cache_timeout {args.timeout} s\n")
     print("| shared cache | lookup | p50 ms | p99 ms | max ms |")
     print("|---|---|---:|---:|---:|")

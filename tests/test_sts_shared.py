@@ -243,6 +243,8 @@ def test_concurrent_misses_on_two_nodes_make_one_fetch(
         assert all(secure(a) for a in answers)
         assert len(netsim.https.requests_for("busy.test")) == 1
         assert sum(len(n.named("sts.policy_fetched")) for n in nodes) == 1
+        # the nodes created the PostgreSQL tables at once, without tripping over each other
+        assert [e for n in nodes for e in n.named("sts.shared_cache_unavailable")] == []
 
     scenario(netsim, tmp_path, shared_url, body, nodes=3)
 
@@ -267,37 +269,55 @@ def test_a_failed_fetch_backs_off_on_every_node(
     "record",
     [
         b"garbage",
-        b"1 1800000000.0 1800086400.0 v1\n" + b"x" * 70_000,  # larger than a policy may be
-        b"1 1800000000.0 1800086400.0 v1\nversion: STSv1\nmode: enforce\nmax_age: 86400\n",
+        b"1 1799990000.0 1800076400.0 v1\n" + b"x" * 70_000,  # larger than a policy may be
+        b"1 1799990000.0 1800076400.0 v1\nversion: STSv1\nmode: enforce\nmax_age: 86400\n",
         b"1 1900000000.0 1900086400.0 v1\nversion: STSv1\nmode: enforce\nmx: evil.test\n"
         b"max_age: 86400\n",  # "fetched" in the future
         b"1 nan inf v1\nversion: STSv1\nmode: enforce\nmx: evil.test\nmax_age: 86400\n",
-        b"1 1800000000.0 1800086400.0 bad-id!\nversion: STSv1\nmode: enforce\nmx: e.test\n"
+        b"1 1799990000.0 1800076400.0 bad-id!\nversion: STSv1\nmode: enforce\nmx: e.test\n"
         b"max_age: 86400\n",
-        b"1 1800000000.0 1800086400.0 v1\nversion: STSv1\nmode: enforce\n"
+        b"1 1799990000.0 1800076400.0 v1\nversion: STSv1\nmode: enforce\n"
         + b"".join(b"mx: m%d.test\n" % i for i in range(150))
         + b"max_age: 86400\n",  # over this daemon's 100 mx lines
     ],
 )
 def test_what_the_shared_cache_holds_is_untrusted(
-    netsim: NetSim, tmp_path: Path, redis_url: str, record: bytes
+    netsim: NetSim, tmp_path: Path, shared_url: str, record: bytes
 ) -> None:
-    """A record that is not a valid policy record is ignored: the node discovers on its own."""
+    """A record that is not a valid policy record (written earlier, or "fetched" in the future)
+    is ignored: the node discovers on its own, and its fetch replaces the record."""
     netsim.publish_sts("hostile.test", id="real")
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.set("tlsrpt-lmtp:sts:policy:hostile.test", record)
-    finally:
-        client.close()
+    plant(shared_url, "hostile.test", record)
 
     async def body(clock: Clock, a: Node) -> None:
         answer = await a.lookup("hostile.test")
         assert secure(answer) and answer.policy_id == "real"
         assert len(netsim.https.requests_for("hostile.test")) == 1
         assert [m for e in a.named("sts.policy_fetched") for m in e["mx"]] == ["mx1.hostile.test"]
+        # and the node's fetch replaced what no reader believes
+        now_shared = await stored(shared_url, "hostile.test")
+        assert now_shared is not None and now_shared.policy_id == "real"
 
-    scenario(netsim, tmp_path, redis_url, body, nodes=1)
+    scenario(netsim, tmp_path, shared_url, body, nodes=1)
+
+
+def plant(url: str, domain: str, record: bytes) -> None:
+    """Write ``record`` straight into the shared cache, as a hostile or broken writer could."""
+    if url.startswith("redis"):
+        redis = pytest.importorskip("redis")
+        client = redis.Redis.from_url(url)
+        try:
+            client.set(f"tlsrpt-lmtp:sts:policy:{domain}", record)
+        finally:
+            client.close()
+        return
+    psycopg = pytest.importorskip("psycopg")
+    asyncio.run(stored(url, domain))  # a first connection creates the tables
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO sts_shared_policy VALUES (%s, %s, 1900000000, 1900086400)",
+            (domain, record),
+        )
 
 
 def test_a_hash_where_a_record_should_be_is_ignored(
@@ -452,3 +472,44 @@ def test_a_burst_of_misses_is_not_mistaken_for_an_outage(
         assert a.named("sts.shared_cache_unavailable") == []
 
     scenario(netsim, tmp_path, shared_url, body, nodes=1)
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgresql"])
+def test_the_shared_cache_going_down_and_coming_back(
+    netsim: NetSim, tmp_path: Path, kind: str
+) -> None:
+    """The server stops under a connected node: the node goes on alone (a policy it holds is
+    applied, a new domain is fetched), then reconnects once the server is back."""
+    from tests.support.servers import postgres_instance
+
+    for name in ("held.test", "during.test", "after.test"):
+        netsim.publish_sts(name, id="x1")
+    instance = redis_instance() if kind == "redis" else postgres_instance()
+    with instance as server:
+        url = server.url
+        clock = Clock()
+
+        async def run() -> None:
+            a = Node(netsim, tmp_path / "a", url, clock)
+            a.service.shared.retry_after = 0.1
+            try:
+                assert secure(await a.lookup("held.test"))
+                assert (await stored(url, "held.test")) is not None
+                server.stop()
+                netsim.unpublish_sts("held.test")
+                await a.restart()  # memory empty; SQLite holds held.test
+                a.service.shared.retry_after = 0.1
+                assert secure(await a.lookup("held.test"))
+                assert secure(await a.lookup("during.test"))
+                [down] = a.named("sts.shared_cache_unavailable")
+                assert down["domain"] == "during.test"
+                server.start()
+                await asyncio.sleep(0.15)  # past retry_after: the next call reconnects
+                assert secure(await a.lookup("after.test"))
+                [back] = a.named("sts.shared_cache_restored")
+                assert back["backend"] == kind
+                assert (await stored(url, "after.test")) is not None
+            finally:
+                await a.close()
+
+        asyncio.run(run())

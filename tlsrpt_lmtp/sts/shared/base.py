@@ -18,6 +18,7 @@ from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE
 POLICY_ID = re.compile(r"[A-Za-z0-9]{1,32}")  # RFC 8461 §3.1 sts-id
 MAX_DOMAIN = 253
 MAX_RECORD = MAX_POLICY_SIZE + 128  # header line + body: what a backend may hand back
+MAX_SKEW = 300.0  # a record "fetched" further in the future than this is not believed
 
 
 class BackendError(Exception):
@@ -46,7 +47,9 @@ class Backend(ABC):
     @abstractmethod
     async def put(self, policy: SharedPolicy, record: bytes, now: float) -> bool:
         """Store ``record`` unless the stored one was fetched at or after ``policy.fetched_at``
-        (atomically); keep it until ``policy.expires_at``. True if stored."""
+        (atomically) and not implausibly later than ``now`` (MAX_SKEW: such a record, which
+        no reader believes, must not block every write); keep it until ``policy.expires_at``.
+        True if stored."""
 
     @abstractmethod
     async def failed(self, domain: str, policy_id: str) -> bool:

@@ -16,7 +16,13 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from tlsrpt_lmtp.sts.shared.base import MAX_RECORD, Backend, BackendError, SharedPolicy
+from tlsrpt_lmtp.sts.shared.base import (
+    MAX_RECORD,
+    MAX_SKEW,
+    Backend,
+    BackendError,
+    SharedPolicy,
+)
 
 _SCHEMA_LOCK = 8461_0001  # pg_advisory_xact_lock key while creating the tables
 _SCHEMA = (
@@ -30,7 +36,7 @@ _PUT = (
     "INSERT INTO sts_shared_policy AS p (domain, record, fetched_at, expires_at)"
     " VALUES (%s, %s, %s, %s) ON CONFLICT (domain) DO UPDATE SET record = EXCLUDED.record,"
     " fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at"
-    " WHERE p.fetched_at < EXCLUDED.fetched_at"
+    " WHERE p.fetched_at < EXCLUDED.fetched_at OR p.fetched_at > %s"
 )
 _LEASE_KEY = "hashtextextended('tlsrpt-lmtp:sts:' || %s, 0)"
 PURGE_EVERY = 3600.0
@@ -72,7 +78,8 @@ class PostgresBackend(Backend):
         try:
             db = await self._db()
             cur = await db.execute(
-                _PUT, (policy.domain, record, policy.fetched_at, policy.expires_at)
+                _PUT,
+                (policy.domain, record, policy.fetched_at, policy.expires_at, now + MAX_SKEW),
             )
             stored = cur.rowcount == 1
             if time.monotonic() - self._purged >= PURGE_EVERY:

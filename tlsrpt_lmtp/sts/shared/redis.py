@@ -16,18 +16,25 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from tlsrpt_lmtp.sts.shared.base import MAX_RECORD, Backend, BackendError, SharedPolicy
+from tlsrpt_lmtp.sts.shared.base import (
+    MAX_RECORD,
+    MAX_SKEW,
+    Backend,
+    BackendError,
+    SharedPolicy,
+)
 
 PREFIX = "tlsrpt-lmtp:sts:"
 MAX_CONNECTIONS = 64
 
-# KEYS[1] policy key; ARGV: record, its fetched_at, milliseconds to keep it
+# KEYS[1] policy key; ARGV: record, its fetched_at, milliseconds to keep it, the latest
+# plausible fetched_at (a stored record beyond it blocks nothing)
 _PUT = """
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'string' then
   local head = redis.call('GETRANGE', KEYS[1], 0, 63)
   local stored = tonumber(string.match(head, '^1 (%S+) '))
-  if stored and stored >= tonumber(ARGV[2]) then return 0 end
+  if stored and stored >= tonumber(ARGV[2]) and stored <= tonumber(ARGV[4]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
@@ -80,7 +87,13 @@ class RedisBackend(Backend):
             return False
         try:
             stored = await self._redis().eval(
-                _PUT, 1, f"{PREFIX}policy:{policy.domain}", record, repr(policy.fetched_at), keep
+                _PUT,
+                1,
+                f"{PREFIX}policy:{policy.domain}",
+                record,
+                repr(policy.fetched_at),
+                keep,
+                repr(now + MAX_SKEW),
             )
         except (RedisError, OSError) as exc:
             raise BackendError(_why(exc)) from exc

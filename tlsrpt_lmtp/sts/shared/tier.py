@@ -29,10 +29,16 @@ from typing import TypeVar
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.cache import Entry
 from tlsrpt_lmtp.sts.policy import PolicyError, StsPolicy, parse_policy
-from tlsrpt_lmtp.sts.shared.base import Backend, BackendError, SharedPolicy, decode, encode
+from tlsrpt_lmtp.sts.shared.base import (
+    MAX_SKEW,
+    Backend,
+    BackendError,
+    SharedPolicy,
+    decode,
+    encode,
+)
 
 T = TypeVar("T")
-MAX_SKEW = 300.0  # a record "fetched" further in the future than this is not believed
 
 
 @dataclass
