@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from dns.asyncresolver import Resolver as AsyncResolver
 
-from tests.support.servers import RedisServer, redis_instance
+from tests.support.servers import PostgresServer, RedisServer, redis_instance
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.cache import PolicyCache
@@ -380,43 +380,64 @@ def test_unreachable_shared_cache_the_node_answers_alone_and_says_so(
     scenario(netsim, tmp_path, url, body, nodes=1)
 
 
-def _signal(server: RedisServer, sig: signal.Signals) -> None:
-    assert server.proc is not None
-    os.kill(server.proc.pid, sig)
+def _signal(server: RedisServer | PostgresServer, sig: signal.Signals) -> None:
+    """To redis-server, or to the postmaster and every backend it forked."""
+    if isinstance(server, RedisServer):
+        assert server.proc is not None
+        os.kill(server.proc.pid, sig)
+        return
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    pids = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            pids.append(int(stat.parent.name))
+    for pid in pids:
+        os.kill(pid, sig)
 
 
-def test_a_hung_redis_is_cut_off_by_the_timeout_and_its_return_is_noticed(
-    netsim: NetSim, tmp_path: Path
+@pytest.mark.parametrize("kind", ["redis", "postgresql"])
+def test_a_hung_shared_cache_is_cut_off_by_the_timeout_and_its_return_is_noticed(
+    netsim: NetSim, tmp_path: Path, kind: str
 ) -> None:
-    """SIGSTOP: Redis accepts connections and never answers. Lookups are answered (from the
-    local cache, or by the node alone), the outage is reported once, the return once."""
-    netsim.publish_sts("held.test", id="v1")
-    netsim.publish_sts("new.test", id="n1")
-    with redis_instance() as redis:
+    """SIGSTOP: the server accepts connections (the kernel does) and never answers, on the
+    node's open connection and on a new one. Lookups are answered (from the local cache, or
+    by the node alone), the outage is reported once per node, the return once."""
+    from tests.support.servers import postgres_instance
+
+    for name in ("held.test", "new1.test", "new2.test"):
+        netsim.publish_sts(name, id="v1")
+    instance = redis_instance() if kind == "redis" else postgres_instance()
+    with instance as server:
         clock = Clock()
 
         async def run() -> None:
-            a = Node(netsim, tmp_path / "a", redis.url, clock, timeout=0.3)
+            a = Node(netsim, tmp_path / "a", server.url, clock, timeout=0.3)
             a.service.shared.retry_after = 0.2
             try:
                 assert secure(await a.lookup("held.test"))
-                _signal(redis, signal.SIGSTOP)
+                _signal(server, signal.SIGSTOP)
                 try:
-                    await a.restart()  # memory empty, local SQLite still has held.test
+                    assert secure(await a.lookup("new1.test"))  # the open connection hangs
+                    assert len(a.named("sts.shared_cache_unavailable")) == 1
+                    await a.restart()  # memory empty, local SQLite still has both
                     a.service.shared.retry_after = 0.2
                     netsim.unpublish_sts("held.test")
                     assert secure(await a.lookup("held.test"))
-                    assert secure(await a.lookup("new.test"))  # shared down: fetched alone
-                    [down] = a.named("sts.shared_cache_unavailable")
-                    assert down["backend"] == "redis"
+                    assert secure(await a.lookup("new2.test"))  # a new connection hangs
+                    down = a.named("sts.shared_cache_unavailable")
+                    assert len(down) == 2 and {e["backend"] for e in down} == {kind}
                 finally:
-                    _signal(redis, signal.SIGCONT)
+                    _signal(server, signal.SIGCONT)
                 await asyncio.sleep(0.25)  # past retry_after: the next call tries again
                 netsim.publish_sts("later.test", id="l1")
                 assert secure(await a.lookup("later.test"))
                 [back] = a.named("sts.shared_cache_restored")
-                assert back["backend"] == "redis" and back["unavailable_seconds"] > 0
-                assert (await stored(redis.url, "later.test")) is not None
+                assert back["backend"] == kind and back["unavailable_seconds"] > 0
+                assert (await stored(server.url, "later.test")) is not None
             finally:
                 await a.close()
 
