@@ -103,6 +103,8 @@ def test_daemon_b_answers_secure_with_the_policy_daemon_a_fetched(
     )  # fmt: skip
     assert query.returncode == 0, query.stderr
     assert "policy id:     v1" in query.stdout and "mode: enforce" in query.stdout
+    assert "cache before:  no cached policy" in query.stdout
+    assert "shared before: id v1, fetched " in query.stdout
     for daemon in (a, b):
         assert daemon.events("sts.shared_cache_unavailable") == []
         daemon.stop()

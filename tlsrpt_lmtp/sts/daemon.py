@@ -14,7 +14,7 @@ import dns.asyncresolver
 from tlsrpt_lmtp.config import ConfigError, PolicyConfig
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.net.dns import make_resolver
-from tlsrpt_lmtp.sts.cache import PolicyCache
+from tlsrpt_lmtp.sts.cache import Entry, PolicyCache
 from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
@@ -120,6 +120,7 @@ async def serve(config: PolicyConfig, service: PolicyService) -> None:
 async def query(config: PolicyConfig, service: PolicyService, key: str) -> str:
     """What an administrator debugging a domain wants to see, as text."""
     before = _cache_state(service, key)
+    shared = await _shared_state(service, key)
     answer = await service.lookup(key)
     after = _cache_state(service, key)
     options = reply_options(config)
@@ -130,6 +131,8 @@ async def query(config: PolicyConfig, service: PolicyService, key: str) -> str:
         lines += ["policy:"] + [f"    {line}" for line in answer.policy.lines]
     lines.append(f"cache before:  {before}")
     lines.append(f"cache after:   {after}")
+    if shared:
+        lines.append(f"shared before: {shared}")
     plain = postfix_reply(answer, tlsrpt=False, enforce_testing=options.enforce_testing)
     full = postfix_reply(answer, tlsrpt=True, enforce_testing=options.enforce_testing)
     lines.append(f"postfix < 3.10 gets: {plain}")
@@ -143,9 +146,21 @@ async def query(config: PolicyConfig, service: PolicyService, key: str) -> str:
 def _cache_state(service: PolicyService, key: str) -> str:
     domain = policy_domain(key)
     entry = service.cache.get(domain) if domain else None
-    if entry is None:
-        return "no cached policy"
+    return "no cached policy" if entry is None else _described(entry)
 
+
+async def _shared_state(service: PolicyService, key: str) -> str:
+    """The shared cache's policy for the domain ("" when there is no shared cache)."""
+    domain = policy_domain(key)
+    if not service.shared.enabled or domain is None:
+        return ""
+    entry = await service.shared.find(domain, service.clock())
+    if not service.shared.available():
+        return "unavailable (sts.shared_cache_unavailable says why)"
+    return "no valid policy" if entry is None else _described(entry)
+
+
+def _described(entry: Entry) -> str:
     def when(t: float) -> str:
         return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
 
