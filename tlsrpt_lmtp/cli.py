@@ -120,6 +120,11 @@ def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="fetch policies from loopback/private/link-local addresses too (labs, tests)",
     )
+    pol.add_argument(
+        "--cache",
+        metavar="URL",
+        help="policy cache shared with other nodes: redis://... or postgresql://...",
+    )
     p = sub.add_parser("policy", help="MTA-STS policy daemon for Postfix and Exim")
     psub = p.add_subparsers(dest="policy_command", required=True)
     s = psub.add_parser("serve", parents=[pol], help="answer Postfix socketmap and Exim lookups")
@@ -145,6 +150,7 @@ def _policy_main(args: argparse.Namespace) -> int:
         "enforce_testing",
         "tlsrpt_attributes",
         "allow_private_policy_hosts",
+        "cache",
         "data_dir",
         "log_format",
         "log_file",

@@ -95,6 +95,8 @@ class PolicyConfig:
     idle_timeout: float = 30.0  # socketmap connections without a request
     refresh_window: float = 0.0  # proactive refresh only if looked up this recently; 0: max_age
     allow_private_policy_hosts: bool = False  # fetch from loopback/private addresses (labs)
+    cache: str = ""  # shared policy cache: redis://... or postgresql://...; "": none
+    cache_timeout: float = 0.5  # bound on every shared-cache call, seconds
     data_dir: Path = Path()
     log_format: str = "json"
     log_file: str = "-"
@@ -149,6 +151,8 @@ _POLICY_LAYOUT: dict[str, dict[str, str]] = {
             "idle_timeout",
             "refresh_window",
             "allow_private_policy_hosts",
+            "cache",
+            "cache_timeout",
         )
     },
     "storage": {
@@ -173,6 +177,22 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
     return config
 
 
+# [policy] cache URL scheme -> the shared policy cache backend (sts/shared/)
+POLICY_CACHE_SCHEMES = {
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+}
+
+
+def cache_backend(url: str) -> str | None:
+    """The backend a [policy] cache URL names ("redis", "postgresql"), None if none."""
+    scheme, sep, _ = url.partition("://")
+    return POLICY_CACHE_SCHEMES.get(scheme.lower()) if sep else None
+
+
 def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
     config = _load(PolicyConfig(), _POLICY_LAYOUT, path, overrides)
     _check_log(config)
@@ -190,6 +210,11 @@ def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
         raise ConfigError("[policy] cache_bytes, max_connections and idle_timeout must be > 0")
     if config.refresh_window < 0:
         raise ConfigError("[policy] refresh_window must not be negative")
+    if config.cache and cache_backend(config.cache) is None:
+        where = config.cache.rpartition("@")[2]  # never echo a password
+        raise ConfigError(f"[policy] cache {where!r} is not a redis:// or postgresql:// URL")
+    if not 0 < config.cache_timeout <= 30:
+        raise ConfigError("[policy] cache_timeout must be > 0 and <= 30 seconds")
     return config
 
 

@@ -37,8 +37,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tlsrpt_lmtp.config import ConfigError, read_toml
+from tlsrpt_lmtp.core.durations import parse_duration
 from tlsrpt_lmtp.core.names import canonical
-from tlsrpt_lmtp.views.period import PeriodError, parse_duration
 
 RULES: tuple[str, ...] = ("enforce-failure", "failure-rate", "new-result-type", "result-type")
 RULES += ("reporter-silent", "domain-silent", "ready-for-enforce", "mode-none")  # absence.py
@@ -108,7 +108,7 @@ def parse_alerts(table: dict[str, Any], *, where: str = "[alerts]") -> AlertsCon
             raise ConfigError(f"{where}: unknown key {key!r}")
         try:
             values[key] = _coerce(key, value)
-        except (TypeError, ValueError, PeriodError) as exc:
+        except (TypeError, ValueError) as exc:
             detail = f" ({exc})" if str(exc) else ""
             raise ConfigError(f"{where}: invalid value for {key}: {value!r}{detail}") from None
     config = replace(AlertsConfig(), **values)

@@ -45,7 +45,7 @@ from tlsrpt_lmtp.core.model import MailMeta, Report
 from tlsrpt_lmtp.store import DB_NAME, Store
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.ingest.dkim import DkimVerdict
+    from tlsrpt_lmtp.core.dkim import DkimVerdict
 
 log = logging.getLogger("tlsrpt_lmtp.alerts")
 

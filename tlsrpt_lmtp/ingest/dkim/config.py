@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.resolver
+
 from tlsrpt_lmtp.config import ConfigError, read_table
 from tlsrpt_lmtp.core.dkim import (
     DkimPolicy,
@@ -16,8 +18,8 @@ from tlsrpt_lmtp.core.dkim import (
     SignatureCheck,
 )
 from tlsrpt_lmtp.ingest.dkim.batch import DEFAULT_BUDGETS, Budgets, Clock, verify_batch
-from tlsrpt_lmtp.ingest.dkim.keys import DnsKeyLookup, KeyCache, make_resolver
-from tlsrpt_lmtp.net.dns import parse_nameserver
+from tlsrpt_lmtp.ingest.dkim.keys import DnsKeyLookup, KeyCache
+from tlsrpt_lmtp.net.dns import make_resolver, parse_nameserver
 
 # --------------------------------------------------------------------------------------------
 # configuration: the [dkim] table
@@ -147,7 +149,7 @@ def build_checker(config: DkimConfig) -> DkimChecker | None:
     if config.policy is DkimPolicy.OFF:
         return None
     cache = KeyCache(config.cache_size, config.cache_max_ttl)
-    resolver = make_resolver(config.nameservers, config.timeout)
+    resolver = make_resolver(dns.resolver.Resolver, config.nameservers, config.timeout)
     lookup = DnsKeyLookup(resolver, cache, failure_ttl=config.failure_cache_ttl)
     return DkimChecker(
         lookup,
