@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tests.dkim_support import key_pair, loopback_dns, report_mail, sign
 from tests.mta.harness import (
     LOOPBACK,
     POSTFIX_BIN,
@@ -46,6 +45,7 @@ from tests.mta.harness import (
     free_port,
     wait_until,
 )
+from tests.support.dkim import key_pair, loopback_dns, report_mail, sign
 from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimConfig, build_checker
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 

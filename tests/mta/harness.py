@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from tests.lmtp_client import NO_DKIM
+from tests.support.lmtp_client import NO_DKIM
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.dkim_support import SUBMITTER, key_pair, loopback_dns, report_mail, sign
+from tests.support.dkim import SUBMITTER, key_pair, loopback_dns, report_mail, sign
 
 from .harness import (
     LOOPBACK,
@@ -34,7 +34,7 @@ from .harness import (
 )
 
 # Skips the module (with the reason) where pymilter or miltertest is missing.
-from tests.test_milter_protocol import DKIM_OFF, MilterProcess  # isort: skip
+from tests.support.milter import DKIM_OFF, MilterProcess  # isort: skip
 
 pytestmark = pytest.mark.mta
 
