@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_views_support import Recorder, detail, other, raw, report, sts
+from tests.support.events import Recorder
+from tests.support.views import detail, other, raw, report, sts
 from tlsrpt_lmtp.alerts.config import ACTIONABLE, AlertsConfig, load_alerts, parse_alerts
 from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.alerts.rules import Alert, History, evaluate

@@ -10,16 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.test_alerts_delivery import Server, fake_sendmail, rig_factory, sent, server
-from tests.test_views_support import detail, raw, report, sts
+from tests.support.alerts import Server, fake_sendmail, sent
+from tests.support.views import detail, raw, report, sts
 from tlsrpt_lmtp.alerts.config import load_alerts
 from tlsrpt_lmtp.alerts.guard import domain_matches
 from tlsrpt_lmtp.config import ConfigError
 from tlsrpt_lmtp.core.model import MailMeta
 from tlsrpt_lmtp.core.report import parse_report
 from tlsrpt_lmtp.ingest.dkim import DkimResult, DkimVerdict
-
-__all__ = ["rig_factory", "server"]  # fixtures shared with test_alerts_delivery
 
 SIGNED = DkimVerdict(DkimResult.PASS, "google.com", True)
 

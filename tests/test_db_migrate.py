@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bench.views_fill import generate
-from tests.test_views_support import sample_files
+from tests.support.views import sample_files
 from tlsrpt_lmtp.cli import _parser
 from tlsrpt_lmtp.core.model import MailMeta
 from tlsrpt_lmtp.ingest.pipeline import Pipeline

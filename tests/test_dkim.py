@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from dns.resolver import Resolver as SyncResolver
 
-from tests.dkim_support import (
+from tests.support.dkim import (
     SUBMITTER,
     KeyPair,
     LoopbackDns,
@@ -21,7 +21,8 @@ from tests.dkim_support import (
     report_mail,
     sign,
 )
-from tests.test_pipeline import Recorder, report_json
+from tests.support.events import Recorder
+from tests.support.mail import report_json
 from tlsrpt_lmtp.config import ConfigError
 from tlsrpt_lmtp.ingest.dkim import (
     DkimChecker,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dns.resolver import Resolver as SyncResolver
 
-from tests.dkim_support import (
+from tests.support.dkim import (
     SUBMITTER,
     KeyPair,
     LoopbackDns,
@@ -299,7 +299,7 @@ def test_the_pipeline_looks_up_the_keys_of_a_batch_at_once(
 ) -> None:
     """Through stage 2's path (claim → process_many): both unresponsive key domains are asked
     at the same time, and the honest report after them is stored with its pass."""
-    from tests.test_pipeline import Recorder
+    from tests.support.events import Recorder
     from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
     watched = Watched(real_lookup(dns))

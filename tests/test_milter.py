@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.dkim_support import SUBMITTER, key_pair, report_mail, sign
-from tests.test_pipeline import Recorder, report_json
+from tests.support.dkim import SUBMITTER, key_pair, report_mail, sign
+from tests.support.events import Recorder
+from tests.support.mail import report_json
 from tlsrpt_lmtp.config import Config, ConfigError
 from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimPolicy, DnsTempError
 from tlsrpt_lmtp.ingest.milter.config import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import no_policy, report_dict, sts_policy, to_json
+from tests.support.factories import no_policy, report_dict, sts_policy, to_json
 from tlsrpt_lmtp.alerts.config import parse_alerts
 from tlsrpt_lmtp.check.cli import main as check_main
 from tlsrpt_lmtp.core import names

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import detail, report_dict, sts_policy, tlsrpt_email
+from tests.support.factories import detail, report_dict, sts_policy, tlsrpt_email
 from tlsrpt_lmtp.config import ConfigError, load, load_policy
 from tlsrpt_lmtp.core.events import Event, iso
 from tlsrpt_lmtp.core.retention import (
@@ -442,7 +442,7 @@ def test_retention_settings_from_the_config_file(tmp_path: Path) -> None:
 
 def test_prune_events_match_their_schemas(store: Filled, tmp_path: Path) -> None:
     pytest.importorskip("jsonschema")
-    from tests.test_event_schemas import BothFormats
+    from tests.support.schemas import BothFormats
 
     _mixed(store)
     store.report(OLD, ended=NOW - timedelta(days=800))
@@ -469,8 +469,9 @@ def test_serve_prunes_by_its_config_and_keeps_accepting(lite: Filled, tmp_path: 
     """The real server with `[storage] retention`: its stage 2 prunes at start (one
     tlsrpt.prune event), and mail delivered meanwhile is archived and processed."""
     store = lite
-    from tests.lmtp_client import LMTPClient, address_of, start_server, wait_for
-    from tests.test_lmtp import RCPT, events, report_mail
+    from tests.support.lmtp import events
+    from tests.support.lmtp_client import LMTPClient, address_of, start_server, wait_for
+    from tests.support.mail import RCPT, report_mail
 
     kinds = _mixed(store)
     store.db.close()

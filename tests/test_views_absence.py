@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_alerts_delivery import fake_sendmail, sent
+from tests.support.alerts import fake_sendmail, sent
 from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.alerts.state import AlertState
