@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tlsrpt_lmtp.config import ConfigError, read_table
+from tlsrpt_lmtp.configfields import ConfigError, choice, names, read, read_table, read_value
 from tlsrpt_lmtp.core.dkim import (
     DkimPolicy,
     DkimResult,
@@ -29,7 +29,8 @@ class DkimConfig:
     """``[dkim]``: policy, and where and how long to look for keys."""
 
     policy: DkimPolicy = DkimPolicy.VERIFY
-    nameservers: tuple[str, ...] = ()  # empty: /etc/resolv.conf
+    # empty: /etc/resolv.conf
+    nameservers: tuple[str, ...] = field(default=(), metadata=read(names(str.strip)))
     timeout: float = 5.0
     strict_service_type: bool = False  # true: only keys with s=tlsrpt count
     min_key_bits: int = 1024
@@ -40,30 +41,13 @@ class DkimConfig:
     batch_budget: float = 30.0  # the same for a whole stage 2 batch
 
 
-_KINDS = {
-    "policy": "str",
-    "nameservers": "tuple[str, ...]",
-    "timeout": "float",
-    "strict_service_type": "bool",
-    "min_key_bits": "int",
-    "cache_size": "int",
-    "cache_max_ttl": "float",
-    "failure_cache_ttl": "float",
-    "message_budget": "float",
-    "batch_budget": "float",
-}
-
-
 def load_dkim_config(path: Path | None, *, policy: str | None = None) -> DkimConfig:
     """The ``[dkim]`` table of the config file (defaults without a file or a table);
     ``policy`` (a command-line flag) wins over the file's."""
-    values = read_table(path, "dkim", _KINDS)
-    given = values.pop("policy", DkimPolicy.VERIFY.value)
-    policy = str(policy if policy is not None else given).lower()
-    if policy not in DkimPolicy.__members__.values():
-        choices = ", ".join(repr(p.value) for p in DkimPolicy)
-        raise ConfigError(f"[dkim] policy must be one of {choices}, not {policy!r}")
-    config = DkimConfig(policy=DkimPolicy(policy), **values)
+    values = read_table(path, "dkim", DkimConfig)
+    if policy is not None:
+        values["policy"] = read_value(choice(DkimPolicy), policy, "--dkim-policy")
+    config = DkimConfig(**values)
     positive = ("timeout", "min_key_bits", "message_budget", "batch_budget")
     if any(not getattr(config, key) > 0 for key in positive):  # "not >": NaN is refused too
         raise ConfigError(f"[dkim] {', '.join(positive)} must be positive")
