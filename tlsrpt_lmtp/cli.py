@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlsrpt_lmtp import __version__
+from tlsrpt_lmtp import cliflags as flags
 from tlsrpt_lmtp.check import cli as check_cli
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy, syslog_options
 from tlsrpt_lmtp.core.events import iso
@@ -27,30 +28,13 @@ if TYPE_CHECKING:  # imported where used: `summary` and `check` need none of the
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="TOML config file (flags win over it)")
-    common.add_argument("--data-dir", type=Path, help="archive and store directory")
-    common.add_argument("--log-format", choices=("json", "ecs", "syslog"))
-    common.add_argument("--log-file", help="json events: '-' for stdout (default) or a path")
-    common.add_argument(
-        "--syslog-address", help="syslog events: /dev/log, udp:HOST:PORT or tcp:HOST:PORT"
-    )
-    common.add_argument(
-        "--max-decompressed", type=int, metavar="BYTES", help="cap on a decompressed report"
-    )
-    common.add_argument(
-        "--dkim-policy",
-        choices=("off", "verify", "enforce"),
-        help="RFC 8460 §3 DKIM check of reports (overrides [dkim] policy; default verify)",
-    )
-
     p = argparse.ArgumentParser(
         prog="tlsrpt-lmtp", description="Receive SMTP TLS reports (RFC 8460) as events."
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", parents=[common], help="run the LMTP server")
+    s = sub.add_parser("serve", parents=flags.INTAKE, help="run the LMTP server")
     s.add_argument("--listen", help="HOST:PORT or unix:/path (default 127.0.0.1:24240)")
     s.add_argument(
         "--recipient",
@@ -63,33 +47,33 @@ def _parser() -> argparse.ArgumentParser:
     exposition.add_flag(s)
 
     pa = sub.add_parser(
-        "parse", parents=[common], help="run files through the pipeline, print events"
+        "parse", parents=flags.INTAKE, help="run files through the pipeline, print events"
     )
     pa.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
 
-    _policy_parsers(sub, common)
+    _policy_parsers(sub)
 
-    views_cli.add_parser(sub, common)
-    views_digest.add_parser(sub, common)
-    check_cli.add_parser(sub, common)
-    milter_cli.add_parser(sub, common)
+    views_cli.add_parser(sub, *flags.STORE)
+    views_digest.add_parser(sub, *flags.EVENTS)
+    check_cli.add_parser(sub, flags.CONFIG)
+    milter_cli.add_parser(sub, *flags.INTAKE)
 
     # The LMTP server's stage 2 process (stage2.py); started by `serve`, not by people.
-    st = sub.add_parser("_stage2", parents=[common])
+    st = sub.add_parser("_stage2", parents=flags.INTAKE)
     st.add_argument("--server-started", default="", help=argparse.SUPPRESS)
 
-    sh = sub.add_parser("show", parents=[common], help="print an archived raw message")
+    sh = sub.add_parser("show", parents=flags.STORE, help="print an archived raw message")
     sh.add_argument("archive_id", help="the archive_id of an event")
 
-    r = sub.add_parser("reprocess", parents=[common], help="re-run archived messages")
+    r = sub.add_parser("reprocess", parents=flags.INTAKE, help="re-run archived messages")
     r.add_argument(
         "--quarantine", action="store_true", help="re-run the quarantine instead of the archive"
     )
     return p
 
 
-def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    pol = argparse.ArgumentParser(add_help=False, parents=[common])
+def _policy_parsers(sub: Any) -> None:
+    pol = argparse.ArgumentParser(add_help=False, parents=flags.EVENTS)
     pol.add_argument("--nameserver", action="append", dest="nameservers", metavar="IP[:PORT]")
     pol.add_argument("--dane-resolver", metavar="IP[:PORT]", help="DNSSEC-validating resolver")
     pol.add_argument("--ca-file", help="trust store for policy hosts (default: the system's)")
@@ -192,7 +176,7 @@ def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
     from tlsrpt_lmtp.ingest.pipeline import Pipeline
     from tlsrpt_lmtp.output.sinks import open_emitter
 
-    dkim = checker_from_file(args.config, policy=args.dkim_policy)
+    dkim = checker_from_file(args.config, policy=getattr(args, "dkim_policy", None))
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
     emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
     # The server's stage 2 waits for a failing sink; the one-shot commands stop and say so.

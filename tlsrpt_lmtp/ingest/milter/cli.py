@@ -1,6 +1,6 @@
 """``tlsrpt-lmtp milter``: the subcommand (wired into ``tlsrpt_lmtp.cli`` by two calls).
 
-    milter_cli.add_parser(sub, common)          # in cli._parser()
+    milter_cli.add_parser(sub, *flags.INTAKE)          # in cli._parser()
     if args.command == "milter":                # in cli.main(), before the shared set-up
         return milter_cli.run(args)
 
@@ -20,9 +20,10 @@ from tlsrpt_lmtp.metrics import exposition
 _BASE_KEYS = ("data_dir", "max_decompressed", "log_format", "log_file", "syslog_address")
 
 
-def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The subcommand, with the flag groups it uses (cliflags.py) as ``parents``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "milter", parents=[common], help="run as a milter in Postfix or Sendmail (pymilter)"
+        "milter", parents=list(parents), help="run as a milter in Postfix or Sendmail (pymilter)"
     )
     p.add_argument(
         "--listen",
