@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -23,8 +22,8 @@ from tlsrpt_lmtp.views import cli as views_cli
 from tlsrpt_lmtp.views import digest as views_digest
 
 if TYPE_CHECKING:  # imported where used: `summary` and `check` need none of the ingest side
-    from tlsrpt_lmtp.alerts.hook import AlertHook
     from tlsrpt_lmtp.ingest.pipeline import IngestResult, Pipeline
+    from tlsrpt_lmtp.ingest.stage2 import Stage2Config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,10 +56,6 @@ def _parser() -> argparse.ArgumentParser:
     views_digest.add_parser(sub, *flags.EVENTS)
     check_cli.add_parser(sub, flags.CONFIG)
     milter_cli.add_parser(sub, *flags.INTAKE)
-
-    # The LMTP server's stage 2 process (stage2.py); started by `serve`, not by people.
-    st = sub.add_parser("_stage2", parents=flags.INTAKE)
-    st.add_argument("--server-started", default="", help=argparse.SUPPRESS)
 
     sh = sub.add_parser("show", parents=flags.STORE, help="print an archived raw message")
     sh.add_argument("archive_id", help="the archive_id of an event")
@@ -179,8 +174,8 @@ def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
     dkim = checker_from_file(args.config, policy=getattr(args, "dkim_policy", None))
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
     emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
-    # The server's stage 2 waits for a failing sink; the one-shot commands stop and say so.
-    delivery = Delivery(emitter, retry=args.command == "_stage2")
+    # The one-shot commands stop at a failing sink and say so (stage 2 waits: stage2.py).
+    delivery = Delivery(emitter, retry=False)
     return Pipeline.open(
         config.data_dir,
         emitter,
@@ -203,23 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return views_cli.run(args)
     if args.command == "digest":  # reads the store; writes only the alert state
         return views_digest.run(args)
-    hook: AlertHook | None = None
+    if args.command == "serve":  # stage 1 here, stage 2 in a process of its own
+        return _serve(args)
     try:
         config = _config(args)
         pipeline = _open_pipeline(config, args)
-        if args.command == "_stage2":  # alerts are for what arrives, not for backfills
-            from tlsrpt_lmtp.alerts.hook import build_hook
-
-            hook = build_hook(args.config, config.data_dir, pipeline.emit)
-            pipeline.hooks.append(hook)
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
     try:
-        if args.command == "serve":
-            return _serve(config, pipeline, args)
-        if args.command == "_stage2":
-            return _stage2(pipeline, args.server_started, args.config)
         if args.command == "parse":
             return _parse(pipeline, args.paths)
         if args.command == "show":
@@ -233,16 +220,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     finally:
-        if hook is not None:
-            hook.close()
         pipeline.close()
 
 
-def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
+def stage2_config(args: argparse.Namespace) -> Stage2Config:
+    """``serve``'s settings for its stage 2 process: the file, then the flags, resolved once
+    here (and checked, so that a bad table stops serve instead of a stage 2 crash loop)."""
+    from tlsrpt_lmtp.alerts.config import load_alerts
+    from tlsrpt_lmtp.alerts.hook import check_sendmail
+    from tlsrpt_lmtp.ingest.dkim import load_dkim_config
+    from tlsrpt_lmtp.ingest.stage2 import Stage2Config
+
+    alerts = load_alerts(args.config)
+    check_sendmail(alerts)
+    return Stage2Config(
+        ingest=_config(args),
+        dkim=load_dkim_config(args.config, policy=args.dkim_policy),
+        alerts=alerts,
+        metrics=exposition.config_of(args),
+        # Messages archived before this server started were left behind by an earlier run.
+        server_started=iso(datetime.now(UTC)),
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from tlsrpt_lmtp.ingest.archiver import Archiver
     from tlsrpt_lmtp.ingest.lmtp import serve
-    from tlsrpt_lmtp.ingest.stage2 import Stage2Process
+    from tlsrpt_lmtp.ingest.stage2 import spawn
+    from tlsrpt_lmtp.output.sinks import open_emitter
+
+    try:
+        handover = stage2_config(args)
+        config = handover.ingest
+        target = config.syslog_address if config.log_format == "syslog" else config.log_file
+        # Stage 2 writes the events; that it can is checked here, before mail is taken.
+        open_emitter(config.log_format, target, syslog=syslog_options(config)).close()
+        archiver = Archiver.open(config.data_dir)
+    except (ConfigError, OSError) as exc:
+        print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
+        return 2
 
     def ready(_: object) -> None:
         print(
@@ -252,16 +270,17 @@ def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
         )
 
     try:  # before the stage 2 process starts: it inherits the metrics directory
-        watching = exposition.config_of(args)
-        endpoint = exposition.start_serve(watching, pipeline.db.path) if watching.listen else None
+        watching = handover.metrics
+        endpoint = exposition.start_serve(watching, archiver.path) if watching.listen else None
     except (ConfigError, OSError) as exc:
+        archiver.close()
         print(f"tlsrpt-lmtp: metrics: {exc}", file=sys.stderr)
         return 2
-    stage2 = Stage2Process(_stage2_argv(config, args))
+    stage2 = spawn(handover)
     if endpoint is not None:
         exposition.watch_stage2(endpoint, lambda: stage2.pid)
     try:
-        asyncio.run(serve(config, pipeline, stage2, ready=ready))
+        asyncio.run(serve(config, archiver, stage2, ready=ready))
     except OSError as exc:
         stage2.stop()
         print(f"tlsrpt-lmtp: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr)
@@ -269,32 +288,7 @@ def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
     finally:
         if endpoint is not None:
             endpoint.close()
-    return 0
-
-
-def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
-    argv = [sys.executable, "-m", "tlsrpt_lmtp", "_stage2", "--data-dir", str(config.data_dir)]
-    # Messages archived before this server started were left behind by an earlier run.
-    argv += ["--server-started", iso(datetime.now(UTC))]
-    argv += ["--log-format", config.log_format, "--log-file", config.log_file]
-    argv += ["--syslog-address", config.syslog_address]
-    argv += ["--max-decompressed", str(config.max_decompressed)]
-    if args.config is not None:
-        argv += ["--config", str(args.config)]
-    if args.dkim_policy is not None:
-        argv += ["--dkim-policy", args.dkim_policy]
-    return argv
-
-
-def _stage2(pipeline: Pipeline, server_started: str, config_path: Path | None) -> int:
-    from tlsrpt_lmtp.ingest.stage2 import follow
-
-    # The server ends this process by closing its stdin, after the last delivery; a
-    # signal to the whole process group must not cut a batch short.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    exposition.join_serve(config_path)
-    follow(pipeline, sys.stdin.fileno(), recovery_before=server_started)
+        archiver.close()
     return 0
 
 

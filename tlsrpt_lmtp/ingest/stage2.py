@@ -14,17 +14,25 @@ alone and, after ``archive.MAX_ATTEMPTS`` interruptions, quarantined as poison.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
+import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from tlsrpt_lmtp import metrics
+from tlsrpt_lmtp.alerts.config import AlertsConfig
+from tlsrpt_lmtp.config import Config
+from tlsrpt_lmtp.configfields import from_json, to_json
+from tlsrpt_lmtp.ingest.dkim.config import DkimConfig
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
+from tlsrpt_lmtp.metrics.config import MetricsConfig
 
 BATCH = 256
 BATCH_BYTES = 8 * 1024 * 1024  # raw mail per batch; parsing is bounded per chunk (pipeline)
@@ -73,9 +81,15 @@ class Stage2Process:
     """The server's side: start the process, nudge it, restart it when it dies, stop it."""
 
     def __init__(
-        self, argv: Sequence[str], *, first_delay: float = 0.5, max_delay: float = MAX_BACKOFF
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        first_delay: float = 0.5,
+        max_delay: float = MAX_BACKOFF,
     ) -> None:
         self._argv = list(argv)
+        self._env = dict(env or {})  # added to this process's environment at each start
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._first_delay = first_delay
@@ -86,7 +100,8 @@ class Stage2Process:
         self._watcher.start()
 
     def _start(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE)
+        env = {**os.environ, **self._env}  # at each start: the metrics directory may be new
+        proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE, env=env)
         assert proc.stdin is not None
         os.set_blocking(proc.stdin.fileno(), False)
         return proc
@@ -141,3 +156,78 @@ class Stage2Process:
             code = proc.wait()
         self._watcher.join(timeout=5)
         return code
+
+
+# --------------------------------------------------------------------------------------------
+# the hop: `serve` resolves the configuration once and hands it to the process it spawns
+# --------------------------------------------------------------------------------------------
+
+HANDOVER_ENV = "TLSRPT_LMTP_STAGE2_CONFIG"  # JSON, read (and removed) by the process at start
+
+
+@dataclass(frozen=True, slots=True)
+class Stage2Config:
+    """All stage 2 needs: file, then flags, resolved by ``serve``; never read again here."""
+
+    ingest: Config
+    dkim: DkimConfig
+    alerts: AlertsConfig
+    metrics: MetricsConfig
+    server_started: str  # messages archived before were left behind by an earlier run
+
+
+def serialise(config: Stage2Config) -> str:
+    return json.dumps(to_json(config), separators=(",", ":"))
+
+
+def deserialise(text: str) -> Stage2Config:
+    result: Stage2Config = from_json(Stage2Config, json.loads(text))
+    return result
+
+
+def spawn(config: Stage2Config) -> Stage2Process:
+    """Start (and supervise) the stage 2 process with ``config``."""
+    argv = [sys.executable, "-m", "tlsrpt_lmtp.ingest.stage2"]
+    return Stage2Process(argv, env={HANDOVER_ENV: serialise(config)})
+
+
+def main() -> int:
+    """The stage 2 process: the processor on the shared store, until the server closes stdin."""
+    from tlsrpt_lmtp.alerts.hook import hook_from_config
+    from tlsrpt_lmtp.config import syslog_options
+    from tlsrpt_lmtp.ingest.delivery import Delivery
+    from tlsrpt_lmtp.ingest.dkim import build_checker
+    from tlsrpt_lmtp.metrics import exposition
+    from tlsrpt_lmtp.output.sinks import open_emitter
+
+    # The server ends this process by closing its stdin, after the last delivery; a
+    # signal to the whole process group must not cut a batch short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Removed, so that nothing this process starts (sendmail) inherits it.
+    config = deserialise(os.environ.pop(HANDOVER_ENV))
+    c = config.ingest
+    exposition.join_serve(config.metrics)
+    target = c.syslog_address if c.log_format == "syslog" else c.log_file
+    emitter = open_emitter(c.log_format, target, syslog=syslog_options(c))
+    processor = Pipeline.open(
+        c.data_dir,
+        emitter,
+        max_decompressed=c.max_decompressed,
+        dkim=build_checker(config.dkim),
+        delivery=Delivery(emitter, retry=True),  # waits for a failing sink
+        max_failure_details=c.max_failure_details,
+    )
+    hook = hook_from_config(config.alerts, c.data_dir, processor.emit)
+    processor.hooks.append(hook)  # alerts are for what arrives, not for backfills
+    try:
+        follow(processor, sys.stdin.fileno(), recovery_before=config.server_started)
+    finally:
+        hook.close()
+        processor.close()
+        emitter.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
