@@ -16,6 +16,7 @@ import pytest
 
 from tests.test_views import NOW, generated, ingest_all, summarise
 from tests.test_views_support import detail, raw, report, sts
+from tlsrpt_lmtp import cliflags
 from tlsrpt_lmtp.views import cli, fmt, html, jsonout, markdown, text
 from tlsrpt_lmtp.views.fmt import clean
 
@@ -187,12 +188,9 @@ def test_control_characters_never_reach_any_output(tmp_path: Path) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path)
-    common.add_argument("--data-dir", type=Path)
     p = argparse.ArgumentParser(prog="tlsrpt-lmtp")
     sub = p.add_subparsers(dest="command", required=True)
-    cli.add_parser(sub, common)
+    cli.add_parser(sub, *cliflags.STORE)
     return p
 
 
