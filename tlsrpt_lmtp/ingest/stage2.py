@@ -4,7 +4,9 @@ The server's process speaks LMTP and archives (stage 1); this one does the rest,
 run at once on two cores instead of taking turns under one GIL (measured with the
 benchmark's load client at 8 connections: 1,000 → 1,600 small reports/s, with nothing left
 pending). They share only the database: the server stores ``pending`` rows and nudges this
-process through a pipe, and the pipe's end tells it to finish what is pending and exit.
+process through a pipe, and the pipe's end tells it to finish what is pending and exit. The
+server's process holds only the archiver (archiver.py); this one holds the processor, built
+from the configuration the server resolved and handed over once (``spawn``, ``main``).
 
 The server supervises it: when it dies (a bug, the OOM killer, kill -9) it is started again
 with a growing delay, whether or not mail arrives; the message it was working on is retried
@@ -209,16 +211,20 @@ def main() -> int:
     c = config.ingest
     exposition.join_serve(config.metrics)
     target = c.syslog_address if c.log_format == "syslog" else c.log_file
-    emitter = open_emitter(c.log_format, target, syslog=syslog_options(c))
-    processor = Pipeline.open(
-        c.data_dir,
-        emitter,
-        max_decompressed=c.max_decompressed,
-        dkim=build_checker(config.dkim),
-        delivery=Delivery(emitter, retry=True),  # waits for a failing sink
-        max_failure_details=c.max_failure_details,
-    )
-    hook = hook_from_config(config.alerts, c.data_dir, processor.emit)
+    try:  # checked by serve before it started this process; the disk may have changed since
+        emitter = open_emitter(c.log_format, target, syslog=syslog_options(c))
+        processor = Pipeline.open(
+            c.data_dir,
+            emitter,
+            max_decompressed=c.max_decompressed,
+            dkim=build_checker(config.dkim),
+            delivery=Delivery(emitter, retry=True),  # waits for a failing sink
+            max_failure_details=c.max_failure_details,
+        )
+        hook = hook_from_config(config.alerts, c.data_dir, processor.emit)
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError
+        print(f"tlsrpt-lmtp: stage 2: {exc}", file=sys.stderr, flush=True)
+        return 2
     processor.hooks.append(hook)  # alerts are for what arrives, not for backfills
     try:
         follow(processor, sys.stdin.fileno(), recovery_before=config.server_started)
