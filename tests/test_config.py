@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import fields
 from datetime import timedelta
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tlsrpt_lmtp.alerts.config import AlertsConfig, load_alerts
+from tlsrpt_lmtp.cli import main
 from tlsrpt_lmtp.config import Config, ConfigError, PolicyConfig, load, load_policy
 from tlsrpt_lmtp.configfields import from_json, readers, to_json
 from tlsrpt_lmtp.core.dkim import DkimPolicy
@@ -121,3 +124,40 @@ def test_every_section_goes_through_json_and_back_unchanged() -> None:
     for section in given:
         text = json.dumps(to_json(section))
         assert from_json(type(section), json.loads(text)) == section
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[dkim]\npolcy = 'off'\n", "unknown key 'polcy' in [dkim]"),
+        ("[milter]\nadd_header = 'yes'\n", "[milter] add_header: invalid value 'yes'"),
+        ("[alerts]\nwebhok_url = 'http://x'\n", "unknown key 'webhok_url' in [alerts]"),
+        ("[metrics]\nmax_label_values = '9'\n", "[metrics] max_label_values: invalid value"),
+    ],
+)
+def test_every_command_refuses_a_typo_in_any_table(tmp_path: Path, text: str, named: str) -> None:
+    path = write(tmp_path, text)
+    for loader in (load, load_policy):  # serve, parse, summary, digest ...; policy, check
+        with pytest.raises(ConfigError) as exc:
+            loader(path, {})
+        assert named in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_summary_says_so_and_stops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[dkim]\npolcy = 'off'\n")
+    assert main(["summary", "--config", str(path), "--data-dir", str(tmp_path)]) == 2
+    assert "unknown key 'polcy' in [dkim]" in capsys.readouterr().err
+
+
+def test_reading_the_whole_file_loads_no_verifier_and_no_resolver(tmp_path: Path) -> None:
+    """`summary` checks [dkim] too, without importing dkimpy or dnspython for it."""
+    path = write(tmp_path, "[dkim]\npolicy = 'enforce'\ntimeout = 2.0\n[alerts]\n[milter]\n")
+    code = (
+        "import sys; from pathlib import Path; import tlsrpt_lmtp.cli;"
+        f" from tlsrpt_lmtp.config import load; load(Path({str(path)!r}), {{}});"
+        " print(sorted({'dns', 'dkim'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -228,7 +228,7 @@ def stage2_config(args: argparse.Namespace) -> Stage2Config:
     here (and checked, so that a bad table stops serve instead of a stage 2 crash loop)."""
     from tlsrpt_lmtp.alerts.config import load_alerts
     from tlsrpt_lmtp.alerts.hook import check_sendmail
-    from tlsrpt_lmtp.ingest.dkim import load_dkim_config
+    from tlsrpt_lmtp.ingest.dkimconfig import load_dkim_config
     from tlsrpt_lmtp.ingest.stage2 import Stage2Config
 
     alerts = load_alerts(args.config)

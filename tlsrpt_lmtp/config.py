@@ -1,7 +1,10 @@
 """Settings: embedded defaults, overridden by a TOML file, overridden by command-line flags.
 
-The file has one table per part of the program; unknown keys are an error (a typo must not
-silently fall back to a default):
+The file has one table per part of the program. Every command reads the whole file through the
+same typed readers (configfields.py): an unknown table or key, or a value of the wrong type, is an
+error naming the file, the table and the key (a typo must not silently fall back to a default).
+This module reads [lmtp], [storage], [log] and [policy]; [dkim], [milter], [alerts] and
+[metrics] are read by the modules that own them, and checked here too:
 
     [lmtp]
     listen = "unix:/var/spool/postfix/private/tlsrpt"
@@ -148,8 +151,6 @@ _USES: dict[type, tuple[str, ...]] = {
     PolicyConfig: ("policy", "storage", "log"),
 }
 T = TypeVar("T", Config, PolicyConfig)
-# Read by the modules that own them (milter, dkim, alerts, metrics), with the same readers.
-_OTHER_SECTIONS = ("milter", "alerts", "dkim", "metrics")
 LOG_FORMATS = ("json", "ecs", "syslog")  # ecs: JSON lines in Elastic Common Schema (ecs.py)
 
 
@@ -189,11 +190,14 @@ def _load(defaults: T, path: Path | None, overrides: dict[str, Any]) -> T:
 
 
 def _read_file(path: Path, section: type) -> dict[str, Any]:
-    """The values of ``section``'s tables; every other table of this module is checked too."""
+    """The values of ``section``'s tables; every other table of the file is checked too (keys
+    and types), so that every command refuses a typo anywhere in the file."""
     doc = read_toml(path)
     values: dict[str, Any] = {}
+    others = _other_sections()
     for table in doc:
-        if table in _OTHER_SECTIONS:
+        if table in others:  # checked here too, read by the module that owns it
+            read_values(table_of(doc, path, table), readers(others[table]), path, table)
             continue
         if table not in _TABLES:
             raise ConfigError(f"{path}: unknown section [{table}]")
@@ -245,3 +249,18 @@ def parse_listen(listen: str) -> tuple[str, str | int]:
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"listen: expected HOST:PORT or unix:/path, got {listen!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _other_sections() -> dict[str, type]:
+    """The tables other modules own and read (they import this module: imported late)."""
+    from tlsrpt_lmtp.alerts.config import AlertsConfig
+    from tlsrpt_lmtp.ingest.dkimconfig import DkimConfig
+    from tlsrpt_lmtp.ingest.milter.config import MilterConfig
+    from tlsrpt_lmtp.metrics.config import MetricsConfig
+
+    return {
+        "milter": MilterConfig,
+        "alerts": AlertsConfig,
+        "dkim": DkimConfig,
+        "metrics": MetricsConfig,
+    }

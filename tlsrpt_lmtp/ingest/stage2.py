@@ -32,7 +32,7 @@ from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.alerts.config import AlertsConfig
 from tlsrpt_lmtp.config import Config
 from tlsrpt_lmtp.configfields import from_json, to_json
-from tlsrpt_lmtp.ingest.dkim.config import DkimConfig
+from tlsrpt_lmtp.ingest.dkimconfig import DkimConfig
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 from tlsrpt_lmtp.metrics.config import MetricsConfig
 
