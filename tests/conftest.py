@@ -9,6 +9,14 @@ from pathlib import Path
 
 import pytest
 
+# private PostgreSQL / Redis fixtures: postgres_server, postgres_url, redis_server, redis_url
+from tests.support.servers import (  # noqa: F401
+    postgres_server,
+    postgres_url,
+    redis_server,
+    redis_url,
+)
+
 
 def shared_dir() -> Path:
     """The ``shared`` directory next to the project's root directory."""

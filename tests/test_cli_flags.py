@@ -20,6 +20,7 @@ POLICY = EVENTS | {
     "--enforce-testing",
     "--tlsrpt-attributes",
     "--allow-private-policy-hosts",
+    "--cache",
 }
 METRICS = {"--metrics-listen"}
 

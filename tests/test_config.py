@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tlsrpt_lmtp.alerts.config import AlertsConfig, load_alerts
-from tlsrpt_lmtp.cli import main
+from tlsrpt_lmtp.cli import check_config_file, main
 from tlsrpt_lmtp.config import Config, ConfigError, PolicyConfig, load, load_policy
 from tlsrpt_lmtp.configfields import from_json, readers, to_json
 from tlsrpt_lmtp.core.dkim import DkimPolicy
@@ -46,6 +46,8 @@ def test_every_field_of_every_section_has_a_reader(section: type) -> None:
         # a table of another command is checked as strictly (its types too)
         ("[policy]\ncache_size = 'x'\n", lambda p: load(p, {}), "[policy] cache_size"),
         ("[lmtp]\nidle_timeout = true\n", lambda p: load_policy(p, {}), "[lmtp] idle_timeout"),
+        ("[metrics]\nlisten = 1\n", check_config_file, "[metrics] listen: invalid value 1"),
+        ("[policy]\ncache = 5\n", check_config_file, "[policy] cache: invalid value 5"),
         ("[dkim]\ntimeout = '5s'\n", load_dkim_config, "[dkim] timeout: invalid value '5s'"),
         (
             "[milter]\ntimeout = 3.5\n",
@@ -137,10 +139,9 @@ def test_every_section_goes_through_json_and_back_unchanged() -> None:
 )
 def test_every_command_refuses_a_typo_in_any_table(tmp_path: Path, text: str, named: str) -> None:
     path = write(tmp_path, text)
-    for loader in (load, load_policy):  # serve, parse, summary, digest ...; policy, check
-        with pytest.raises(ConfigError) as exc:
-            loader(path, {})
-        assert named in str(exc.value) and str(path) in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        check_config_file(path)  # before any command runs
+    assert named in str(exc.value) and str(path) in str(exc.value)
 
 
 def test_summary_says_so_and_stops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,7 +155,7 @@ def test_reading_the_whole_file_loads_no_verifier_and_no_resolver(tmp_path: Path
     path = write(tmp_path, "[dkim]\npolicy = 'enforce'\ntimeout = 2.0\n[alerts]\n[milter]\n")
     code = (
         "import sys; from pathlib import Path; import tlsrpt_lmtp.cli;"
-        f" from tlsrpt_lmtp.config import load; load(Path({str(path)!r}), {{}});"
+        f" tlsrpt_lmtp.cli.check_config_file(Path({str(path)!r}));"
         " print(sorted({'dns', 'dkim'} & set(sys.modules)))"
     )
     done = subprocess.run(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dns.resolver import Resolver as SyncResolver
 
 from tests.dkim_support import (
     SUBMITTER,
@@ -36,8 +37,8 @@ from tlsrpt_lmtp.ingest.dkim import (
     load_dkim_config,
     verify_message,
 )
-from tlsrpt_lmtp.ingest.dkim.keys import make_resolver
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
+from tlsrpt_lmtp.net.dns import make_resolver
 
 KEY_NAME = f"tlsrpt._domainkey.{SUBMITTER}"
 
@@ -259,7 +260,9 @@ def test_key_cache_honours_ttl_and_size() -> None:
 def test_lookup_answers_from_the_cache_until_the_ttl(dns: LoopbackDns, good: KeyPair) -> None:
     dns.publish(good, ttl=300)
     now = [0.0]
-    lookup = DnsKeyLookup(make_resolver((dns.nameserver,), 1.0), KeyCache(clock=lambda: now[0]))
+    lookup = DnsKeyLookup(
+        make_resolver(SyncResolver, (dns.nameserver,), 1.0), KeyCache(clock=lambda: now[0])
+    )
     check = DkimChecker(lookup)
     raw = sign(report_mail(), good)
     before = dns.queries(KEY_NAME)
@@ -276,7 +279,9 @@ def test_temperrors_are_remembered_only_briefly(dns: LoopbackDns, good: KeyPair)
     dns.server.fail(KEY_NAME, "servfail", "TXT")
     now = [0.0]
     cache = KeyCache(clock=lambda: now[0])
-    lookup = DnsKeyLookup(make_resolver((dns.nameserver,), 1.0), cache, failure_ttl=60)
+    lookup = DnsKeyLookup(
+        make_resolver(SyncResolver, (dns.nameserver,), 1.0), cache, failure_ttl=60
+    )
     with pytest.raises(DnsTempError, match="SERVFAIL"):
         lookup(KEY_NAME)
     asked = dns.queries(KEY_NAME)

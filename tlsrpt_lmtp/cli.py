@@ -87,6 +87,11 @@ def _policy_parsers(sub: Any) -> None:
         default=None,
         help="fetch policies from loopback/private/link-local addresses too (labs, tests)",
     )
+    pol.add_argument(
+        "--cache",
+        metavar="URL",
+        help="policy cache shared with other nodes: redis://... or postgresql://...",
+    )
     p = sub.add_parser("policy", help="MTA-STS policy daemon for Postfix and Exim")
     psub = p.add_subparsers(dest="policy_command", required=True)
     s = psub.add_parser("serve", parents=[pol], help="answer Postfix socketmap and Exim lookups")
@@ -112,6 +117,7 @@ def _policy_main(args: argparse.Namespace) -> int:
         "enforce_testing",
         "tlsrpt_attributes",
         "allow_private_policy_hosts",
+        "cache",
         "data_dir",
         "log_format",
         "log_file",
@@ -186,8 +192,32 @@ def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
     )
 
 
+def check_config_file(path: Path) -> None:
+    """Every table of the file, keys and types, whichever command runs: a typo anywhere in the
+    file is an error for every command (ConfigError naming the file, the table and the key)."""
+    from tlsrpt_lmtp.alerts.config import AlertsConfig
+    from tlsrpt_lmtp.config import OTHER_TABLES, check_tables
+    from tlsrpt_lmtp.configfields import read_table
+    from tlsrpt_lmtp.ingest.dkimconfig import DkimConfig
+    from tlsrpt_lmtp.ingest.milter.config import MilterConfig
+    from tlsrpt_lmtp.metrics.config import MetricsConfig
+
+    check_tables(path)  # [lmtp], [storage], [log], [policy]; an unknown table
+    owners = {"dkim": DkimConfig, "milter": MilterConfig, "alerts": AlertsConfig}
+    owners["metrics"] = MetricsConfig
+    assert set(owners) == set(OTHER_TABLES)
+    for table, section in owners.items():
+        read_table(path, table, section)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "config", None) is not None:
+        try:
+            check_config_file(args.config)
+        except ConfigError as exc:
+            print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
+            return 2
     if args.command == "policy":
         return _policy_main(args)
     if args.command == "check":

@@ -4,7 +4,8 @@ The file has one table per part of the program. Every command reads the whole fi
 same typed readers (configfields.py): an unknown table or key, or a value of the wrong type, is an
 error naming the file, the table and the key (a typo must not silently fall back to a default).
 This module reads [lmtp], [storage], [log] and [policy]; [dkim], [milter], [alerts] and
-[metrics] are read by the modules that own them, and checked here too:
+[metrics] are read by the modules that own them (and all of them by ``cli.check_config_file``
+before any command runs):
 
     [lmtp]
     listen = "unix:/var/spool/postfix/private/tlsrpt"
@@ -104,6 +105,8 @@ class PolicyConfig:
     idle_timeout: float = 30.0  # socketmap connections without a request
     refresh_window: float = 0.0  # proactive refresh only if looked up this recently; 0: max_age
     allow_private_policy_hosts: bool = False  # fetch from loopback/private addresses (labs)
+    cache: str = ""  # shared policy cache: redis://... or postgresql://...; "": none
+    cache_timeout: float = 0.5  # bound on every shared-cache call, seconds
     data_dir: Path = Path()
     log_format: str = "json"
     log_file: str = "-"
@@ -151,6 +154,9 @@ _USES: dict[type, tuple[str, ...]] = {
     PolicyConfig: ("policy", "storage", "log"),
 }
 T = TypeVar("T", Config, PolicyConfig)
+# The tables other modules own: ingest.dkimconfig, ingest.milter.config, alerts.config,
+# metrics.config; read with the same readers (configfields.py).
+OTHER_TABLES = ("dkim", "milter", "alerts", "metrics")
 LOG_FORMATS = ("json", "ecs", "syslog")  # ecs: JSON lines in Elastic Common Schema (ecs.py)
 
 
@@ -159,6 +165,22 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
     config = _load(Config(), path, overrides)
     _check(config)
     return config
+
+
+# [policy] cache URL scheme -> the shared policy cache backend (sts/shared/)
+POLICY_CACHE_SCHEMES = {
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+}
+
+
+def cache_backend(url: str) -> str | None:
+    """The backend a [policy] cache URL names ("redis", "postgresql"), None if none."""
+    scheme, sep, _ = url.partition("://")
+    return POLICY_CACHE_SCHEMES.get(scheme.lower()) if sep else None
 
 
 def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
@@ -178,6 +200,11 @@ def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
         raise ConfigError("[policy] cache_bytes, max_connections and idle_timeout must be > 0")
     if config.refresh_window < 0:
         raise ConfigError("[policy] refresh_window must not be negative")
+    if config.cache and cache_backend(config.cache) is None:
+        where = config.cache.rpartition("@")[2]  # never echo a password
+        raise ConfigError(f"[policy] cache {where!r} is not a redis:// or postgresql:// URL")
+    if not 0 < config.cache_timeout <= 30:
+        raise ConfigError("[policy] cache_timeout must be > 0 and <= 30 seconds")
     return config
 
 
@@ -189,15 +216,17 @@ def _load(defaults: T, path: Path | None, overrides: dict[str, Any]) -> T:
     return replace(defaults, **values)
 
 
+def check_tables(path: Path) -> None:
+    """The keys and types of this module's tables; an unknown table is an error too."""
+    _read_file(path, Config)
+
+
 def _read_file(path: Path, section: type) -> dict[str, Any]:
-    """The values of ``section``'s tables; every other table of the file is checked too (keys
-    and types), so that every command refuses a typo anywhere in the file."""
+    """The values of ``section``'s tables; the other tables of this module are checked too."""
     doc = read_toml(path)
     values: dict[str, Any] = {}
-    others = _other_sections()
     for table in doc:
-        if table in others:  # checked here too, read by the module that owns it
-            read_values(table_of(doc, path, table), readers(others[table]), path, table)
+        if table in OTHER_TABLES:  # read and checked by its owner (and cli.check_config_file)
             continue
         if table not in _TABLES:
             raise ConfigError(f"{path}: unknown section [{table}]")
@@ -249,18 +278,3 @@ def parse_listen(listen: str) -> tuple[str, str | int]:
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"listen: expected HOST:PORT or unix:/path, got {listen!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _other_sections() -> dict[str, type]:
-    """The tables other modules own and read (they import this module: imported late)."""
-    from tlsrpt_lmtp.alerts.config import AlertsConfig
-    from tlsrpt_lmtp.ingest.dkimconfig import DkimConfig
-    from tlsrpt_lmtp.ingest.milter.config import MilterConfig
-    from tlsrpt_lmtp.metrics.config import MetricsConfig
-
-    return {
-        "milter": MilterConfig,
-        "alerts": AlertsConfig,
-        "dkim": DkimConfig,
-        "metrics": MetricsConfig,
-    }

@@ -46,8 +46,8 @@ from tlsrpt_lmtp.configfields import (
     readers,
     stripped,
 )
+from tlsrpt_lmtp.core.durations import parse_duration
 from tlsrpt_lmtp.core.names import canonical
-from tlsrpt_lmtp.views.period import parse_duration
 
 RULES: tuple[str, ...] = ("enforce-failure", "failure-rate", "new-result-type", "result-type")
 RULES += ("reporter-silent", "domain-silent", "ready-for-enforce", "mode-none")  # absence.py

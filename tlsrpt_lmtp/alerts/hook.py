@@ -44,7 +44,7 @@ from tlsrpt_lmtp.core.events import SCHEMA, Event, iso, stamp
 from tlsrpt_lmtp.core.model import MailMeta, Report
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.ingest.dkim import DkimVerdict
+    from tlsrpt_lmtp.core.dkim import DkimVerdict
 
 log = logging.getLogger("tlsrpt_lmtp.alerts")
 

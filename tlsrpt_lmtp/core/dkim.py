@@ -119,7 +119,7 @@ class MessageVerdict:
 
 def aligned(domain: str | None, submitter: str | None) -> bool:
     """Relaxed alignment by organizational domain (``names.aligned``, Public Suffix List)."""
-    return names.aligned(domain, submitter.strip().strip("<>") if submitter else submitter)
+    return names.aligned(domain, names.mail_domain(submitter))
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ _CLASSES: dict[str, tuple[str, list[str], list[str], str | None]] = {
     "sts.policy_changed": ("event", ["configuration", "network"], ["change"], "success"),
     "sts.fetch_error": ("event", ["network"], ["error"], "failure"),
     "sts.refresh_failed": ("event", ["network"], ["error"], "failure"),
+    "sts.shared_cache_unavailable": ("event", ["database", "network"], ["error"], "failure"),
+    "sts.shared_cache_restored": ("event", ["database", "network"], ["info"], "success"),
 }
 _DEFAULT_CLASS: tuple[str, list[str], list[str], str | None] = ("event", [], ["info"], None)
 _LEVELS = {"info": "info", "warning": "warning", "critical": "critical"}

@@ -6,6 +6,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import dns.resolver
+
 from tlsrpt_lmtp.core.dkim import (
     DkimResult,
     KeyLookup,
@@ -14,8 +16,9 @@ from tlsrpt_lmtp.core.dkim import (
 )
 from tlsrpt_lmtp.core.dkimpolicy import DkimPolicy
 from tlsrpt_lmtp.ingest.dkim.batch import DEFAULT_BUDGETS, Budgets, Clock, verify_batch
-from tlsrpt_lmtp.ingest.dkim.keys import DnsKeyLookup, KeyCache, make_resolver
+from tlsrpt_lmtp.ingest.dkim.keys import DnsKeyLookup, KeyCache
 from tlsrpt_lmtp.ingest.dkimconfig import DkimConfig, load_dkim_config
+from tlsrpt_lmtp.net.dns import make_resolver
 
 __all__ = ["DkimChecker", "DkimConfig", "build_checker", "checker_from_file", "load_dkim_config"]
 
@@ -86,7 +89,7 @@ def build_checker(config: DkimConfig) -> DkimChecker | None:
     if config.policy is DkimPolicy.OFF:
         return None
     cache = KeyCache(config.cache_size, config.cache_max_ttl)
-    resolver = make_resolver(config.nameservers, config.timeout)
+    resolver = make_resolver(dns.resolver.Resolver, config.nameservers, config.timeout)
     lookup = DnsKeyLookup(resolver, cache, failure_ttl=config.failure_cache_ttl)
     return DkimChecker(
         lookup,
