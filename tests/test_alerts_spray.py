@@ -170,7 +170,7 @@ def test_domain_patterns(domain: str, matches: bool) -> None:
         ("max_alerts_per_report = 0", "must be >= 1"),
         ("max_alerts_per_period = -1", "must be >= 1"),
         ("alert_period = 0", "alert_period must be positive"),
-        ("require_dkim_aligned = 1", "invalid value for require_dkim_aligned"),
+        ("require_dkim_aligned = 1", "require_dkim_aligned: invalid value"),
     ],
 )
 def test_config_errors(tmp_path: Path, table: str, message: str) -> None:

@@ -325,7 +325,7 @@ def test_the_milter_table_and_flags_override(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[milter]\nmdoe = 'tap'\n", "unknown key 'mdoe' in [milter]"),
-        ("[milter]\nmode = 'quarantine'\n", "mode must be one of"),
+        ("[milter]\nmode = 'quarantine'\n", "mode: invalid value 'quarantine'"),
         ("[milter]\nrecipients = []\n", "needs the report address"),
         ("[milter]\nlisten = 'inet:99999@127.0.0.1'\n", "invalid port"),
         ("[milter]\nadd_header = 'yes'\n", "add_header: invalid value"),

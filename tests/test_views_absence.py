@@ -243,6 +243,20 @@ def test_digest_prints_without_mail_to_and_sends_findings_as_alerts(
     assert len(sent(tmp_path / "bin")) == len(events)
 
 
+def test_digest_writes_the_alert_events_where_its_log_flags_say(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = fake_sendmail(tmp_path / "bin")
+    config = alerts_config(tmp_path, script)
+    log = tmp_path / "alerts.jsonl"
+    argv = ("--config", str(config), "--data-dir", str(world), "--log-file", str(log))
+    assert run_digest(*argv) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("TLS reporting digest") and not err
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {e["rule"] for e in events} >= {"reporter-silent", "ready-for-enforce"}
+
+
 def test_digest_bad_since_is_a_usage_error(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_digest("--data-dir", str(world), "--since", "99999999999w", "--no-alerts") == 2
     assert capsys.readouterr().err.count("\n") == 1

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.samples import shared_dir
+from tlsrpt_lmtp import cliflags
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 from tlsrpt_lmtp.views import cli, model, query
 from tlsrpt_lmtp.views.period import Period
@@ -212,12 +213,9 @@ def evil_report() -> bytes:
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path)
-    common.add_argument("--data-dir", type=Path)
     p = argparse.ArgumentParser(prog="tlsrpt-lmtp")
     sub = p.add_subparsers(dest="command", required=True)
-    cli.add_parser(sub, common)
+    cli.add_parser(sub, *cliflags.STORE)
     return p
 
 

@@ -13,10 +13,10 @@ from tlsrpt_lmtp.core.retention import PruneResult, Retention, RetentionError, p
 from tlsrpt_lmtp.ingest.retention import BATCH, Pruner
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def add_parser(sub: Any, *parents: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "prune",
-        parents=[common],
+        parents=list(parents),
         help="delete raw mail (and old reports) past their retention",
         description="Delete archived raw messages received before the cut-off (finished ones"
         " only: never pending), in short batches that do not block the server; normalised"
@@ -34,7 +34,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="also reports whose date range ended longer ago (at least 90d);"
         " default: [storage] report_retention",
     )
-    p.add_argument("--database", metavar="URL", help="sqlite:PATH or postgresql://… (the store)")
     p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     p.add_argument(
         "--batch", type=int, default=BATCH, metavar="ROWS", help=f"rows per transaction ({BATCH})"
