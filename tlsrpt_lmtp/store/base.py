@@ -65,14 +65,6 @@ class Pending:
         return self.attempts > 0
 
 
-class Cursor(Protocol):
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-    def __iter__(self) -> Iterator[Any]: ...
-
-
 class Tx(Protocol):
     """A transaction handle: ``?`` placeholders (or ``:name`` with a mapping)."""
 
