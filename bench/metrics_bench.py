@@ -184,7 +184,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 def _mails(n: int) -> list[bytes]:
-    from tests.factories import detail, report_dict, sts_policy, tlsrpt_email
+    from tests.support.factories import detail, report_dict, sts_policy, tlsrpt_email
 
     mails = []
     for i in range(n):

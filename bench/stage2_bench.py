@@ -35,7 +35,7 @@ def _peak_kib() -> int:
 
 def fill(case: str, data: Path) -> None:
     """Phase 1 (its own process): build the mails and archive them."""
-    from tests.hostile import HOSTILE, giant_string
+    from tests.support.hostile import HOSTILE, giant_string
     from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
     if case == WORST_BATCH:
@@ -138,7 +138,7 @@ def main() -> None:
         return
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from tests.hostile import HOSTILE
+    from tests.support.hostile import HOSTILE
 
     cases = [*HOSTILE, WORST_BATCH]
     print(

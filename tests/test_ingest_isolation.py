@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile import HOSTILE, surrogate_subject
-from tests.lmtp_client import filled, small_filesystem, start_server, wait_for
-from tests.test_lmtp import RCPT, Server, children, report_mail, statuses
-from tests.test_pipeline import Recorder, report_json
+from tests.support.events import Recorder
+from tests.support.hostile import HOSTILE, surrogate_subject
+from tests.support.lmtp import Server, children, statuses
+from tests.support.lmtp_client import filled, small_filesystem, start_server, wait_for
+from tests.support.mail import RCPT, report_json, report_mail
 from tlsrpt_lmtp.ingest.delivery import Delivery, SinkError
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 from tlsrpt_lmtp.store.base import MAX_ATTEMPTS, Status

@@ -2,61 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from tlsrpt_lmtp.core.events import Event
+from tests.support.events import Recorder
+from tests.support.mail import report_json
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 from tlsrpt_lmtp.store.base import ArchiveError, Status
 
 COMMON = {"schema", "event", "report_id", "organization_name", "date_range_start"}
-
-
-def report_json(
-    org: str = "Example Inc.", rid: str = "r1", day: str = "2026-11-20", **kw: object
-) -> bytes:
-    doc = {
-        "organization-name": org,
-        "date-range": {"start-datetime": f"{day}T00:00:00Z", "end-datetime": f"{day}T23:59:59Z"},
-        "contact-info": "tlsrpt@example.net",
-        "report-id": rid,
-        "policies": [
-            {
-                "policy": {
-                    "policy-type": "sts",
-                    "policy-string": ["version: STSv1", "mode: enforce", "mx: mx.example.org"],
-                    "policy-domain": "example.org",
-                    "mx-host": ["mx.example.org"],
-                },
-                "summary": {"total-successful-session-count": 10, "total-failure-session-count": 3},
-                "failure-details": [
-                    {
-                        "result-type": "certificate-expired",
-                        "sending-mta-ip": "192.0.2.1",
-                        "receiving-mx-hostname": "mx.example.org",
-                        "receiving-ip": "198.51.100.7",
-                        "failed-session-count": 3,
-                    }
-                ],
-            }
-        ],
-    }
-    doc.update(kw)
-    return json.dumps(doc).encode()
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def named(self, name: str) -> list[Event]:
-        return [e for e in self.events if e["event"] == name]
 
 
 @pytest.fixture

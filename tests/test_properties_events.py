@@ -18,8 +18,8 @@ import orjson
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests import factories as f
-from tests import properties as p
+from tests.support import factories as f
+from tests.support import properties as p
 from tlsrpt_lmtp.core.events import Event, invalid_event, report_events
 from tlsrpt_lmtp.core.mime import extract
 from tlsrpt_lmtp.core.sanitize import MAX_COUNT

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from bench.views_fill import generate
+from tests.support.mail import report_json
 from tests.support.servers import PostgresServer, free_port
-from tests.test_pipeline import report_json
-from tests.test_views_support import sample_files
+from tests.support.views import sample_files
 from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.alerts.rules import Alert
 from tlsrpt_lmtp.alerts.state import HELD_REPEAT, AlertState

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from dns.asyncresolver import Resolver as AsyncResolver
 
 from tests.netsim.https import PolicyServer
 from tlsrpt_lmtp.core.events import Event
+from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.addresses import non_global
 from tlsrpt_lmtp.sts.cache import PolicyCache
-from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
+from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.reply import Answer, Kind
 from tlsrpt_lmtp.sts.service import PolicyService
@@ -53,7 +55,7 @@ REFUSED = [
 class Guarded:
     def __init__(self, netsim: NetSim, tmp_path: Path, *, allow: bool, port: int = 443) -> None:
         self.events: list[Event] = []
-        dns = DnsClient(make_resolver((netsim.nameserver,), 2.0), None)
+        dns = DnsClient(make_resolver(AsyncResolver, (netsim.nameserver,), 2.0), None)
         context = tls_context(str(netsim.ca_file))
         fetcher = Fetcher(dns.addresses, context, timeout=2.0, port=port, allow_private=allow)
         self.service = PolicyService(

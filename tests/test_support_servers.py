@@ -82,3 +82,21 @@ def test_redis_restart_keeps_its_port(redis_server: RedisServer) -> None:
     assert redis_server.command(b"PING") is None
     redis_server.start()
     assert redis_server.port == port and redis_server.command(b"PING") == b"+PONG"
+
+
+def test_postgres_restart_keeps_its_port_and_data() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    with postgres_instance() as pg:
+        url = pg.create_database()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (x int)")
+        port = pg.port
+        pg.stop()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(url, connect_timeout=2).close()
+        pg.start()
+        assert pg.port == port
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT to_regclass('public.kept') IS NOT NULL").fetchone() == (
+                True,
+            )

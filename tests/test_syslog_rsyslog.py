@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import real_sample
-from tests.rsyslog_support import Rsyslog
+from tests.support.rsyslog import Rsyslog
+from tests.support.samples import real_sample
 from tlsrpt_lmtp import cli
 from tlsrpt_lmtp.output.sinks import open_emitter
 from tlsrpt_lmtp.output.syslog import SyslogOptions, SyslogWriter

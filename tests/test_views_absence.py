@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_alerts_delivery import fake_sendmail, sent
+from tests.support.alerts import fake_sendmail, sent
 from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.alerts.state import AlertState
@@ -241,6 +241,20 @@ def test_digest_prints_without_mail_to_and_sends_findings_as_alerts(
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert {e["rule"] for e in events} >= {"reporter-silent", "ready-for-enforce"}
     assert len(sent(tmp_path / "bin")) == len(events)
+
+
+def test_digest_writes_the_alert_events_where_its_log_flags_say(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = fake_sendmail(tmp_path / "bin")
+    config = alerts_config(tmp_path, script)
+    log = tmp_path / "alerts.jsonl"
+    argv = ("--config", str(config), "--data-dir", str(world), "--log-file", str(log))
+    assert run_digest(*argv) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("TLS reporting digest") and not err
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {e["rule"] for e in events} >= {"reporter-silent", "ready-for-enforce"}
 
 
 def test_digest_bad_since_is_a_usage_error(world: Path, capsys: pytest.CaptureFixture[str]) -> None:

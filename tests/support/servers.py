@@ -64,7 +64,8 @@ def _private_dir(prefix: str) -> Path:
 
 
 class PostgresServer:
-    """One private PostgreSQL cluster. ``url`` is its ``postgres`` database as superuser."""
+    """One private PostgreSQL cluster. ``url`` is its ``postgres`` database as superuser.
+    stop() then start() keeps its port and its data."""
 
     def __init__(self, **settings: str) -> None:
         binaries = pg_bin()
@@ -113,7 +114,8 @@ class PostgresServer:
             self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
         options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
         for attempt in range(3):  # another process may take the free port meanwhile
-            self.port = free_port()
+            if not self.port or attempt:  # a restart keeps its port (and so its URL)
+                self.port = free_port()
             try:
                 self._run(
                     "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",

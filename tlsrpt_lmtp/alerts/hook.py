@@ -45,7 +45,7 @@ from tlsrpt_lmtp.core.model import MailMeta, Report
 from tlsrpt_lmtp.store import DB_NAME, Store
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.ingest.dkim import DkimVerdict
+    from tlsrpt_lmtp.core.dkim import DkimVerdict
 
 log = logging.getLogger("tlsrpt_lmtp.alerts")
 
@@ -247,16 +247,32 @@ def build_hook(
     """Read [alerts] from ``config_path`` (None: the defaults) and keep the alert state in
     ``store`` (or in the SQLite store of that data directory). Raises ConfigError for a bad
     [alerts] table or a missing sendmail."""
-    config = load_alerts(config_path)
+    return hook_from_config(load_alerts(config_path), store, emit, clock=clock, source=source)
+
+
+def hook_from_config(
+    config: AlertsConfig,
+    store: Path | Store,
+    emit: Emit,
+    *,
+    clock: Clock | None = None,
+    source: str = "lmtp",
+) -> AlertHook:
+    """``build_hook`` for an [alerts] table already read (stage 2 gets it from ``serve``)."""
+    check_sendmail(config)
+    if isinstance(store, Path):
+        store = store / DB_NAME
+    state = AlertState(store) if config.enabled else None
+    return AlertHook(config, state, emit, clock=clock or (lambda: datetime.now(UTC)), source=source)
+
+
+def check_sendmail(config: AlertsConfig) -> None:
+    """ConfigError when alerts are to be mailed and ``sendmail`` is not a program."""
     if config.enabled and config.mail_to and not _executable(config.sendmail):
         raise ConfigError(
             f"[alerts] sendmail: {config.sendmail!r} is not an executable program"
             ' (set sendmail = "/path/to/sendmail" or remove mail_to)'
         )
-    if isinstance(store, Path):
-        store = store / DB_NAME
-    state = AlertState(store) if config.enabled else None
-    return AlertHook(config, state, emit, clock=clock or (lambda: datetime.now(UTC)), source=source)
 
 
 def _executable(program: str) -> bool:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tlsrpt_lmtp.core.model import MailMeta, Policy, Report
-from tlsrpt_lmtp.core.names import canonical
+from tlsrpt_lmtp.core.names import mail_domain
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.ingest.dkim import DkimVerdict
+    from tlsrpt_lmtp.core.dkim import DkimVerdict
 
 SCHEMA = 1
 Event = dict[str, Any]
@@ -61,8 +61,7 @@ def _common(report: Report | None, archive_id: str | None, source: str) -> Event
 def submitter_of(report: Report, meta: MailMeta) -> str | None:
     if meta.submitter:
         return meta.submitter
-    contact = report.contact_info or ""
-    return canonical(contact.rpartition("@")[2].strip(" <>")) or None if "@" in contact else None
+    return mail_domain(report.contact_info)
 
 
 def dkim_fields(verdict: DkimVerdict | None) -> Event:

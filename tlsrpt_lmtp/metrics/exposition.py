@@ -107,13 +107,13 @@ def watch_stage2(endpoint: Endpoint, pid: Callable[[], int]) -> None:
     ProcessCollector(namespace="tlsrpt_stage2", pid=pid, registry=endpoint.registry)
 
 
-def join_serve(config_path: Path | None) -> bool:
+def join_serve(config: MetricsConfig) -> bool:
     """In the stage 2 process: count into serve's directory, if serve has metrics on."""
     directory = os.environ.get(ENV_DIR)
     if not directory or not os.path.isdir(directory):
         return False
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    metrics.install(_recorder(load_metrics_config(config_path), None))
+    metrics.install(_recorder(config, None))
     return True
 
 

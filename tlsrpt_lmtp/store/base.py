@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from tlsrpt_lmtp.core.model import MailMeta, Report
+from tlsrpt_lmtp.core.retention import Counts, Cutoffs
 
 
 class ArchiveError(OSError):
@@ -276,6 +277,33 @@ class Store(ABC):
             " WHERE archive_id=?",
             (str(status), reason, meta.from_, meta.subject, meta.message_id, archive_id),
         )
+
+    # --- retention (store/prune.py) --------------------------------------------------------
+
+    def prune_messages(self, before: str, limit: int) -> Counts:
+        """Delete at most ``limit`` finished messages (``report`` or ``invalid``, never
+        ``pending``) received before ``before``, oldest first, in one short transaction."""
+        from tlsrpt_lmtp.store import prune
+
+        return prune.messages(self, before, limit)
+
+    def prune_reports(self, before: str, limit: int) -> Counts:
+        """Delete whole reports whose date range ended before ``before`` (with their policies
+        and failures): about ``limit`` rows in all, at least one report, one transaction."""
+        from tlsrpt_lmtp.store import prune
+
+        return prune.reports(self, before, limit)
+
+    def count_prunable(self, cutoffs: Cutoffs) -> tuple[Counts, int]:
+        """What a prune would delete now, and the pending messages older than the cut-off."""
+        from tlsrpt_lmtp.store import prune
+
+        return prune.count(self, cutoffs)
+
+    @contextmanager
+    def erasing(self, c: Tx) -> Iterator[None]:
+        """Around the deletion of personal data: the backend overwrites what it frees."""
+        yield
 
     # --- alerts and views ------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ _TABLES = (
     raw          {blob} NOT NULL
 )""",
     "CREATE INDEX IF NOT EXISTS messages_status ON messages(status)",
+    "CREATE INDEX IF NOT EXISTS messages_received ON messages(received_at)",  # retention
     """CREATE TABLE IF NOT EXISTS reports (
     id                 {id},
     organization_name  {text} NOT NULL,

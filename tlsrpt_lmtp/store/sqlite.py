@@ -138,6 +138,16 @@ class SqliteStore(Store):
         """One writer at a time (BEGIN IMMEDIATE): nothing to lock."""
 
     @contextmanager
+    def erasing(self, c: Tx) -> Iterator[None]:
+        """secure_delete: deleted mail is overwritten, not left in the file's free pages."""
+        (before,) = c.execute("PRAGMA secure_delete").fetchone()
+        c.execute("PRAGMA secure_delete=ON")
+        try:
+            yield
+        finally:
+            c.execute(f"PRAGMA secure_delete={int(before)}")
+
+    @contextmanager
     def alert_transaction(self) -> Iterator[sqlite3.Connection]:
         with self.transaction(durable=False) as c:
             yield c

@@ -3,7 +3,7 @@
 Wiring (tlsrpt_lmtp/cli.py)::
 
     from tlsrpt_lmtp.views import cli as views_cli
-    views_cli.add_parser(sub, common)          # in _parser(), next to the other commands
+    views_cli.add_parser(sub, *flags.STORE)           # in _parser(), next to the other commands
     if args.command == "summary":              # in main(), before the pipeline is opened
         return views_cli.run(args)
 """
@@ -37,10 +37,11 @@ RENDERERS: dict[str, Callable[..., str]] = {
 VIEWS = {"both": ("result", "source"), "result": ("result",), "source": ("source",)}
 
 
-def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The subcommand, with the flag groups it uses (cliflags.py) as ``parents``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "summary",
-        parents=[common],
+        parents=list(parents),
         help="summarise the stored reports by result and by sending source",
         description="Summarise the stored reports. The period selects reports by the start of"
         " their date range (UTC); default: every stored report.",
@@ -52,7 +53,6 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     )
     p.add_argument("--to", dest="date_to", metavar="DATE", help="through this day (inclusive)")
     p.add_argument("--domain", help="one policy domain (default: all)")
-    p.add_argument("--database", metavar="URL", help="sqlite:PATH or postgresql://… (the store)")
     p.add_argument("--view", choices=tuple(VIEWS), default="both", help="default: both")
     p.add_argument("--format", choices=tuple(RENDERERS), default="text", dest="output_format")
     p.add_argument(

@@ -8,7 +8,7 @@ deduplicated like every alert (``--no-alerts``: not).
 
 Wiring (tlsrpt_lmtp/cli.py)::
 
-    views_digest.add_parser(sub, common)
+    views_digest.add_parser(sub, *flags.EVENTS)
     if args.command == "digest":
         return views_digest.run(args)
 """
@@ -249,17 +249,20 @@ def build(db: Any, now: datetime, *, since: str, top: int) -> Digest:
     return Digest(current, previous, compare(current.domains, previous.domains))
 
 
-def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+_LOG_FLAGS = ("log_format", "log_file", "syslog_address")  # where the findings go as alerts
+
+
+def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The subcommand, with the flag groups it uses (cliflags.py) as ``parents``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "digest",
-        parents=[common],
+        parents=list(parents),
         help="mail (or print) the overview of the last period and what changed",
         description="The digest of the last period: totals, findings, top problems and the"
         " changes against the period before. Run it from cron or a systemd timer.",
     )
     p.add_argument("--since", default="1d", metavar="DURATION", help="the period (default 1d)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="list lengths (default 10)")
-    p.add_argument("--database", metavar="URL", help="sqlite:PATH or postgresql://… (the store)")
     p.add_argument(
         "--mail-to",
         action="append",
@@ -278,7 +281,8 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
 def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     try:
-        config = load(args.config, {"data_dir": args.data_dir, "database": args.database})
+        overrides = {k: getattr(args, k) for k in ("data_dir", "database", *_LOG_FLAGS)}
+        config = load(args.config, overrides)
         alerts = load_alerts(args.config)
         parse_duration(args.since)
         if args.top < 0:

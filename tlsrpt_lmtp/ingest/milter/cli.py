@@ -1,6 +1,6 @@
 """``tlsrpt-lmtp milter``: the subcommand (wired into ``tlsrpt_lmtp.cli`` by two calls).
 
-    milter_cli.add_parser(sub, common)          # in cli._parser()
+    milter_cli.add_parser(sub, *flags.INTAKE)          # in cli._parser()
     if args.command == "milter":                # in cli.main(), before the shared set-up
         return milter_cli.run(args)
 
@@ -27,9 +27,10 @@ _BASE_KEYS = (
 )
 
 
-def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The subcommand, with the flag groups it uses (cliflags.py) as ``parents``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "milter", parents=[common], help="run as a milter in Postfix or Sendmail (pymilter)"
+        "milter", parents=list(parents), help="run as a milter in Postfix or Sendmail (pymilter)"
     )
     p.add_argument(
         "--listen",
@@ -50,7 +51,6 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
         help="add X-TLSRPT-Report to the mail passed on (default yes)",
     )
     p.add_argument("--max-message-size", type=int, metavar="BYTES")
-    p.add_argument("--database", metavar="URL", help="sqlite:PATH or postgresql://… (the store)")
     exposition.add_flag(p)
     return p
 
