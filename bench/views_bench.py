@@ -59,7 +59,7 @@ def store(size: int, end: date) -> Path:
         print(f"filling {size:,} reports into {db} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
         fill(db, size, batch=20_000, end=end)
-        with sqlite3.connect(db) as c:  # the index views/indexes.py asks db.py to create
+        with sqlite3.connect(db) as c:  # the index views/indexes.py asks store/schema.py to create
             ensure_indexes(c)
         took = time.perf_counter() - started
         (data / "complete").write_text(f"{took:.1f}\n")

@@ -234,14 +234,18 @@ class Pipeline:
             self.delivery.write(self._hook_events(m))
         self.delivery.flush()
         with self.store.transaction(durable=False) as c:
-            for m in chunk:
-                self.store.finish_message(
-                    c,
-                    m.archive_id,
-                    status=Status.REPORT if m.kept else Status.INVALID,
-                    reason="; ".join(m.errors) or None,
-                    meta=m.extracted.meta,
-                )
+            self.store.finish_messages(
+                c,
+                [
+                    (
+                        m.archive_id,
+                        Status.REPORT if m.kept else Status.INVALID,
+                        "; ".join(m.errors) or None,
+                        m.extracted.meta,
+                    )
+                    for m in chunk
+                ],
+            )
         return [m.result() for m in chunk]
 
     def _store_one(self, c: Tx, m: _Judged, received: str) -> None:

@@ -66,14 +66,6 @@ class Pending:
         return self.attempts > 0
 
 
-class Cursor(Protocol):
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-    def __iter__(self) -> Iterator[Any]: ...
-
-
 class Tx(Protocol):
     """A transaction handle: ``?`` placeholders (or ``:name`` with a mapping)."""
 
@@ -280,10 +272,18 @@ class Store(ABC):
     def finish_message(
         c: Tx, archive_id: str, *, status: str, reason: str | None, meta: MailMeta
     ) -> None:
-        c.execute(
+        Store.finish_messages(c, [(archive_id, status, reason, meta)])
+
+    @staticmethod
+    def finish_messages(c: Tx, items: Sequence[tuple[str, str, str | None, MailMeta]]) -> None:
+        """``finish_message`` for (archive_id, status, reason, meta) items, in one batch."""
+        c.executemany(
             "UPDATE messages SET status=?, reason=?, from_addr=?, subject=?, message_id=?"
             " WHERE archive_id=?",
-            (str(status), reason, meta.from_, meta.subject, meta.message_id, archive_id),
+            [
+                (str(status), reason, meta.from_, meta.subject, meta.message_id, archive_id)
+                for archive_id, status, reason, meta in items
+            ],
         )
 
     # --- retention (store/prune.py) --------------------------------------------------------

@@ -105,7 +105,8 @@ def sts_mode(d: Dialect, p: str, other: str) -> str:
 
 @functools.lru_cache(maxsize=512)
 def pyformat(sql: str) -> str:
-    """``?`` → ``%s`` and ``:name`` → ``%(name)s`` outside quotes; a literal ``%`` doubled."""
+    """``?`` → ``%s`` and ``:name`` → ``%(name)s`` outside quotes and comments; a literal
+    ``%`` doubled."""
     out: list[str] = []
     i, n = 0, len(sql)
     quote = ""
@@ -118,6 +119,12 @@ def pyformat(sql: str) -> str:
         elif ch in "'\"":
             quote = ch
             out.append(ch)
+        elif sql.startswith("--", i):  # a comment, to the end of its line
+            end = sql.find("\n", i)
+            end = n if end < 0 else end
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+            continue
         elif ch == "%":
             out.append("%%")
         elif ch == "?":

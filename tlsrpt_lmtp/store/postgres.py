@@ -47,6 +47,7 @@ CONNECT_TIMEOUT = 10  # seconds
 STATEMENT_TIMEOUT_MS = 60_000
 READER_STATEMENT_TIMEOUT_MS = 600_000  # a summary over years of reports
 LOCK_TIMEOUT_MS = 30_000
+IDLE_IN_TRANSACTION_MS = 300_000  # a hung node's open transaction ends, its locks freed
 LEASE = 600.0  # seconds a claim holds while its session lives (a hung node's work is freed)
 # advisory lock keys (pg_advisory_xact_lock's bigint space; report keys hash elsewhere in it)
 _MIGRATE_LOCK = 0x746C7372_70740001
@@ -57,7 +58,10 @@ def connect(
     url: str, *, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS
 ) -> psycopg.Connection[Any]:
     """A connection with every wait bounded, or StoreUnavailable."""
-    options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS}"
+    options = (
+        f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS}"
+        f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+    )
     try:
         return psycopg.connect(
             url,

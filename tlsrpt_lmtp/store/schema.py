@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # The views select reports by period (views/query.py); without it a short period scans them all.
 REPORTS_START_INDEX = "CREATE INDEX IF NOT EXISTS reports_start ON reports(date_range_start)"
@@ -146,9 +146,13 @@ def _to_4(c: Executor, dialect: str) -> None:
     _add_column(c, dialect, "messages", "claimed_by", "{int}")
 
 
+def _to_5(c: Executor, dialect: str) -> None:
+    c.execute("CREATE INDEX IF NOT EXISTS messages_received ON messages(received_at)")
+
+
 # version → the step that brings a store at version - 1 to it (the tables made IF NOT EXISTS
 # before the steps run hold every column already; the steps fill in what an old store lacks)
-MIGRATIONS: dict[int, Callable[[Executor, str], None]] = {3: _to_3, 4: _to_4}
+MIGRATIONS: dict[int, Callable[[Executor, str], None]] = {3: _to_3, 4: _to_4, 5: _to_5}
 
 
 def version(c: Executor, dialect: str) -> int:
@@ -174,6 +178,8 @@ def migrate(c: Executor, dialect: str) -> int:
             f"the store has schema version {before}, newer than this program's"
             f" {SCHEMA_VERSION}: upgrade tlsrpt-lmtp"
         )
+    if before == SCHEMA_VERSION:  # no DDL: it would wait for other nodes' open transactions
+        return before
     for sql in tables(dialect):
         c.execute(sql)
     for step in range(max(before, 2) + 1, SCHEMA_VERSION + 1):
