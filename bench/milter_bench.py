@@ -45,7 +45,7 @@ from tests.mta.harness import (
     wait_until,
 )
 from tests.support.dkim import key_pair, loopback_dns, report_mail, sign
-from tests.support.lmtp_client import free_port
+from tests.support.procs import free_port
 from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimConfig, build_checker
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 

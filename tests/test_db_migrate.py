@@ -246,7 +246,7 @@ def test_batches_are_bounded_in_bytes_and_urls_lose_their_password() -> None:
 
 
 def test_an_unreachable_destination_is_a_clear_error(tmp_path: Path) -> None:
-    from tests.support.servers import free_port
+    from tests.support.procs import free_port
 
     lite = f"sqlite:{tmp_path / 'tlsrpt.sqlite3'}"
     open_store(lite).close()

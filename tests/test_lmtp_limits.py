@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.lmtp import Server, stuffed
-from tests.support.lmtp_client import NO_DKIM, LMTPClient, address_of, free_port
+from tests.support.lmtp_client import NO_DKIM, LMTPClient, address_of
 from tests.support.mail import RCPT, report_mail
+from tests.support.procs import free_port
 
 MIB = 1024 * 1024
 

@@ -19,8 +19,9 @@ import pytest
 
 from tests.support import hostile
 from tests.support.lmtp import Server, children, events
-from tests.support.lmtp_client import free_port, wait_for
+from tests.support.lmtp_client import wait_for
 from tests.support.mail import RCPT, report_mail
+from tests.support.procs import free_port
 from tests.support.prometheus import prometheus, require, vector
 
 pytest_plugins = ["tests.netsim.fixtures"]

@@ -17,7 +17,8 @@ import pytest
 
 from bench.views_fill import generate
 from tests.support.mail import report_json
-from tests.support.servers import PostgresServer, free_port
+from tests.support.procs import free_port
+from tests.support.servers import PostgresServer
 from tests.support.views import sample_files
 from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.alerts.rules import Alert

@@ -21,8 +21,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support.lmtp_client import NO_DKIM, LMTPClient, address_of, free_port
+from tests.support.lmtp_client import NO_DKIM, LMTPClient, address_of
 from tests.support.mail import RCPT, report_mail
+from tests.support.procs import free_port
 from tests.support.servers import PostgresServer
 from tlsrpt_lmtp.store import open_store
 

@@ -32,7 +32,8 @@ from typing import Any, Self, TypeVar
 
 import pytest
 
-from tests.support.lmtp_client import NO_DKIM, free_port
+from tests.support.lmtp_client import NO_DKIM
+from tests.support.procs import free_port
 from tests.support.samples import shared_dir
 
 T = TypeVar("T")

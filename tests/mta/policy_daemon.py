@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.support.lmtp_client import free_port
+from tests.support.procs import free_port
 
 from .harness import (
     DEFAULT_TIMEOUT,

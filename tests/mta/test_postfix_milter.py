@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.dkim import SUBMITTER, key_pair, loopback_dns, report_mail, sign
-from tests.support.lmtp_client import free_port
+from tests.support.procs import free_port
 
 from .harness import (
     LOOPBACK,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.procs import free_port
+
 # The report samples carry real senders' DKIM signatures; verifying them would ask a DNS
 # server off this machine. DKIM is tested on its own, against a loopback DNS server.
 NO_DKIM = ("--dkim-policy", "off")
@@ -63,12 +65,6 @@ class LMTPClient:
         with contextlib.suppress(OSError):
             self.cmd("QUIT")
         self.sock.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(data_dir: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.procs import free_port, stop_process
+
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
 
 _CONF = """\
@@ -42,13 +44,6 @@ ruleset(name="r") {{
   }}
 }}
 """
-
-
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 class Rsyslog:
@@ -110,13 +105,7 @@ class Rsyslog:
         raise AssertionError(f"rsyslogd did not receive a probe over {transport}: {self.stderr()}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         self.proc = None
 
     def stderr(self) -> str:

@@ -125,10 +125,28 @@ class Store(ABC):
 
     # --- stage 1 ---------------------------------------------------------------------------
 
-    @abstractmethod
     def put(self, items: Sequence[tuple[bytes, str]], received_at: str) -> list[str]:
         """Store (raw, source) pairs as pending in one durable commit; their archive ids.
         Storing bytes already there is a no-op. Raises ArchiveError if impossible."""
+        keys = [archive_key(raw) for raw, _ in items]
+        rows = [(k, received_at, src, raw) for k, (raw, src) in zip(keys, items, strict=True)]
+        try:
+            with self.transaction(durable=True) as c:
+                c.executemany(
+                    "INSERT INTO messages (archive_id, received_at, source, status, raw)"
+                    " VALUES (?,?,?,'pending',?) ON CONFLICT DO NOTHING",
+                    rows,
+                )
+        except (self.driver_error, StoreUnavailable) as exc:
+            raise self.archive_error(exc) from exc
+        return keys
+
+    # the backend's own exception class: any of them while archiving is an ArchiveError
+    driver_error: type[Exception] = Exception
+
+    @abstractmethod
+    def archive_error(self, exc: Exception) -> ArchiveError:
+        """What to tell the MTA when ``put`` failed (ENOSPC when the store is full)."""
 
     @staticmethod
     def key(raw: bytes) -> str:

@@ -37,7 +37,6 @@ from tlsrpt_lmtp.store.base import (
     Store,
     StoreUnavailable,
     Tx,
-    archive_key,
     choose,
     pack,
 )
@@ -140,20 +139,11 @@ class PostgresStore(Store):
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"database error: {_short(exc)}") from exc
 
-    def put(self, items: Sequence[tuple[bytes, str]], received_at: str) -> list[str]:
-        keys = [archive_key(raw) for raw, _ in items]
-        rows = [(k, received_at, src, raw) for k, (raw, src) in zip(keys, items, strict=True)]
-        try:
-            with self.transaction(durable=True) as c:
-                c.executemany(
-                    "INSERT INTO messages (archive_id, received_at, source, status, raw)"
-                    " VALUES (?,?,?,'pending',?) ON CONFLICT DO NOTHING",
-                    rows,
-                )
-        except (psycopg.Error, StoreUnavailable) as exc:
-            code = errno.ENOSPC if "space" in str(exc) else errno.EIO
-            raise ArchiveError(code, f"cannot archive message: {_short(exc)}") from exc
-        return keys
+    driver_error = psycopg.Error
+
+    def archive_error(self, exc: Exception) -> ArchiveError:
+        code = errno.ENOSPC if "space" in str(exc) else errno.EIO
+        return ArchiveError(code, f"cannot archive message: {_short(exc)}")
 
     def claim(self, max_count: int, max_bytes: int) -> list[Pending]:
         with self.transaction(durable=False) as c:
