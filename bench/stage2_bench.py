@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 WORST_BATCH = "worst batch: 13 x 30 MB string + every hostile mail"
@@ -55,9 +56,11 @@ def stage2(data: Path) -> None:
     per_message: Counter[str] = Counter()
     written = [0]
 
-    def emit(event: dict[str, object]) -> None:
-        per_message[str(event.get("archive_id"))] += 1
-        written[0] += len(json.dumps(event, default=str).encode("utf-8", "replace"))
+    def emit(event: Any) -> None:
+        # a typed event (core/eventbase.py), or the dict of a --before checkout's code
+        doc = event.to_dict() if hasattr(event, "to_dict") else event
+        per_message[str(doc.get("archive_id"))] += 1
+        written[0] += len(json.dumps(doc, default=str).encode("utf-8", "replace"))
 
     pipeline = Pipeline.open(data, emit)
     start, cpu = time.monotonic(), time.process_time()

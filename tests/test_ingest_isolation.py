@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.event_factories import plain
 from tests.hostile import HOSTILE, surrogate_subject
 from tests.lmtp_client import filled, small_filesystem, start_server, wait_for
 from tests.test_lmtp import RCPT, Server, children, report_mail, statuses
 from tests.test_pipeline import Recorder, report_json
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.ingest.archive import MAX_ATTEMPTS, Status
 from tlsrpt_lmtp.ingest.delivery import Delivery, SinkError
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
@@ -119,11 +121,11 @@ class FlakySink:
         self.failures = failures
         self.events: list[dict[str, object]] = []
 
-    def __call__(self, event: dict[str, object]) -> None:
+    def __call__(self, event: Event) -> None:
         if self.failures:
             self.failures -= 1
             raise OSError(errno.ENOSPC, "No space left on device")
-        self.events.append(event)
+        self.events.append(plain(event))
 
 
 def test_a_failing_sink_is_waited_for_and_nothing_is_dropped(tmp_path: Path) -> None:

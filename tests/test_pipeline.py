@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.event_factories import plain
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.ingest.archive import ArchiveError, Status
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
@@ -50,12 +52,12 @@ def report_json(
 
 class Recorder:
     def __init__(self) -> None:
-        self.events: list[Event] = []
+        self.events: list[dict[str, Any]] = []  # as the event log has them
 
     def __call__(self, event: Event) -> None:
-        self.events.append(event)
+        self.events.append(plain(event))
 
-    def named(self, name: str) -> list[Event]:
+    def named(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == name]
 
 

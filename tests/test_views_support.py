@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import shared_dir
+from tests.event_factories import plain
 from tlsrpt_lmtp.core.events import Event
 
 Doc = dict[str, Any]
@@ -108,12 +109,12 @@ class Recorder:
     """An ``emit`` that keeps the events."""
 
     def __init__(self) -> None:
-        self.events: list[Event] = []
+        self.events: list[dict[str, Any]] = []  # as the event log has them
 
     def __call__(self, event: Event) -> None:
-        self.events.append(event)
+        self.events.append(plain(event))
 
-    def named(self, name: str) -> list[Event]:
+    def named(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == name]
 
 

@@ -141,10 +141,10 @@ class Emitter:
 
     def __call__(self, event: Event) -> None:
         """Render and write one event; raises OSError if the sink did not take it."""
-        fields = dict(event)
+        fields = event.to_dict()
         name = fields.pop("event")
         self._log.info(name, **fields)
-        metrics.RECORDER.event_written(event)
+        metrics.RECORDER.event_written({"event": name, **fields})
 
     def flush(self) -> None:
         flush = getattr(self._writer, "flush", None)
