@@ -52,8 +52,8 @@ class AlertUndelivered(ReportEvent):
 
     EVENT: ClassVar[str] = "tlsrpt.alert_undelivered"
 
-    severity: str | None
-    rule: str | None
+    severity: str
+    rule: str
     domain: str | None
     result_type: str | None
     channel: str

@@ -131,6 +131,8 @@ def event_types(root: type[Event] = Event) -> list[type[Event]]:
     """Every event type defined so far (the imported modules' subclasses with an EVENT)."""
     found: list[type[Event]] = []
     for sub in root.__subclasses__():
+        if "__slots__" not in sub.__dict__:
+            continue  # the class dataclass(slots=True) replaced (until it is collected)
         if sub.EVENT:
             found.append(sub)
         found.extend(event_types(sub))

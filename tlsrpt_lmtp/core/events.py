@@ -89,7 +89,7 @@ class ReportReceived(ReportEvent):
 class PolicyReported(ReportEvent):
     EVENT: ClassVar[str] = "tlsrpt.policy"
 
-    policy_type: str | None
+    policy_type: str
     policy_domain: str | None
     policy_string: tuple[str, ...]
     mx_host: tuple[str, ...]
@@ -100,7 +100,7 @@ class PolicyReported(ReportEvent):
 class PolicyRef(NamedTuple):
     """The policy a failure detail is about (one value its failure events share)."""
 
-    policy_type: str | None
+    policy_type: str
     policy_domain: str | None
 
 
@@ -143,6 +143,10 @@ class EventIds:
         self._position = 0
 
     def __call__(self, name: str) -> str:
+        return self.next(name)
+
+    def next(self, name: str) -> str:
+        """The id of the next event, named ``name``."""
         digest = self._prefix.copy()  # the same bytes as hashing base, position and name
         digest.update(f"{self._position}\x1e{name}".encode("utf-8", "surrogatepass"))
         self._position += 1
@@ -155,7 +159,7 @@ def stamp(events: list[E], *scope: object) -> list[E]:
     ids = EventIds(*scope)
     stamped: list[E] = []
     for event in events:
-        made = ids(event.EVENT)
+        made = ids.next(event.EVENT)
         stamped.append(event if event.event_id is not ABSENT else replace(event, event_id=made))
     return stamped
 
@@ -191,7 +195,7 @@ def report_events(
     """One tlsrpt.report event, then (unless a duplicate) its policies and failures.
     ``ids``: their event_ids, given as they are made (as ``stamp`` would, without a copy)."""
     ref = report_ref(report, archive_id, source)
-    new_id: Callable[[str], str | Absent] = ids or _no_id
+    new_id: Callable[[str], str | Absent] = ids.next if ids else _no_id
     events: list[Event] = [
         ReportReceived(
             event_id=new_id(ReportReceived.EVENT),
