@@ -89,15 +89,17 @@ def values(events: list[Event]) -> list[tuple[Any, ...]]:
     """Every value of the events, as plain tuples JSON can hold (orjson reads these far
     faster than dataclasses), a part shared by consecutive events once."""
     rows: list[tuple[Any, ...]] = []
+    add = rows.append
     last: dict[str, object] = {}  # the part the previous event had (a report's events share it)
     for event in events:
-        get, parts = _VALUES.get(type(event)) or _values(type(event))
-        rows.append(get(event))
+        entry = _VALUES.get(type(event))
+        get, parts = entry if entry is not None else _values(type(event))
+        add(get(event))
         for name in parts:
             value = getattr(event, name)
             if last.get(name) is not value:
                 last[name] = value
-                rows.append(tuple(value))
+                add(tuple(value))
     return rows
 
 

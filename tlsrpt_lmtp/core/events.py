@@ -138,30 +138,34 @@ class EventIds:
     or a sink failure) repeats the same ids."""
 
     def __init__(self, *scope: object) -> None:
-        base = "\x1f".join(str(part) for part in scope) + "\x1e"
+        base = "\x1f".join(map(str, scope)) + "\x1e"
+        # hashed once: each id copies this state and adds its position and name
         self._prefix = hashlib.blake2b(base.encode("utf-8", "surrogatepass"), digest_size=16)
         self._position = 0
 
     def __call__(self, name: str) -> str:
-        return self.next(name)
+        return self.take([name])[0]
 
-    def next(self, name: str) -> str:
-        """The id of the next event, named ``name``."""
-        digest = self._prefix.copy()  # the same bytes as hashing base, position and name
-        digest.update(f"{self._position}\x1e{name}".encode("utf-8", "surrogatepass"))
-        self._position += 1
-        return digest.hexdigest()
+    def take(self, names: list[str]) -> list[str]:
+        """The ids of the next events, named ``names``."""
+        ids = []
+        prefix, start = self._prefix, self._position
+        self._position += len(names)
+        for offset, name in enumerate(names):
+            digest = prefix.copy()
+            digest.update(b"%d\x1e%s" % (start + offset, name.encode()))
+            ids.append(digest.hexdigest())
+        return ids
 
 
 def stamp(events: list[E], *scope: object) -> list[E]:
     """The events with their ``event_id`` (``EventIds(*scope)``, by position in the list);
     an event that has one keeps it."""
-    ids = EventIds(*scope)
-    stamped: list[E] = []
-    for event in events:
-        made = ids.next(event.EVENT)
-        stamped.append(event if event.event_id is not ABSENT else replace(event, event_id=made))
-    return stamped
+    made = EventIds(*scope).take([event.EVENT for event in events])
+    return [
+        event if event.event_id is not ABSENT else replace(event, event_id=new)
+        for event, new in zip(events, made, strict=True)
+    ]
 
 
 def check_encodable(events: list[Event]) -> None:
@@ -178,7 +182,7 @@ def submitter_of(report: Report, meta: MailMeta) -> str | None:
     return canonical(contact.rpartition("@")[2].strip(" <>")) or None if "@" in contact else None
 
 
-def _no_id(_: str) -> Absent:
+def _no_id() -> Absent:
     return ABSENT
 
 
@@ -195,10 +199,15 @@ def report_events(
     """One tlsrpt.report event, then (unless a duplicate) its policies and failures.
     ``ids``: their event_ids, given as they are made (as ``stamp`` would, without a copy)."""
     ref = report_ref(report, archive_id, source)
-    new_id: Callable[[str], str | Absent] = ids.next if ids else _no_id
+    new_id: Callable[[], str | Absent] = _no_id
+    if ids is not None:
+        names = [ReportReceived.EVENT]
+        for p in () if duplicate else report.policies:
+            names += [PolicyReported.EVENT] + [FailureReported.EVENT] * len(p.failure_details)
+        new_id = iter(ids.take(names)).__next__
     events: list[Event] = [
         ReportReceived(
-            event_id=new_id(ReportReceived.EVENT),
+            event_id=new_id(),
             report=ref,
             contact_info=report.contact_info,
             report_domain=meta.report_domain,
@@ -216,11 +225,10 @@ def report_events(
     ]
     if duplicate:
         return events
-    failure = FailureReported.EVENT
     for p in report.policies:
         events.append(
             PolicyReported(
-                event_id=new_id(PolicyReported.EVENT),
+                event_id=new_id(),
                 report=ref,
                 policy_type=p.policy_type,
                 policy_domain=p.policy_domain,
@@ -232,7 +240,7 @@ def report_events(
         )
         policy = PolicyRef(p.policy_type, p.policy_domain)
         events.extend(
-            FailureReported(event_id=new_id(failure), report=ref, policy=policy, detail=d)
+            FailureReported(event_id=new_id(), report=ref, policy=policy, detail=d)
             for d in p.failure_details
         )
     return events
