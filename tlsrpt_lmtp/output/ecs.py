@@ -1,6 +1,6 @@
 """Events in Elastic Common Schema (ECS 8.x) for ``--log-format ecs`` (docs/events.md).
 
-A pure function from an event's JSON object (``Event.to_dict``, ``timestamp`` already added)
+A pure function from an event's JSON object (``Event.to_dict``, with its ``timestamp``)
 to an ECS document: the fields ECS has a place for go there (``event.*``, ``source.ip``,
 ``destination.*``, ``organization.name``, ``error.*``, ``email.*``, ``related.*``), every
 other field keeps its name under ``tlsrpt.*``. Nothing is dropped but the null value of a field
@@ -196,8 +196,3 @@ def _message(name: str, event: MutableMapping[str, Any]) -> str:
     reason = event.get("reason")
     domain = event.get("domain")
     return f"{name}" + (f" {domain}" if domain else "") + (f": {reason}" if reason else "")
-
-
-def processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """The structlog processor (sinks.py): after the time stamp, before the JSON renderer."""
-    return to_ecs(event)
