@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import pkgutil
 import re
 import types
@@ -168,3 +169,14 @@ def test_the_tables_are_read() -> None:
     assert ("mx", "list of strings / null") in DOCUMENTED[POLICY]
     assert DOCUMENTED["sts.policy_fetched"] == []
     assert doc_type(str | None) == "string / null"
+
+
+def test_every_kind_has_a_json_schema() -> None:
+    """docs/schema/events-json.schema.json has a definition for every kind, requiring the
+    type's fields that every event of the kind carries (not the optional ones)."""
+    schema = json.loads((DOCS / "schema" / "events-json.schema.json").read_text())
+    assert sorted(schema["$defs"]) == sorted(KINDS)
+    for kind, cls in KINDS.items():
+        carried = {key for key, hint in json_fields(cls) if "(optional)" not in doc_type(hint)}
+        required = set(schema["$defs"][kind].get("required", ())) - {"event_id"}
+        assert required <= carried, (kind, required - carried)
