@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.dkim_support import SUBMITTER, key_pair, loopback_dns, report_mail, sign
+from tests.support.dkim import SUBMITTER, key_pair, loopback_dns, report_mail, sign
 from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimConfig, MessageVerdict, build_checker
 
 SILENT = ("slow-one.test", "slow-two.test")

@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 import structlog
 
-from tests.factories import detail, report_dict, sts_policy
+from tests.support.factories import detail, report_dict, sts_policy
 from tlsrpt_lmtp.core.eventbase import SCHEMA
 from tlsrpt_lmtp.core.events import (
     Event,

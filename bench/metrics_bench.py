@@ -184,7 +184,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 def _mails(n: int) -> list[bytes]:
-    from tests.factories import detail, report_dict, sts_policy, tlsrpt_email
+    from tests.support.factories import detail, report_dict, sts_policy, tlsrpt_email
 
     mails = []
     for i in range(n):
@@ -232,14 +232,14 @@ def ingest_child(messages: int, mode: str) -> None:
         mails = _mails(messages + WARM_UP)
         pipeline.archive_many([(raw, "lmtp") for raw in mails[:WARM_UP]])
         # Warm-up, untimed: first label children, the multiprocess files, SQLite's cache.
-        while batch := pipeline.archive.claim(BATCH, BATCH_BYTES):
+        while batch := pipeline.store.claim(BATCH, BATCH_BYTES):
             metrics.RECORDER.stage2_done(batch, pipeline.process_many(batch))
         inside[0] = 0
         pipeline.archive_many([(raw, "lmtp") for raw in mails[WARM_UP:]])
         start = time.process_time()  # CPU time: the other processes' load is not ours
         wall = time.perf_counter()
         done = 0
-        while batch := pipeline.archive.claim(BATCH, BATCH_BYTES):
+        while batch := pipeline.store.claim(BATCH, BATCH_BYTES):
             results = pipeline.process_many(batch)
             metrics.RECORDER.stage2_done(batch, results)
             done += len(results)

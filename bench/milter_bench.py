@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tests.dkim_support import key_pair, loopback_dns, report_mail, sign
 from tests.mta.harness import (
     LOOPBACK,
     POSTFIX_BIN,
@@ -43,9 +42,10 @@ from tests.mta.harness import (
     LmtpEndpoint,
     LmtpServer,
     PostfixInstance,
-    free_port,
     wait_until,
 )
+from tests.support.dkim import key_pair, loopback_dns, report_mail, sign
+from tests.support.lmtp_client import free_port
 from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimConfig, build_checker
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 

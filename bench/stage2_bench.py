@@ -38,7 +38,7 @@ def _peak_kib() -> int:
 
 def fill(case: str, data: Path) -> None:
     """Phase 1 (its own process): build the mails and archive them."""
-    from tests.hostile import HOSTILE, giant_string
+    from tests.support.hostile import HOSTILE, giant_string
     from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
     if case == WORST_BATCH:
@@ -74,15 +74,17 @@ def stage2(data: Path) -> None:
     start, cpu = time.monotonic(), time.process_time()
     error = ""
     try:
-        if hasattr(pipeline.archive, "claim"):
+        archive = getattr(pipeline, "archive", None)  # before the store interface
+        if archive is None or hasattr(archive, "claim"):
             pipeline.process_pending()
         else:  # the code before issue 8: its stage 2 loop
-            while batch := pipeline.archive.pending(256):
+            while batch := archive.pending(256):
                 pipeline.process_many(batch)
     except Exception as exc:  # the "before" code may crash: that is a result too
         error = repr(exc)[:80]
     emitter.close()
-    statuses = Counter(r["status"] for r in pipeline.db.query("SELECT status FROM messages"))
+    store = getattr(pipeline, "db", None) or pipeline.store  # .db before the store interface
+    statuses = Counter(r["status"] for r in store.query("SELECT status FROM messages"))
     print(
         json.dumps(
             {
@@ -148,7 +150,7 @@ def main() -> None:
         return
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from tests.hostile import HOSTILE
+    from tests.support.hostile import HOSTILE
 
     cases = [*HOSTILE, WORST_BATCH]
     print(

@@ -1,7 +1,7 @@
 """A provider-sized report store, generated fast through the store's own API.
 
 Deterministic (seeded): ``fill(path, reports=50_000, domains=5_000, orgs=30, days=365)``
-stores that many reports through ``Store.add_report`` inside ``Database.transaction``, in
+stores that many reports through ``SqliteStore.add_report`` inside ``SqliteStore.transaction``, in
 batches. The shape follows what providers see: one report per (organisation, policy
 domain, day); most domains in MTA-STS enforce, some testing, a few none; Microsoft-like
 organisations report every session under both ``sts`` and ``tlsa``; about one report in
@@ -17,8 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from tlsrpt_lmtp.core.model import FailureDetail, MailMeta, Policy, Report
-from tlsrpt_lmtp.ingest.db import Database
-from tlsrpt_lmtp.ingest.store import Store
+from tlsrpt_lmtp.store.sqlite import SqliteStore
 
 END = date(2026, 5, 20)  # the day after the last generated day
 TYPES = (
@@ -117,8 +116,7 @@ def fill(
     end: date = END,
 ) -> None:
     """Store ``generate(...)``'s reports, ``batch`` per transaction."""
-    db = Database(path)
-    store = Store(db)
+    db = SqliteStore(path)
     made = generate(reports, domains=domains, orgs=orgs, days=days, seed=seed, end=end)
     try:
         n = 0
@@ -126,7 +124,7 @@ def fill(
             with db.transaction(durable=False) as c:
                 for report in itertools.islice(made, batch):
                     received = report.date_range_end.isoformat()
-                    store.add_report(
+                    db.add_report(
                         c, report, meta=META, archive_id=f"{n:064x}", received_at=received
                     )
                     n += 1

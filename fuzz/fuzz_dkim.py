@@ -33,7 +33,7 @@ def check(data: bytes) -> None:
 
 
 def seeds() -> list[bytes]:
-    from tests import dkim_support as d
+    from tests.support import dkim as d
 
     key = d.KeyPair.generate(1024)
     KEYS["tlsrpt._domainkey.reporter.example"] = key.record().encode()

@@ -5,7 +5,9 @@ The first byte picks the parser, the rest is its input:
   from it, which must stay one line; 1 TXT record set (``parse_txt``, never raises);
 2 socketmap netstrings fed in pieces (``Decoder``, documented NetstringError), then each
   request as the server reads it; 3 a lookup key (``policy_domain``, never raises);
-4 ``_smtp._tls`` TLSRPT TXT records as ``check`` reads them (never raises).
+4 ``_smtp._tls`` TLSRPT TXT records as ``check`` reads them (never raises); 5 a record read
+from the shared policy cache (``decode``, never raises; its body through ``checked_policy``,
+documented PolicyError).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ with harness.instrumented():
     from tlsrpt_lmtp.check import tlsrpt_record
     from tlsrpt_lmtp.sts.domain import policy_domain
     from tlsrpt_lmtp.sts.netstring import Decoder, NetstringError, encode
-    from tlsrpt_lmtp.sts.policy import PolicyError, parse_policy
+    from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE, PolicyError, parse_policy
     from tlsrpt_lmtp.sts.record import parse_txt
     from tlsrpt_lmtp.sts.reply import Answer, Kind, exim_line, postfix_reply
     from tlsrpt_lmtp.sts.server import _request
+    from tlsrpt_lmtp.sts.service import checked_policy
+    from tlsrpt_lmtp.sts.shared import base as shared
 
 LIMIT = 1000
 
@@ -68,7 +72,17 @@ def tlsrpt_txt(data: bytes) -> None:
         assert result.record.rua and all(u.scheme in ("mailto", "https") for u in result.record.rua)
 
 
-PARSERS = (policy, txt, netstrings, key, tlsrpt_txt)
+def shared_record(data: bytes) -> None:
+    record = shared.decode("example.com", data)
+    if record is None:
+        return
+    assert shared.POLICY_ID.fullmatch(record.policy_id) and len(record.body) <= MAX_POLICY_SIZE
+    assert 0 < record.fetched_at <= record.expires_at < float("inf")
+    assert shared.decode("example.com", shared.encode(record)) == record  # written, read back
+    checked_policy(record.body)
+
+
+PARSERS = (policy, txt, netstrings, key, tlsrpt_txt, shared_record)
 
 
 def check(data: bytes) -> None:
@@ -89,6 +103,9 @@ def seeds() -> list[bytes]:
         b"\x03.example.com",
         b"\x04v=TLSRPTv1; rua=mailto:tlsrpt@example.com,https://r.example/v1\x00v=spf1",
         b"\x04v=TLSRPTv1;rua=mailto:a%2Cb@example.com;ext=1",
+        b"\x051 1800000000.25 1800086400.25 20240101\nversion: STSv1\nmode: enforce\n"
+        b"mx: mx1.example.com\nmax_age: 86400\n",
+        b"\x051 1e9 1e9 a\nversion: STSv1\nmode: none\nmax_age: 0\n",
     ]
 
 

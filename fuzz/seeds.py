@@ -9,7 +9,7 @@ import json
 
 from harness import samples
 
-from tests import factories as f
+from tests.support import factories as f
 
 
 def report_json() -> list[bytes]:

@@ -1,5 +1,5 @@
-"""Where the shared test data lives (``../shared`` beside the project root, never copied in),
-and the suite-wide check that every event the tests left behind matches its schema."""
+"""The suite-wide check that every event the tests left behind matches its schema, and the
+fixtures of tests/support/ that several test modules use."""
 
 from __future__ import annotations
 
@@ -9,18 +9,9 @@ from pathlib import Path
 
 import pytest
 
-
-def shared_dir() -> Path:
-    """The ``shared`` directory next to the project's root directory."""
-    return Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def real_sample(name: str) -> Path:
-    """Path of one file in ``shared/samples/real``; skips the calling test if it is absent."""
-    path = shared_dir() / "samples" / "real" / name
-    if not path.is_file():
-        pytest.skip(f"real sample {name} not found under {path.parent}")
-    return path
+# fixtures that several test modules use: server, rig_factory (the alert delivery tests);
+# postgres_server, postgres_url, redis_server, redis_url (private PostgreSQL / Redis)
+pytest_plugins = ["tests.support.alerts", "tests.support.servers"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import detail, report_dict, sts_policy, to_json
+from tests.support.factories import detail, report_dict, sts_policy, to_json
 from tlsrpt_lmtp.core.aggregate import AGGREGATED, DEFAULT_MAX_FAILURE_DETAILS, cap_failure_details
 from tlsrpt_lmtp.core.model import Report
 from tlsrpt_lmtp.core.report import parse_report

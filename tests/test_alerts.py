@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_views_support import Recorder, detail, other, raw, report, sts
+from tests.support.events import Recorder
+from tests.support.views import detail, other, raw, report, sts
 from tlsrpt_lmtp.alerts.config import ACTIONABLE, AlertsConfig, load_alerts, parse_alerts
 from tlsrpt_lmtp.alerts.hook import AlertHook, build_hook
 from tlsrpt_lmtp.alerts.rules import Alert, History, evaluate
@@ -198,11 +200,11 @@ def test_config_full_table(tmp_path: Path) -> None:
     [
         ("webhok_url = 'http://x'", "unknown key 'webhok_url'"),
         ("failure_rate = 5", "share between 0 and 1"),
-        ("failure_rate = 'high'", "invalid value for failure_rate"),
-        ("queue_size = 1.5", "invalid value for queue_size"),
-        ("enabled = 'yes'", "invalid value for enabled"),
+        ("failure_rate = 'high'", "failure_rate: invalid value"),
+        ("queue_size = 1.5", "queue_size: invalid value"),
+        ("enabled = 'yes'", "enabled: invalid value"),
         ("rules = ['everything']", "unknown rule 'everything'"),
-        ("repeat_window = 'soon'", "invalid value for repeat_window"),
+        ("repeat_window = 'soon'", "repeat_window: invalid value"),
         ("webhook_url = 'ftp://x'", "http:// or https://"),
         ("mail_to = ['a@b.example, c@d.example']", "plain addresses"),
         ("mail_min_severity = 'loud'", "must be one of"),
@@ -347,7 +349,9 @@ def test_disabled_hook_does_nothing(tmp_path: Path) -> None:
 
 def test_hook_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rec = Recorder()
-    hook = build_hook(None, tmp_path, rec)  # no store tables yet: the look-ups fail
+    hook = build_hook(None, tmp_path, rec)
+    with sqlite3.connect(tmp_path / "tlsrpt.sqlite3") as db:  # the look-ups now fail
+        db.execute("DROP TABLE failures")
     assert hook(parse_report(expired(3)), None, "x") == []  # type: ignore[arg-type]
     hook.close()
     assert "alert evaluation failed" in caplog.text

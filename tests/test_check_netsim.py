@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tlsrpt_lmtp import cliflags
 from tlsrpt_lmtp.check import cli as check_cli
 from tlsrpt_lmtp.check.cli import main
 
@@ -406,13 +407,9 @@ def test_config_file_and_the_wiring_contract(netsim: NetSim, tmp_path: Path, cap
         f'[policy]\nnameservers = ["{netsim.nameserver}"]\nca_file = "{netsim.ca_file}"\n'
         "dns_timeout = 2.0\nfetch_timeout = 3.0\nallow_private_policy_hosts = true\n"
     )
-    # What tlsrpt_lmtp/cli.py does: its common parent parser, then add_parser and run.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path)
-    common.add_argument("--data-dir", type=Path)
-    common.add_argument("--log-format", choices=("json", "syslog"))
+    # What tlsrpt_lmtp/cli.py does: add_parser with the flag groups check uses, then run.
     parser = argparse.ArgumentParser(prog="tlsrpt-lmtp")
-    check_cli.add_parser(parser.add_subparsers(dest="command", required=True), common)
+    check_cli.add_parser(parser.add_subparsers(dest="command", required=True), cliflags.CONFIG)
     args = parser.parse_args(["check", "conf.test", "--config", str(config)])
     assert check_cli.run(args) == 0
     assert "0 errors, 0 warnings" in capsys.readouterr().out

@@ -65,7 +65,7 @@ def test_unknown_fields_are_ignored_but_kept() -> None:
 
 
 def test_multi_string_record_is_concatenated_by_the_caller() -> None:
-    from tlsrpt_lmtp.sts.record import join_rr
+    from tlsrpt_lmtp.core.dnstext import join_rr
 
     joined = join_rr([b"v=TLSRPTv1; rua=mailto:tlsrpt@exa", b"mple.org"])
     assert one(joined.decode()).rua[0].target == "tlsrpt@example.org"

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lmtp_client import NO_DKIM
-from tests.test_lmtp import report_mail
-from tests.test_pipeline import report_json
+from tests.support.lmtp_client import NO_DKIM
+from tests.support.mail import report_json, report_mail
 from tlsrpt_lmtp.config import ConfigError, load
 
 

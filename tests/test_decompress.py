@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import (
+from tests.support.factories import (
     MiB,
     detail,
     gzip_bomb,

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dns.resolver import Resolver as SyncResolver
 
-from tests.dkim_support import (
+from tests.support.dkim import (
     SUBMITTER,
     KeyPair,
     LoopbackDns,
@@ -33,7 +34,7 @@ from tlsrpt_lmtp.ingest.dkim import (
     load_dkim_config,
 )
 from tlsrpt_lmtp.ingest.dkim.batch import Budgets
-from tlsrpt_lmtp.ingest.dkim.keys import make_resolver
+from tlsrpt_lmtp.net.dns import make_resolver
 
 HONEST = f"tlsrpt._domainkey.{SUBMITTER}"
 SLOW = ("slow-one.test", "slow-two.test")  # key domains whose server never answers
@@ -94,7 +95,7 @@ class Watched:
 
 def real_lookup(dns: LoopbackDns, now: list[float] | None = None) -> DnsKeyLookup:
     cache = KeyCache() if now is None else KeyCache(clock=lambda: now[0])
-    return DnsKeyLookup(make_resolver((dns.nameserver,), 1.0), cache, failure_ttl=60)
+    return DnsKeyLookup(make_resolver(SyncResolver, (dns.nameserver,), 1.0), cache, failure_ttl=60)
 
 
 def results(verdicts: list[MessageVerdict]) -> list[DkimVerdict]:
@@ -298,7 +299,7 @@ def test_the_pipeline_looks_up_the_keys_of_a_batch_at_once(
 ) -> None:
     """Through stage 2's path (claim → process_many): both unresponsive key domains are asked
     at the same time, and the honest report after them is stored with its pass."""
-    from tests.test_pipeline import Recorder
+    from tests.support.events import Recorder
     from tlsrpt_lmtp.ingest.pipeline import Pipeline
 
     watched = Watched(real_lookup(dns))

@@ -1,7 +1,7 @@
 """Every event the real emitters write, in both formats (json and ecs), is valid against its
 JSON Schema in docs/schema/: the real sample reports of shared/samples/real, the hostile mails
-of tests/hostile.py, alerts, duplicates, and the policy daemon's events from a real service on
-the loopback test internet. Plus the ECS mapping itself (ecs.py), value by value."""
+of tests/support/hostile.py, alerts, duplicates, and the policy daemon's events from a real
+service on the loopback test internet. Plus the ECS mapping itself (ecs.py), value by value."""
 
 from __future__ import annotations
 
@@ -16,20 +16,19 @@ from typing import Any
 
 import pytest
 
-from tests import hostile
-from tests.conftest import shared_dir
-from tests.factories import detail, report_dict, sts_policy, tlsrpt_email
+from tests.support import hostile
+from tests.support.factories import detail, report_dict, sts_policy, tlsrpt_email
+from tests.support.samples import shared_dir
+from tests.support.schemas import BothFormats, validator
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.config import PolicyConfig
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 from tlsrpt_lmtp.ingest.sources import iter_messages
 from tlsrpt_lmtp.output.ecs import ECS_VERSION, to_ecs
-from tlsrpt_lmtp.output.sinks import Emitter, open_emitter
 
 jsonschema = pytest.importorskip("jsonschema")
 pytest_plugins = ["tests.netsim.fixtures"]
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schema"
 # The hostile mails that are cheap enough for a schema test (the slow ones are in bench/).
 CHEAP = (
     "surrogate-subject",
@@ -40,46 +39,6 @@ CHEAP = (
     "count-overflow-by-sum",
     "gzip bomb",
 )
-
-
-def validator(fmt: str) -> Any:
-    schema = json.loads((SCHEMAS / f"events-{fmt}.schema.json").read_text())
-    cls = jsonschema.Draft202012Validator
-    cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-
-class BothFormats:
-    """The real emitters of both formats, fed the same events (as two daemons would be)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.paths = {fmt: directory / f"events.{fmt}.jsonl" for fmt in ("json", "ecs")}
-        self.emitters: dict[str, Emitter] = {
-            fmt: open_emitter(fmt, str(path)) for fmt, path in self.paths.items()
-        }
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        for emitter in self.emitters.values():
-            emitter(event)
-
-    def close(self) -> None:
-        for emitter in self.emitters.values():
-            emitter.close()
-
-    def check(self) -> dict[str, list[dict[str, Any]]]:
-        """Validate every line of both files; returns the documents by format."""
-        docs: dict[str, list[dict[str, Any]]] = {}
-        for fmt, path in self.paths.items():
-            check = validator(fmt)
-            docs[fmt] = [json.loads(line) for line in path.read_text().splitlines()]
-            for doc in docs[fmt]:
-                errors = [f"{list(e.absolute_path)}: {e.message}" for e in check.iter_errors(doc)]
-                assert not errors, (fmt, doc, errors)
-        assert len(docs["json"]) == len(docs["ecs"])
-        for plain, ecs in zip(docs["json"], docs["ecs"], strict=True):
-            assert ecs["event"]["action"] == plain["event"]
-            assert ecs["event"].get("id") == plain.get("event_id")
-        return docs
 
 
 def test_pipeline_events_are_valid_in_both_formats(tmp_path: Path) -> None:

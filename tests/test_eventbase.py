@@ -10,8 +10,8 @@ import json
 import orjson
 import pytest
 
-from tests.event_factories import failure_event, policy_event
-from tests.factories import detail, report_dict, sts_policy
+from tests.support.events import failure_event, policy_event
+from tests.support.factories import detail, report_dict, sts_policy
 from tlsrpt_lmtp.alerts.events import AlertRaised
 from tlsrpt_lmtp.core.dkim import DkimResult, DkimVerdict
 from tlsrpt_lmtp.core.eventbase import ABSENT, Event, event_types, values

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from tests import factories as f
+from tests.support import factories as f
 from tlsrpt_lmtp.check import tlsrpt_record
 from tlsrpt_lmtp.core import names
 from tlsrpt_lmtp.core.decompress import PayloadError, decode_payload

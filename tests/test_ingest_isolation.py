@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.event_factories import plain
-from tests.hostile import HOSTILE, surrogate_subject
-from tests.lmtp_client import filled, small_filesystem, start_server, wait_for
-from tests.test_lmtp import RCPT, Server, children, report_mail, statuses
-from tests.test_pipeline import Recorder, report_json
+from tests.support.events import Recorder, plain
+from tests.support.hostile import HOSTILE, surrogate_subject
+from tests.support.lmtp import Server, children, statuses
+from tests.support.lmtp_client import filled, small_filesystem, start_server, wait_for
+from tests.support.mail import RCPT, report_json, report_mail
 from tlsrpt_lmtp.core.events import Event
-from tlsrpt_lmtp.ingest.archive import MAX_ATTEMPTS, Status
 from tlsrpt_lmtp.ingest.delivery import Delivery, SinkError
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
+from tlsrpt_lmtp.store.base import MAX_ATTEMPTS, Status
 
 MAX_SAFE = 2**53 - 1
 PARSE = (sys.executable, "-m", "tlsrpt_lmtp", "parse", "--dkim-policy", "off")
@@ -64,7 +64,7 @@ def test_a_message_whose_storing_raises_is_quarantined_and_the_rest_go_on(
     keys = pipeline.archive_many([(report_json(rid=r), "lmtp") for r in ("ok1", "bad", "ok2")])
     results = {r.archive_id: r.valid for r in pipeline.process_pending()}
     assert [results[k] for k in keys] == [True, False, True]
-    assert [pipeline.archive.status(k) for k in keys] == [
+    assert [pipeline.store.status(k) for k in keys] == [
         Status.REPORT,
         Status.INVALID,
         Status.REPORT,
@@ -73,7 +73,7 @@ def test_a_message_whose_storing_raises_is_quarantined_and_the_rest_go_on(
     assert invalid["archive_id"] == keys[1]
     assert "simulated bug" in str(invalid["reason"])
     # nothing of the quarantined message was stored
-    stored = pipeline.db.query("SELECT report_id FROM reports ORDER BY report_id")
+    stored = pipeline.store.query("SELECT report_id FROM reports ORDER BY report_id")
     assert [r["report_id"] for r in stored] == ["ok1", "ok2"]
 
 
@@ -82,27 +82,27 @@ def test_a_message_interrupted_too_often_is_quarantined_as_poison(tmp_path: Path
     pipeline = Pipeline.open(tmp_path, rec)
     [key] = pipeline.archive_many([(report_json(rid="p"), "lmtp")])
     for _ in range(MAX_ATTEMPTS):  # taken up, then the process "dies" each time
-        [claimed] = pipeline.archive.claim(10, 1 << 20)
+        [claimed] = pipeline.store.claim(10, 1 << 20)
         assert claimed.archive_id == key
     [result] = pipeline.process_pending()
     assert not result.valid
-    assert pipeline.archive.status(key) is Status.INVALID
+    assert pipeline.store.status(key) is Status.INVALID
     [invalid] = rec.named("tlsrpt.invalid")
     assert str(invalid["reason"]).startswith("poison:")
     assert invalid["source"] == "recovery"
-    assert pipeline.archive.get(key) == report_json(rid="p")  # kept, for reprocess
+    assert pipeline.store.get(key) == report_json(rid="p")  # kept, for reprocess
 
 
 def test_a_message_taken_up_before_is_processed_alone(tmp_path: Path) -> None:
     pipeline = Pipeline.open(tmp_path, Recorder())
     keys = pipeline.archive_many([(report_json(rid=f"r{i}"), "lmtp") for i in range(5)])
-    first = pipeline.archive.claim(2, 1 << 20)  # "dies" with these two
+    first = pipeline.store.claim(2, 1 << 20)  # "dies" with these two
     assert len(first) == 2 and {p.archive_id for p in first} <= set(keys)
     for _ in first:  # each suspect alone, then the rest together
-        [suspect] = pipeline.archive.claim(10, 1 << 20)
+        [suspect] = pipeline.store.claim(10, 1 << 20)
         assert suspect.interrupted
         pipeline.process_many([suspect])
-    clean = pipeline.archive.claim(10, 1 << 20)
+    clean = pipeline.store.claim(10, 1 << 20)
     assert len(clean) == 3 and not any(p.interrupted for p in clean)
 
 
@@ -110,8 +110,8 @@ def test_claims_are_bounded_by_bytes(tmp_path: Path) -> None:
     pipeline = Pipeline.open(tmp_path, Recorder())
     pipeline.archive_many([(report_json(rid=f"r{i}"), "lmtp") for i in range(10)])
     size = len(report_json(rid="r0"))
-    assert len(pipeline.archive.claim(100, 3 * size)) == 3
-    assert len(pipeline.archive.claim(100, 1)) == 1  # always at least one
+    assert len(pipeline.store.claim(100, 3 * size)) == 3
+    assert len(pipeline.store.claim(100, 1)) == 1  # always at least one
 
 
 class FlakySink:
@@ -140,7 +140,7 @@ def test_a_failing_sink_is_waited_for_and_nothing_is_dropped(tmp_path: Path) -> 
         "tlsrpt.policy",
         "tlsrpt.failure",
     ]
-    assert pipeline.archive.status(result.archive_id) is Status.REPORT
+    assert pipeline.store.status(result.archive_id) is Status.REPORT
 
 
 def test_without_retry_a_sink_failure_leaves_the_message_pending_and_the_rerun_writes_it(
@@ -150,8 +150,8 @@ def test_without_retry_a_sink_failure_leaves_the_message_pending_and_the_rerun_w
     pipeline = Pipeline.open(tmp_path, sink)
     with pytest.raises(SinkError):
         pipeline.ingest(report_json(), source="file")
-    [key] = [r["archive_id"] for r in pipeline.db.query("SELECT archive_id FROM messages")]
-    assert pipeline.archive.status(key) is Status.PENDING
+    [key] = [r["archive_id"] for r in pipeline.store.query("SELECT archive_id FROM messages")]
+    assert pipeline.store.status(key) is Status.PENDING
     [result] = pipeline.process_pending()
     assert (result.reports, result.duplicates) == (1, 0)  # owed, not a duplicate
     report = [e for e in sink.events if e["event"] == "tlsrpt.report"]

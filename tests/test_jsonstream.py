@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import real_sample, shared_dir
-from tests.factories import detail, report_dict, sts_policy, tlsa_policy, to_json
+from tests.support.factories import detail, report_dict, sts_policy, tlsa_policy, to_json
+from tests.support.samples import real_sample, shared_dir
 from tlsrpt_lmtp.core import report as report_module
 from tlsrpt_lmtp.core.decompress import open_payload
 from tlsrpt_lmtp.core.jsonstream import MAX_LIST_ITEMS, MAX_POLICIES

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import gzip_member, report_dict, to_json
+from tests.support.factories import gzip_member, report_dict, to_json
 from tlsrpt_lmtp.core import decompress
 from tlsrpt_lmtp.core.decompress import decode_payload, open_payload
 from tlsrpt_lmtp.core.mime import MAX_HEADER_CHARS, header_text

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,69 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.lmtp_client import (
+from tests.support.lmtp import Server, children, events, statuses, zombie
+from tests.support.lmtp_client import (
     LMTPClient,
     address_of,
     filled,
     small_filesystem,
-    start_server,
     wait_for,
 )
-from tests.test_pipeline import report_json
-
-RCPT = "tlsrpt@reports.example.test"
-
-
-def report_mail(rid: str = "r1", extra_line: bytes = b"") -> bytes:
-    return (
-        b"From: reporter@example.net\r\nTo: " + RCPT.encode() + b"\r\n"
-        b"Subject: Report Domain: example.org Submitter: example.net Report-ID: <"
-        + rid.encode()
-        + b">\r\nTLS-Report-Domain: example.org\r\nTLS-Report-Submitter: example.net\r\n"
-        b"Content-Type: application/tlsrpt+json\r\n\r\n"
-        + report_json(rid=rid)
-        + b"\r\n"
-        + extra_line
-    )
-
-
-def events(data_dir: Path, *, at_least: int = 0) -> list[dict[str, object]]:
-    """The events written so far; waits (bounded) until there are `at_least` of them,
-    since a delivery is acknowledged once archived and its events follow."""
-    path = data_dir / "events.jsonl"
-
-    def read() -> list[dict[str, object]]:
-        text = path.read_text() if path.exists() else ""
-        return [json.loads(line) for line in text.splitlines()]
-
-    wait_for(lambda: len(read()) >= at_least)
-    return read()
-
-
-def statuses(data_dir: Path) -> list[str]:
-    with sqlite3.connect(data_dir / "tlsrpt.sqlite3") as db:
-        return [row[0] for row in db.execute("SELECT status FROM messages")]
-
-
-class Server:
-    def __init__(self, data_dir: Path, *args: str) -> None:
-        self.data_dir = data_dir
-        self.proc, self.listen = start_server(
-            data_dir, f"--log-file={data_dir / 'events.jsonl'}", f"--recipient={RCPT}", *args
-        )
-
-    def client(self) -> LMTPClient:
-        c = LMTPClient(address_of(self.listen))
-        c.cmd("LHLO test.example")
-        return c
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=10)
-        finally:
-            if self.proc.stderr:
-                self.proc.stderr.close()
+from tests.support.mail import RCPT, report_mail
 
 
 @pytest.fixture
@@ -191,15 +134,6 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert "unknown key 'recipent' in [lmtp]" in out.stderr
 
 
-def children(pid: int) -> list[int]:
-    """Child processes of every thread of `pid` that are still running."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return [p for p in found if not _zombie(p)]
-
-
 def test_stage2_process_that_died_is_restarted_and_nothing_is_lost(server: Server) -> None:
     [stage2] = children(server.proc.pid)
     os.kill(stage2, signal.SIGKILL)
@@ -222,13 +156,6 @@ def test_killed_server_leaves_its_stage2_to_finish_what_was_acknowledged(tmp_pat
     os.kill(s.proc.pid, signal.SIGKILL)
     s.proc.wait(timeout=10)
     assert [code for code, _ in replies] == [250]
-    wait_for(lambda: not Path(f"/proc/{stage2}").exists() or _zombie(stage2), timeout=20)
+    wait_for(lambda: not Path(f"/proc/{stage2}").exists() or zombie(stage2), timeout=20)
     assert statuses(tmp_path) == ["report"]
     assert [e["report_id"] for e in events(tmp_path) if e["event"] == "tlsrpt.report"] == ["acked"]
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True

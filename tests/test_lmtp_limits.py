@@ -18,15 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.lmtp_client import NO_DKIM, LMTPClient, address_of, free_port
-from tests.test_lmtp import RCPT, Server, report_mail
+from tests.support.lmtp import Server, stuffed
+from tests.support.lmtp_client import NO_DKIM, LMTPClient, address_of, free_port
+from tests.support.mail import RCPT, report_mail
 
 MIB = 1024 * 1024
-
-
-def stuffed(content: bytes) -> bytes:
-    """``content`` (ending in CRLF, or empty) as sent after DATA: dots doubled, end marker."""
-    return (b"\r\n" + content).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n"
 
 
 def send_raw(client: LMTPClient, content: bytes) -> tuple[int, str]:

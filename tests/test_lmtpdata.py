@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from tests.test_lmtp_limits import stuffed
+from tests.support.lmtp import stuffed
 from tlsrpt_lmtp.ingest.lmtpdata import Connections, DotDecoder, InFlight, next_chunk
 
 

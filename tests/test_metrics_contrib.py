@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.prometheus_support import prometheus, require
+from tests.support.prometheus import prometheus, require
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "contrib" / "prometheus"

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests import hostile
-from tests.lmtp_client import free_port, wait_for
-from tests.prometheus_support import prometheus, require, vector
-from tests.test_lmtp import RCPT, Server, children, events, report_mail
+from tests.support import hostile
+from tests.support.lmtp import Server, children, events
+from tests.support.lmtp_client import free_port, wait_for
+from tests.support.mail import RCPT, report_mail
+from tests.support.prometheus import prometheus, require, vector
 
 pytest_plugins = ["tests.netsim.fixtures"]
 
@@ -207,8 +208,8 @@ def test_policy_daemon_metrics_in_prometheus_equal_lookups_and_events(
 
 def test_milter_metrics_in_prometheus_equal_the_events(tmp_path: Path) -> None:
     require("prometheus")
-    mp = pytest.importorskip("tests.test_milter_protocol")
-    from tests.dkim_support import report_mail as milter_mail
+    mp = pytest.importorskip("tests.support.milter")
+    from tests.support.dkim import report_mail as milter_mail
 
     mport = free_port()
     config = (

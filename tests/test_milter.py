@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.dkim_support import SUBMITTER, key_pair, report_mail, sign
-from tests.test_pipeline import Recorder, report_json
+from tests.support.dkim import SUBMITTER, key_pair, report_mail, sign
+from tests.support.events import Recorder
+from tests.support.mail import report_json
 from tlsrpt_lmtp.config import Config, ConfigError
-from tlsrpt_lmtp.ingest.archive import ArchiveError
 from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimPolicy, DnsTempError
 from tlsrpt_lmtp.ingest.milter.config import (
     MilterConfig,
@@ -23,6 +23,7 @@ from tlsrpt_lmtp.ingest.milter.config import (
 )
 from tlsrpt_lmtp.ingest.milter.core import HEADER, Action, MessageFilter, Reply
 from tlsrpt_lmtp.ingest.pipeline import IngestResult, Pipeline
+from tlsrpt_lmtp.store.base import ArchiveError
 
 REPORT_RCPT = "tlsrpt@reports.example.test"
 OTHER_RCPT = "postmaster@reports.example.test"
@@ -324,7 +325,7 @@ def test_the_milter_table_and_flags_override(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[milter]\nmdoe = 'tap'\n", "unknown key 'mdoe' in [milter]"),
-        ("[milter]\nmode = 'quarantine'\n", "mode must be one of"),
+        ("[milter]\nmode = 'quarantine'\n", "mode: invalid value 'quarantine'"),
         ("[milter]\nrecipients = []\n", "needs the report address"),
         ("[milter]\nlisten = 'inet:99999@127.0.0.1'\n", "invalid port"),
         ("[milter]\nadd_header = 'yes'\n", "add_header: invalid value"),

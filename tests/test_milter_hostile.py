@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("Milter", reason="pymilter not installed (pip install '.[milter]')")
 pytest.importorskip("miltertest", reason="miltertest not installed")
 
-from tests.dkim_support import report_mail
-from tests.hostile import (
+from tests.support.dkim import report_mail
+from tests.support.hostile import (
     big_int_count,
     float_count,
     many_encoded_words,
@@ -23,7 +23,7 @@ from tests.hostile import (
     surrogate_in_json,
     surrogate_subject,
 )
-from tests.test_milter_protocol import Milters
+from tests.support.milter import Milters
 
 TEMPFAIL = "t"  # SMFIR_TEMPFAIL
 

@@ -20,8 +20,8 @@ pytest.importorskip("miltertest", reason="miltertest not installed")
 
 from miltertest import constants as C
 
-from tests.dkim_support import report_mail
-from tests.test_milter_protocol import (
+from tests.support.dkim import report_mail
+from tests.support.milter import (
     DKIM_OFF,
     PROJECT,
     REPORT_RCPT,

@@ -16,7 +16,7 @@ from email.mime.text import MIMEText
 
 import pytest
 
-from tests.factories import (
+from tests.support.factories import (
     MiB,
     Part,
     attachment_part,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import shared_dir
+from tests.support.samples import shared_dir
 from tlsrpt_lmtp.core.mime import header_text
 from tlsrpt_lmtp.core.mimeparts import Parts, fast_parts, stdlib_parts
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import no_policy, report_dict, sts_policy, to_json
+from tests.support.factories import no_policy, report_dict, sts_policy, to_json
 from tlsrpt_lmtp.alerts.config import parse_alerts
 from tlsrpt_lmtp.check.cli import main as check_main
 from tlsrpt_lmtp.core import names
@@ -275,3 +275,24 @@ def test_mail_headers_and_contact_info_compare_as_a_labels() -> None:
     assert result.meta.submitter == STRASSE and result.meta.report_domain == "example.com"
     [report] = result.reports
     assert "submitter-contact-mismatch" not in report.warnings
+
+
+@pytest.mark.parametrize(
+    ("text", "domain"),
+    [
+        ("smtp-tls-reporting@google.com", "google.com"),
+        ("<sts-reporting@Company-X.Example>", "company-x.example"),
+        ("Mail.RU", "mail.ru"),  # a header holding a bare domain
+        (" <tlsrpt.example.> ", "tlsrpt.example"),
+        ("reports@straße.de", "xn--strae-oqa.de"),
+        ('odd"local@part@example.net', "example.net"),  # the last "@" counts
+        ("https://reports.example/tlsrpt", None),  # no "@" and not a host name
+        ("please mail us", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_mail_domain_is_the_one_rule_for_headers_and_contact_info(
+    text: str | None, domain: str | None
+) -> None:
+    assert names.mail_domain(text) == domain

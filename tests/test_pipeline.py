@@ -2,63 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.event_factories import plain
-from tlsrpt_lmtp.core.events import Event
-from tlsrpt_lmtp.ingest.archive import ArchiveError, Status
+from tests.support.events import Recorder
+from tests.support.mail import report_json
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
+from tlsrpt_lmtp.store.base import ArchiveError, Status
 
 COMMON = {"schema", "event", "report_id", "organization_name", "date_range_start"}
-
-
-def report_json(
-    org: str = "Example Inc.", rid: str = "r1", day: str = "2026-11-20", **kw: object
-) -> bytes:
-    doc = {
-        "organization-name": org,
-        "date-range": {"start-datetime": f"{day}T00:00:00Z", "end-datetime": f"{day}T23:59:59Z"},
-        "contact-info": "tlsrpt@example.net",
-        "report-id": rid,
-        "policies": [
-            {
-                "policy": {
-                    "policy-type": "sts",
-                    "policy-string": ["version: STSv1", "mode: enforce", "mx: mx.example.org"],
-                    "policy-domain": "example.org",
-                    "mx-host": ["mx.example.org"],
-                },
-                "summary": {"total-successful-session-count": 10, "total-failure-session-count": 3},
-                "failure-details": [
-                    {
-                        "result-type": "certificate-expired",
-                        "sending-mta-ip": "192.0.2.1",
-                        "receiving-mx-hostname": "mx.example.org",
-                        "receiving-ip": "198.51.100.7",
-                        "failed-session-count": 3,
-                    }
-                ],
-            }
-        ],
-    }
-    doc.update(kw)
-    return json.dumps(doc).encode()
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []  # as the event log has them
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(plain(event))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == name]
 
 
 @pytest.fixture
@@ -77,8 +31,8 @@ def test_report_is_archived_stored_and_emitted(pipeline: Pipeline, rec: Recorder
     raw = report_json()
     result = pipeline.ingest(raw, source="test")
     assert result.valid and result.reports == 1 and result.duplicates == 0
-    assert pipeline.archive.get(result.archive_id) == raw
-    assert pipeline.archive.status(result.archive_id) is Status.REPORT
+    assert pipeline.store.get(result.archive_id) == raw
+    assert pipeline.store.status(result.archive_id) is Status.REPORT
     [report] = rec.named("tlsrpt.report")
     assert report["archive_id"] == result.archive_id
     assert report["total_successful_session_count"] == 10
@@ -89,7 +43,7 @@ def test_report_is_archived_stored_and_emitted(pipeline: Pipeline, rec: Recorder
     [failure] = rec.named("tlsrpt.failure")
     assert failure["result_type"] == "certificate-expired"
     assert failure["sending_mta_ip"] == "192.0.2.1"
-    rows = pipeline.db.query("SELECT result_type, failed_session_count FROM failures")
+    rows = pipeline.store.query("SELECT result_type, failed_session_count FROM failures")
     assert [tuple(r) for r in rows] == [("certificate-expired", 3)]
 
 
@@ -101,7 +55,7 @@ def test_duplicate_is_logged_once_without_policy_events(pipeline: Pipeline, rec:
     assert again.duplicates == 1
     assert [e["event"] for e in rec.events] == ["tlsrpt.report"]
     assert rec.events[0]["duplicate"] is True
-    assert len(pipeline.db.query("SELECT * FROM reports")) == 1
+    assert len(pipeline.store.query("SELECT * FROM reports")) == 1
 
 
 def test_dedup_key_is_wider_than_report_id(pipeline: Pipeline, rec: Recorder) -> None:
@@ -110,7 +64,7 @@ def test_dedup_key_is_wider_than_report_id(pipeline: Pipeline, rec: Recorder) ->
     pipeline.ingest(report_json(rid="same", org="Other Org"), source="t")
     pipeline.ingest(report_json(rid="same", day="2026-11-21"), source="t")
     assert [e["duplicate"] for e in rec.named("tlsrpt.report")] == [False, False, False]
-    assert len(pipeline.db.query("SELECT * FROM reports")) == 3
+    assert len(pipeline.store.query("SELECT * FROM reports")) == 3
 
 
 def test_message_without_report_is_quarantined_and_logged(
@@ -119,27 +73,27 @@ def test_message_without_report_is_quarantined_and_logged(
     raw = b"From: someone@example.com\r\nSubject: hello\r\nMessage-ID: <x@y>\r\n\r\njust text\r\n"
     result = pipeline.ingest(raw, source="test")
     assert not result.valid
-    assert pipeline.archive.status(result.archive_id) is Status.INVALID
+    assert pipeline.store.status(result.archive_id) is Status.INVALID
     [invalid] = rec.named("tlsrpt.invalid")
     assert invalid["reason"] == "no report attachment found"
     assert invalid["from"] == "someone@example.com" and invalid["subject"] == "hello"
     assert invalid["message_id"] == "<x@y>"
     assert invalid.keys() | {"schema"} >= COMMON
-    [row] = pipeline.db.query("SELECT status, reason FROM messages")
+    [row] = pipeline.store.query("SELECT status, reason FROM messages")
     assert tuple(row) == ("invalid", "no report attachment found")
 
 
 def test_reprocess_takes_a_message_out_of_quarantine(pipeline: Pipeline, rec: Recorder) -> None:
     result = pipeline.ingest(b"{not json", source="test")
-    assert pipeline.archive.status(result.archive_id) is Status.INVALID
+    assert pipeline.store.status(result.archive_id) is Status.INVALID
     # Simulate a fixed parser by re-running different bytes under the same key.
     pipeline.process(report_json(), result.archive_id, source="reprocess")
-    assert pipeline.archive.status(result.archive_id) is Status.REPORT
+    assert pipeline.store.status(result.archive_id) is Status.REPORT
 
 
 def test_archive_failure_raises_and_emits_nothing(tmp_path: Path, rec: Recorder) -> None:
     pipeline = Pipeline.open(tmp_path, rec)
-    pipeline.db.query("PRAGMA query_only=ON")  # every write now fails, like a full disk
+    pipeline.store.query("PRAGMA query_only=ON")  # every write now fails, like a full disk
     with pytest.raises(ArchiveError):
         pipeline.ingest(report_json(), source="test")
     assert rec.events == []
@@ -153,7 +107,7 @@ def test_interrupted_processing_is_finished_at_next_start(tmp_path: Path, rec: R
     again = Pipeline.open(tmp_path, rec)
     [result] = again.process_pending()
     assert (result.archive_id, result.reports) == (key, 1)
-    assert again.archive.status(key) is Status.REPORT
+    assert again.store.status(key) is Status.REPORT
     assert [e["source"] for e in rec.named("tlsrpt.report")] == ["recovery"]
     again.close()
 
@@ -161,16 +115,16 @@ def test_interrupted_processing_is_finished_at_next_start(tmp_path: Path, rec: R
 def test_a_batch_is_archived_in_one_commit(pipeline: Pipeline) -> None:
     keys = pipeline.archive_many([(report_json(rid=str(i)), "lmtp") for i in range(5)])
     assert len(set(keys)) == 5
-    assert all(pipeline.archive.status(k) is Status.PENDING for k in keys)
+    assert all(pipeline.store.status(k) is Status.PENDING for k in keys)
 
 
 def test_same_bytes_archive_once(pipeline: Pipeline) -> None:
     a = pipeline.ingest(report_json(), source="t").archive_id
     b = pipeline.ingest(report_json(), source="t").archive_id
     assert a == b
-    assert len(list(pipeline.archive.scan(Status.REPORT))) == 1
+    assert len(list(pipeline.store.scan(Status.REPORT))) == 1
 
 
 def test_database_is_not_world_readable(pipeline: Pipeline) -> None:
     pipeline.ingest(report_json(), source="t")
-    assert os.stat(pipeline.db.path).st_mode & 0o007 == 0
+    assert os.stat(pipeline.store.path).st_mode & 0o007 == 0

@@ -10,8 +10,8 @@ import gzip
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests import factories as f
-from tests import properties as p
+from tests.support import factories as f
+from tests.support import properties as p
 from tlsrpt_lmtp.core.decompress import PayloadError, decode_payload
 
 limits = st.integers(16, 4096)

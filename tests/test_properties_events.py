@@ -18,9 +18,9 @@ import orjson
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests import factories as f
-from tests import properties as p
-from tests.event_factories import plain
+from tests.support import factories as f
+from tests.support import properties as p
+from tests.support.events import plain
 from tlsrpt_lmtp.core.events import Event, invalid_event, report_events
 from tlsrpt_lmtp.core.mime import extract
 from tlsrpt_lmtp.core.sanitize import MAX_COUNT

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests import factories as f
-from tests import properties as p
+from tests.support import factories as f
+from tests.support import properties as p
 from tlsrpt_lmtp.core.mime import extract, header_text
 from tlsrpt_lmtp.core.mimeparts import fast_parts, stdlib_parts
 from tlsrpt_lmtp.core.mimeparts import parts as mime_parts

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests import properties as p
+from tests.support import properties as p
 from tlsrpt_lmtp.core.model import Report
 from tlsrpt_lmtp.core.report import ReportError, parse_report, report_from_json
 from tlsrpt_lmtp.core.sanitize import MAX_COUNT

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.conftest import real_sample, shared_dir
+from tests.support.samples import real_sample, shared_dir
 from tlsrpt_lmtp.core.mime import extract
 from tlsrpt_lmtp.core.model import Report
 from tlsrpt_lmtp.core.report import parse_report

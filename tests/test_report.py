@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import (
+from tests.support.factories import (
     detail,
     first_policy,
     no_policy,

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from bench.hostile import hostile_messages, mail, report_doc
-from tests.factories import detail, gzip_member, report_dict, sts_policy, to_json
+from tests.support.factories import detail, gzip_member, report_dict, sts_policy, to_json
 from tlsrpt_lmtp.core.events import invalid_event, report_events
 from tlsrpt_lmtp.core.mime import extract
 from tlsrpt_lmtp.core.model import Extracted

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests import hostile
-from tests.conftest import shared_dir
-from tests.test_event_schemas import BothFormats
+from tests.support import hostile
+from tests.support.samples import shared_dir
+from tests.support.schemas import BothFormats
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.ingest.pipeline import Pipeline

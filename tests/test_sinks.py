@@ -7,7 +7,7 @@ import re
 import socket
 from pathlib import Path
 
-from tests.event_factories import failure_event
+from tests.support.events import failure_event
 from tlsrpt_lmtp.core.events import invalid_event
 from tlsrpt_lmtp.core.model import MailMeta
 from tlsrpt_lmtp.output.sinks import open_emitter

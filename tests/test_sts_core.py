@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 
+from tlsrpt_lmtp.core.dnstext import join_rr
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.netstring import Decoder, NetstringError, encode
 from tlsrpt_lmtp.sts.policy import MAX_AGE_LIMIT, Mode, PolicyError, mx_matches, parse_policy
-from tlsrpt_lmtp.sts.record import join_rr, parse_txt
+from tlsrpt_lmtp.sts.record import parse_txt
 from tlsrpt_lmtp.sts.reply import Answer, Kind, exim_line, postfix_reply
 
 GOOD = b"version: STSv1\nmode: enforce\nmx: mx1.example.com\nmx: *.example.net\nmax_age: 86400\n"

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from dns.asyncresolver import Resolver as AsyncResolver
 
-from tests.event_factories import plain
 from tests.netsim.https import PolicyServer
+from tests.support.events import plain
 from tlsrpt_lmtp.core.events import Event
+from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.addresses import non_global
 from tlsrpt_lmtp.sts.cache import PolicyCache
-from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
+from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.reply import Answer, Kind
 from tlsrpt_lmtp.sts.service import PolicyService
@@ -54,7 +56,7 @@ REFUSED = [
 class Guarded:
     def __init__(self, netsim: NetSim, tmp_path: Path, *, allow: bool, port: int = 443) -> None:
         self.events: list[dict[str, Any]] = []  # as the event log has them
-        dns = DnsClient(make_resolver((netsim.nameserver,), 2.0), None)
+        dns = DnsClient(make_resolver(AsyncResolver, (netsim.nameserver,), 2.0), None)
         context = tls_context(str(netsim.ca_file))
         fetcher = Fetcher(dns.addresses, context, timeout=2.0, port=port, allow_private=allow)
         self.service = PolicyService(dns, fetcher, PolicyCache(tmp_path / "c.sqlite3"), self.record)

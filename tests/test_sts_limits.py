@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from dns.asyncresolver import Resolver as AsyncResolver
 
-from tests.event_factories import plain
+from tests.support.events import plain
+from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.cache import Entry, PolicyCache, entry_cost
-from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
+from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.netstring import Decoder, encode
 from tlsrpt_lmtp.sts.policy import parse_policy
@@ -58,7 +60,7 @@ def service(
     netsim: NetSim, tmp_path: Path, *, timing: Timing | None = None, clock: Clock | None = None
 ) -> tuple[PolicyService, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []  # as the event log has them
-    dns = DnsClient(make_resolver((netsim.nameserver,), 1.0), None)
+    dns = DnsClient(make_resolver(AsyncResolver, (netsim.nameserver,), 1.0), None)
     fetcher = Fetcher(dns.addresses, tls_context(str(netsim.ca_file)), allow_private=True)
     cache = PolicyCache(tmp_path / "cache.sqlite3")
     timing = timing or Timing()

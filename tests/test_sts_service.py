@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from dns.asyncresolver import Resolver as AsyncResolver
 
-from tests.event_factories import plain
+from tests.support.events import plain
 from tlsrpt_lmtp.core.events import Event
+from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.cache import PolicyCache
-from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
+from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.netstring import Decoder, encode
 from tlsrpt_lmtp.sts.policy import Mode
@@ -61,8 +63,10 @@ class Rig:
         self.service = self._build(dane)
 
     def _build(self, dane: bool) -> PolicyService:
-        resolver = make_resolver((self.netsim.nameserver,), 2.0)
-        dane_resolver = make_resolver((self.netsim.require_resolver(),), 2.0) if dane else None
+        resolver = make_resolver(AsyncResolver, (self.netsim.nameserver,), 2.0)
+        dane_resolver = (
+            make_resolver(AsyncResolver, (self.netsim.require_resolver(),), 2.0) if dane else None
+        )
         dns = DnsClient(resolver, dane_resolver)
         context = tls_context(str(self.netsim.ca_file))
         # The test internet's policy hosts are on 127.0.0.x: the lab setting.

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import real_sample
-from tests.event_factories import failure_event, policy_event
-from tests.rsyslog_support import Rsyslog
+from tests.support.events import failure_event, policy_event
+from tests.support.rsyslog import Rsyslog
+from tests.support.samples import real_sample
 from tlsrpt_lmtp import cli
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.output.sinks import open_emitter

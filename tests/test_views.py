@@ -12,45 +12,24 @@ from pathlib import Path
 import idna
 import pytest
 
-from tests.test_views_support import (
+from tests.support.views import (
+    MX_A,
+    MX_B,
+    NOW,
     Doc,
-    detail,
-    other,
+    generated,
+    ingest_all,
     raw,
     read_sample_reports,
-    report,
     sample_files,
-    sts,
+    summarise,
 )
 from tlsrpt_lmtp.core.model import MailMeta, Policy, Report
-from tlsrpt_lmtp.ingest.db import Database
-from tlsrpt_lmtp.ingest.pipeline import Pipeline
-from tlsrpt_lmtp.ingest.store import Store
-from tlsrpt_lmtp.views import cli, model, query
+from tlsrpt_lmtp.store.dialect import SQLITE
+from tlsrpt_lmtp.store.sqlite import SqliteReader, SqliteStore
+from tlsrpt_lmtp.views import cli, query
 from tlsrpt_lmtp.views.indexes import ensure_indexes
-from tlsrpt_lmtp.views.period import Period, make_period
-
-NOW = datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
-
-
-def summarise(
-    data_dir: Path, period: Period | None = None, domain: str | None = None, *, top: int = 20
-) -> model.Summary:
-    db = query.open_readonly(data_dir / "tlsrpt.sqlite3")
-    try:
-        return cli.summarise(db, period or Period(), domain, now=NOW, top=top)
-    finally:
-        db.close()
-
-
-def ingest_all(data_dir: Path, docs: list[bytes]) -> None:
-    pipeline = Pipeline.open(data_dir, lambda _: None)
-    try:
-        for data in docs:
-            pipeline.ingest(data, source="test")
-    finally:
-        pipeline.close()
-
+from tlsrpt_lmtp.views.period import make_period
 
 # --------------------------------------------------------------------------------------------
 # real samples
@@ -168,53 +147,6 @@ def test_real_samples_mismatches_are_shown(real_store: tuple[Path, Expected]) ->
 # --------------------------------------------------------------------------------------------
 # generated reports
 # --------------------------------------------------------------------------------------------
-
-MX_A, MX_B = "mx1.example.com", "mx2.example.com"
-
-
-def generated() -> list[Doc]:
-    return [
-        # Google: example.com enforce, two days; one report with an expired MX certificate
-        report(sts(ok=900, failed=0), org="Google Inc.", day="2026-05-10"),
-        report(
-            sts(
-                ok=950,
-                failed=50,
-                details=[
-                    detail("certificate-expired", 30, ip="209.85.1.1", mx=MX_A),
-                    detail("certificate-expired", 10, ip="209.85.1.2", mx=MX_A),
-                ],
-            ),
-            org="Google Inc.",
-            day="2026-05-11",
-        ),
-        # Microsoft: sts + tlsa for example.com; starttls failures on MX_B; end at next 00:00
-        report(
-            sts(
-                ok=40,
-                failed=10,
-                details=[detail("starttls-not-supported", 10, ip="40.1.1.1", mx=MX_B)],
-            ),
-            other("example.com", "tlsa", ok=20, failed=0),
-            org="Microsoft Corporation",
-            day="2026-05-11",
-            end="2026-05-12T00:00:00Z",
-        ),
-        # Mail.ru: example.org testing; details add up to more than the summary
-        report(
-            sts(
-                "example.org",
-                mode="testing",
-                ok=5,
-                failed=1,
-                details=[detail("sts-policy-fetch-error", 1, ip=None, mx=None)] * 2,
-            ),
-            org="Mail.ru",
-            day="2026-05-12",
-        ),
-        # an old report, outside the May period
-        report(other("example.org", ok=7), org="Google Inc.", day="2026-04-01"),
-    ]
 
 
 @pytest.fixture
@@ -337,13 +269,13 @@ def test_empty_store_and_empty_period(tmp_path: Path) -> None:
 def test_a_count_of_2_63_minus_1_does_not_overflow(tmp_path: Path) -> None:
     """One hostile count plus any other report used to end every format in 'integer overflow'."""
     huge = 2**63 - 1
-    db = Database(tmp_path / "tlsrpt.sqlite3")
+    db = SqliteStore(tmp_path / "tlsrpt.sqlite3")
     with db.transaction(durable=False) as c:
         for n, count in enumerate((huge, huge, 5)):
             policy = Policy("sts", "example.com", ("mode: enforce",), (), count, count, ())
             start = datetime(2026, 5, 10 + n, tzinfo=UTC)
             report = Report("Org", f"r{n}", start, start, None, (policy,), ())
-            Store.add_report(c, report, meta=MailMeta(), archive_id=f"a{n}", received_at="x")
+            SqliteStore.add_report(c, report, meta=MailMeta(), archive_id=f"a{n}", received_at="x")
     db.close()
     s = summarise(tmp_path)
     assert s.totals.failed == 2 * query.CAP + 5 and s.totals.successful == 2 * query.CAP + 5
@@ -353,15 +285,15 @@ def test_a_count_of_2_63_minus_1_does_not_overflow(tmp_path: Path) -> None:
 
 def test_a_short_period_is_found_through_the_index(gen_store: Path) -> None:
     """With the store's reports_start index, the period drives the query (no full scan)."""
-    db = sqlite3.connect(gen_store / "tlsrpt.sqlite3")
-    ensure_indexes(db)
-    db.commit()
+    db = SqliteReader(sqlite3.connect(gen_store / "tlsrpt.sqlite3"))
+    ensure_indexes(db.db)
+    db.db.commit()
     params = {"start": "2026-05-12", "end": None, "domain": None}
     params["where"] = "r.date_range_start >= :start"
     params["plan"] = query._plan(db, params)
     assert params["plan"] == "index"  # 1 report of 5 in the period
     plans = []
-    for sql in query._BUILD:
+    for sql in query._sql(SQLITE).build:
         bound = query._bind(sql, params)
         if bound.startswith("CREATE TEMP TABLE") and " AS\n" in bound:
             select = bound.split(" AS\n", 1)[1]
@@ -373,6 +305,6 @@ def test_a_short_period_is_found_through_the_index(gen_store: Path) -> None:
     may = make_period(since=None, date_from="2026-05-12", date_to=None, now=NOW)
     assert summarise(gen_store, may).totals.reports == 1
     every = {**params, "start": "2026-01-01"}
-    db = sqlite3.connect(gen_store / "tlsrpt.sqlite3")
+    db = SqliteReader(sqlite3.connect(gen_store / "tlsrpt.sqlite3"))
     assert query._plan(db, every) == "scan"  # most reports: a scan beats the index
     db.close()

@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_alerts_delivery import fake_sendmail, sent
+from tests.support.alerts import fake_sendmail, sent
 from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.alerts.state import AlertState
 from tlsrpt_lmtp.cli import _parser
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.core.model import FailureDetail, MailMeta, Policy, Report
-from tlsrpt_lmtp.ingest.db import Database
-from tlsrpt_lmtp.ingest.store import Store
+from tlsrpt_lmtp.store.sqlite import SqliteStore
 from tlsrpt_lmtp.views import digest, query, text
 from tlsrpt_lmtp.views.cli import summarise
 from tlsrpt_lmtp.views.period import Period
@@ -43,7 +42,7 @@ def policy(domain: str, mode: str = "enforce", failed: int = 0) -> Policy:
 
 def store(path: Path, plan: list[tuple[str, str, list[date], str, set[date]]]) -> Path:
     """plan: (organisation, domain, days, mode, days with a failure)."""
-    db = Database(path / "tlsrpt.sqlite3")
+    db = SqliteStore(path / "tlsrpt.sqlite3")
     n = 0
     with db.transaction(durable=False) as c:
         for org, domain, when, mode, bad in plan:
@@ -51,7 +50,9 @@ def store(path: Path, plan: list[tuple[str, str, list[date], str, set[date]]]) -
                 start = datetime(day.year, day.month, day.day, tzinfo=UTC)
                 p = policy(domain, mode, 3 if day in bad else 0)
                 r = Report(org, f"{org}-{domain}-{day}", start, start + DAY, None, (p,), ())
-                Store.add_report(c, r, meta=MailMeta(), archive_id=f"{n:064x}", received_at="")
+                SqliteStore.add_report(
+                    c, r, meta=MailMeta(), archive_id=f"{n:064x}", received_at=""
+                )
                 n += 1
     db.close()
     return path
@@ -243,6 +244,20 @@ def test_digest_prints_without_mail_to_and_sends_findings_as_alerts(
     assert len(sent(tmp_path / "bin")) == len(events)
 
 
+def test_digest_writes_the_alert_events_where_its_log_flags_say(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = fake_sendmail(tmp_path / "bin")
+    config = alerts_config(tmp_path, script)
+    log = tmp_path / "alerts.jsonl"
+    argv = ("--config", str(config), "--data-dir", str(world), "--log-file", str(log))
+    assert run_digest(*argv) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("TLS reporting digest") and not err
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {e["rule"] for e in events} >= {"reporter-silent", "ready-for-enforce"}
+
+
 def test_digest_bad_since_is_a_usage_error(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_digest("--data-dir", str(world), "--since", "99999999999w", "--no-alerts") == 2
     assert capsys.readouterr().err.count("\n") == 1
@@ -257,13 +272,13 @@ def test_the_failure_rate_history_counts_by_the_same_rule(tmp_path: Path) -> Non
     ms = Report("Microsoft", "m1", start, start + DAY, None, (sts, tlsa), ())
     huge = Policy("sts", "m.example", ("mode: enforce",), (), 2**63 - 1, 2**63 - 1, ())
     hostile = Report("Evil", "e1", start, start + DAY, None, (huge,), ())
-    db = Database(tmp_path / "tlsrpt.sqlite3")
+    db = SqliteStore(tmp_path / "tlsrpt.sqlite3")
     state = AlertState(tmp_path / "tlsrpt.sqlite3")
     try:
         assert state.history(ms).days[("m.example", start.date())] == (40, 10)  # not stored
         with db.transaction(durable=False) as c:
             for n, r in enumerate((ms, hostile)):
-                Store.add_report(c, r, meta=MailMeta(), archive_id=f"a{n}", received_at="")
+                SqliteStore.add_report(c, r, meta=MailMeta(), archive_id=f"a{n}", received_at="")
         assert state.history(ms).days[("m.example", start.date())] == (40 + 10**12, 10 + 10**12)
     finally:
         state.close()

@@ -12,9 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_views import generated, ingest_all
-from tests.test_views_render import EVIL_DOMAIN, evil_report, run
-from tests.test_views_support import raw, sample_files
+from tests.support.views import (
+    EVIL_DOMAIN,
+    evil_report,
+    generated,
+    ingest_all,
+    raw,
+    run,
+    sample_files,
+)
 from tlsrpt_lmtp.views.fmt import clean
 
 CHROMIUM = next(

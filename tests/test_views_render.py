@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -14,32 +13,26 @@ from pathlib import Path
 import cmarkgfm
 import pytest
 
-from tests.test_views import NOW, generated, ingest_all, summarise
-from tests.test_views_support import detail, raw, report, sts
-from tlsrpt_lmtp.views import cli, fmt, html, jsonout, markdown, text
+from tests.support.views import (
+    EVIL_DOMAIN,
+    EVIL_MX,
+    EVIL_ORG,
+    detail,
+    evil_report,
+    generated,
+    ingest_all,
+    parser,
+    raw,
+    report,
+    run,
+    sts,
+    summarise,
+)
+from tlsrpt_lmtp.views import fmt, html, jsonout, markdown, text
 from tlsrpt_lmtp.views.fmt import clean
 
 # what no output may hold: C0 but LF, DEL, C1, Unicode separators, bidi controls
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-EVIL_ORG = "<script>alert(1)</script>|*bold*_x_ [l](http://evil.example/)\x1b[31mRED\nNL"
-EVIL_DOMAIN = 'evil.example"><img src=x onerror=alert(2)>'
-EVIL_MX = "<b>mx</b>|evil"
-EVIL_TYPE = "<i>type</i>"
-
-
-def evil_report() -> bytes:
-    doc = report(
-        sts(
-            EVIL_DOMAIN,
-            ok=1,
-            failed=2,
-            details=[detail(EVIL_TYPE, 2, ip="192.0.2.66", mx=EVIL_MX)],
-        ),
-        org=EVIL_ORG,
-        day="2026-05-13",
-    )
-    return raw(doc)
 
 
 @pytest.fixture
@@ -184,20 +177,6 @@ def test_control_characters_never_reach_any_output(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # the command
 # --------------------------------------------------------------------------------------------
-
-
-def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path)
-    common.add_argument("--data-dir", type=Path)
-    p = argparse.ArgumentParser(prog="tlsrpt-lmtp")
-    sub = p.add_subparsers(dest="command", required=True)
-    cli.add_parser(sub, common)
-    return p
-
-
-def run(*argv: str) -> int:
-    return cli.run(parser().parse_args(["summary", *argv]), now=NOW)
 
 
 @pytest.mark.parametrize("fmt", ["text", "markdown", "json", "html"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -11,46 +10,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlsrpt_lmtp import __version__
+from tlsrpt_lmtp import cliflags as flags
 from tlsrpt_lmtp.check import cli as check_cli
 from tlsrpt_lmtp.config import Config, ConfigError, load, load_policy, syslog_options
 from tlsrpt_lmtp.core.events import iso
-from tlsrpt_lmtp.ingest.archive import ArchiveError, Status
+from tlsrpt_lmtp.ingest import retention_cli
 from tlsrpt_lmtp.ingest.delivery import Delivery, SinkError
 from tlsrpt_lmtp.ingest.milter import cli as milter_cli
 from tlsrpt_lmtp.metrics import exposition
+from tlsrpt_lmtp.store import migrate_cli
+from tlsrpt_lmtp.store.base import ArchiveError, Status
 from tlsrpt_lmtp.views import cli as views_cli
 from tlsrpt_lmtp.views import digest as views_digest
 
 if TYPE_CHECKING:  # imported where used: `summary` and `check` need none of the ingest side
-    from tlsrpt_lmtp.alerts.hook import AlertHook
     from tlsrpt_lmtp.ingest.pipeline import IngestResult, Pipeline
+    from tlsrpt_lmtp.ingest.stage2 import Stage2Config
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="TOML config file (flags win over it)")
-    common.add_argument("--data-dir", type=Path, help="archive and store directory")
-    common.add_argument("--log-format", choices=("json", "ecs", "syslog"))
-    common.add_argument("--log-file", help="json events: '-' for stdout (default) or a path")
-    common.add_argument(
-        "--syslog-address", help="syslog events: /dev/log, udp:HOST:PORT or tcp:HOST:PORT"
-    )
-    common.add_argument(
-        "--max-decompressed", type=int, metavar="BYTES", help="cap on a decompressed report"
-    )
-    common.add_argument(
-        "--dkim-policy",
-        choices=("off", "verify", "enforce"),
-        help="RFC 8460 §3 DKIM check of reports (overrides [dkim] policy; default verify)",
-    )
-
     p = argparse.ArgumentParser(
         prog="tlsrpt-lmtp", description="Receive SMTP TLS reports (RFC 8460) as events."
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", parents=[common], help="run the LMTP server")
+    s = sub.add_parser("serve", parents=flags.INTAKE, help="run the LMTP server")
     s.add_argument("--listen", help="HOST:PORT or unix:/path (default 127.0.0.1:24240)")
     s.add_argument(
         "--recipient",
@@ -63,33 +48,31 @@ def _parser() -> argparse.ArgumentParser:
     exposition.add_flag(s)
 
     pa = sub.add_parser(
-        "parse", parents=[common], help="run files through the pipeline, print events"
+        "parse", parents=flags.INTAKE, help="run files through the pipeline, print events"
     )
     pa.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
 
-    _policy_parsers(sub, common)
+    _policy_parsers(sub)
 
-    views_cli.add_parser(sub, common)
-    views_digest.add_parser(sub, common)
-    check_cli.add_parser(sub, common)
-    milter_cli.add_parser(sub, common)
+    views_cli.add_parser(sub, *flags.STORE)
+    views_digest.add_parser(sub, *flags.STORE_EVENTS)
+    check_cli.add_parser(sub, flags.CONFIG)
+    milter_cli.add_parser(sub, *flags.INTAKE)
+    retention_cli.add_parser(sub, *flags.STORE_EVENTS)
+    migrate_cli.add_parser(sub)
 
-    # The LMTP server's stage 2 process (stage2.py); started by `serve`, not by people.
-    st = sub.add_parser("_stage2", parents=[common])
-    st.add_argument("--server-started", default="", help=argparse.SUPPRESS)
-
-    sh = sub.add_parser("show", parents=[common], help="print an archived raw message")
+    sh = sub.add_parser("show", parents=flags.STORE, help="print an archived raw message")
     sh.add_argument("archive_id", help="the archive_id of an event")
 
-    r = sub.add_parser("reprocess", parents=[common], help="re-run archived messages")
+    r = sub.add_parser("reprocess", parents=flags.INTAKE, help="re-run archived messages")
     r.add_argument(
         "--quarantine", action="store_true", help="re-run the quarantine instead of the archive"
     )
     return p
 
 
-def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    pol = argparse.ArgumentParser(add_help=False, parents=[common])
+def _policy_parsers(sub: Any) -> None:
+    pol = argparse.ArgumentParser(add_help=False, parents=flags.EVENTS)
     pol.add_argument("--nameserver", action="append", dest="nameservers", metavar="IP[:PORT]")
     pol.add_argument("--dane-resolver", metavar="IP[:PORT]", help="DNSSEC-validating resolver")
     pol.add_argument("--ca-file", help="trust store for policy hosts (default: the system's)")
@@ -107,6 +90,11 @@ def _policy_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="fetch policies from loopback/private/link-local addresses too (labs, tests)",
+    )
+    pol.add_argument(
+        "--cache",
+        metavar="URL",
+        help="policy cache shared with other nodes: redis://... or postgresql://...",
     )
     p = sub.add_parser("policy", help="MTA-STS policy daemon for Postfix and Exim")
     psub = p.add_subparsers(dest="policy_command", required=True)
@@ -133,6 +121,7 @@ def _policy_main(args: argparse.Namespace) -> int:
         "enforce_testing",
         "tlsrpt_attributes",
         "allow_private_policy_hosts",
+        "cache",
         "data_dir",
         "log_format",
         "log_file",
@@ -176,6 +165,7 @@ def _config(args: argparse.Namespace) -> Config:
             "recipients",
             "max_message_size",
             "data_dir",
+            "database",
             "max_decompressed",
             "log_format",
             "log_file",
@@ -192,11 +182,11 @@ def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
     from tlsrpt_lmtp.ingest.pipeline import Pipeline
     from tlsrpt_lmtp.output.sinks import open_emitter
 
-    dkim = checker_from_file(args.config, policy=args.dkim_policy)
+    dkim = checker_from_file(args.config, policy=getattr(args, "dkim_policy", None))
     target = config.syslog_address if config.log_format == "syslog" else config.log_file
     emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
-    # The server's stage 2 waits for a failing sink; the one-shot commands stop and say so.
-    delivery = Delivery(emitter, retry=args.command == "_stage2")
+    # The one-shot commands stop at a failing sink and say so (stage 2 waits: stage2.py).
+    delivery = Delivery(emitter, retry=False)
     return Pipeline.open(
         config.data_dir,
         emitter,
@@ -204,11 +194,36 @@ def _open_pipeline(config: Config, args: argparse.Namespace) -> Pipeline:
         dkim=dkim,
         delivery=delivery,
         max_failure_details=config.max_failure_details,
+        database=config.database or None,
     )
+
+
+def check_config_file(path: Path) -> None:
+    """Every table of the file, keys and types, whichever command runs: a typo anywhere in the
+    file is an error for every command (ConfigError naming the file, the table and the key)."""
+    from tlsrpt_lmtp.alerts.config import AlertsConfig
+    from tlsrpt_lmtp.config import OTHER_TABLES, check_tables
+    from tlsrpt_lmtp.configfields import read_table
+    from tlsrpt_lmtp.ingest.dkimconfig import DkimConfig
+    from tlsrpt_lmtp.ingest.milter.config import MilterConfig
+    from tlsrpt_lmtp.metrics.config import MetricsConfig
+
+    check_tables(path)  # [lmtp], [storage], [log], [policy]; an unknown table
+    owners = {"dkim": DkimConfig, "milter": MilterConfig, "alerts": AlertsConfig}
+    owners["metrics"] = MetricsConfig
+    assert set(owners) == set(OTHER_TABLES)
+    for table, section in owners.items():
+        read_table(path, table, section)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "config", None) is not None:
+        try:
+            check_config_file(args.config)
+        except ConfigError as exc:
+            print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
+            return 2
     if args.command == "policy":
         return _policy_main(args)
     if args.command == "check":
@@ -219,23 +234,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return views_cli.run(args)
     if args.command == "digest":  # reads the store; writes only the alert state
         return views_digest.run(args)
-    hook: AlertHook | None = None
+    if args.command == "prune":
+        return retention_cli.run(args)
+    if args.command == "db":
+        return migrate_cli.run(args)
+    if args.command == "serve":  # stage 1 here, stage 2 in a process of its own
+        return _serve(args)
     try:
         config = _config(args)
         pipeline = _open_pipeline(config, args)
-        if args.command == "_stage2":  # alerts are for what arrives, not for backfills
-            from tlsrpt_lmtp.alerts.hook import build_hook
-
-            hook = build_hook(args.config, config.data_dir, pipeline.emit)
-            pipeline.hooks.append(hook)
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
     try:
-        if args.command == "serve":
-            return _serve(config, pipeline, args)
-        if args.command == "_stage2":
-            return _stage2(pipeline, args.server_started, args.config)
         if args.command == "parse":
             return _parse(pipeline, args.paths)
         if args.command == "show":
@@ -249,16 +260,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     finally:
-        if hook is not None:
-            hook.close()
         pipeline.close()
 
 
-def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
+def stage2_config(args: argparse.Namespace) -> Stage2Config:
+    """``serve``'s settings for its stage 2 process: the file, then the flags, resolved once
+    here (and checked, so that a bad table stops serve instead of a stage 2 crash loop)."""
+    from tlsrpt_lmtp.alerts.config import load_alerts
+    from tlsrpt_lmtp.alerts.hook import check_sendmail
+    from tlsrpt_lmtp.ingest.dkimconfig import load_dkim_config
+    from tlsrpt_lmtp.ingest.stage2 import Stage2Config
+
+    alerts = load_alerts(args.config)
+    check_sendmail(alerts)
+    return Stage2Config(
+        ingest=_config(args),
+        dkim=load_dkim_config(args.config, policy=args.dkim_policy),
+        alerts=alerts,
+        metrics=exposition.config_of(args),
+        # Messages archived before this server started were left behind by an earlier run.
+        server_started=iso(datetime.now(UTC)),
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from tlsrpt_lmtp.ingest.archiver import Archiver
     from tlsrpt_lmtp.ingest.lmtp import serve
-    from tlsrpt_lmtp.ingest.stage2 import Stage2Process
+    from tlsrpt_lmtp.ingest.stage2 import spawn
+    from tlsrpt_lmtp.output.sinks import open_emitter
+
+    try:
+        handover = stage2_config(args)
+        config = handover.ingest
+        target = config.syslog_address if config.log_format == "syslog" else config.log_file
+        # Stage 2 writes the events; that it can is checked here, before mail is taken.
+        open_emitter(config.log_format, target, syslog=syslog_options(config)).close()
+        archiver = Archiver.open(config.data_dir, config.database or None)
+    except (ConfigError, OSError) as exc:
+        print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
+        return 2
 
     def ready(_: object) -> None:
         print(
@@ -268,16 +310,17 @@ def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
         )
 
     try:  # before the stage 2 process starts: it inherits the metrics directory
-        watching = exposition.config_of(args)
-        endpoint = exposition.start_serve(watching, pipeline.db.path) if watching.listen else None
+        watching = handover.metrics
+        endpoint = exposition.start_serve(watching, archiver.url) if watching.listen else None
     except (ConfigError, OSError) as exc:
+        archiver.close()
         print(f"tlsrpt-lmtp: metrics: {exc}", file=sys.stderr)
         return 2
-    stage2 = Stage2Process(_stage2_argv(config, args))
+    stage2 = spawn(handover)
     if endpoint is not None:
         exposition.watch_stage2(endpoint, lambda: stage2.pid)
     try:
-        asyncio.run(serve(config, pipeline, stage2, ready=ready))
+        asyncio.run(serve(config, archiver, stage2, ready=ready))
     except OSError as exc:
         stage2.stop()
         print(f"tlsrpt-lmtp: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr)
@@ -285,32 +328,7 @@ def _serve(config: Config, pipeline: Pipeline, args: argparse.Namespace) -> int:
     finally:
         if endpoint is not None:
             endpoint.close()
-    return 0
-
-
-def _stage2_argv(config: Config, args: argparse.Namespace) -> list[str]:
-    argv = [sys.executable, "-m", "tlsrpt_lmtp", "_stage2", "--data-dir", str(config.data_dir)]
-    # Messages archived before this server started were left behind by an earlier run.
-    argv += ["--server-started", iso(datetime.now(UTC))]
-    argv += ["--log-format", config.log_format, "--log-file", config.log_file]
-    argv += ["--syslog-address", config.syslog_address]
-    argv += ["--max-decompressed", str(config.max_decompressed)]
-    if args.config is not None:
-        argv += ["--config", str(args.config)]
-    if args.dkim_policy is not None:
-        argv += ["--dkim-policy", args.dkim_policy]
-    return argv
-
-
-def _stage2(pipeline: Pipeline, server_started: str, config_path: Path | None) -> int:
-    from tlsrpt_lmtp.ingest.stage2 import follow
-
-    # The server ends this process by closing its stdin, after the last delivery; a
-    # signal to the whole process group must not cut a batch short.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    exposition.join_serve(config_path)
-    follow(pipeline, sys.stdin.fileno(), recovery_before=server_started)
+        archiver.close()
     return 0
 
 
@@ -335,14 +353,14 @@ def _parse(pipeline: Pipeline, paths: list[Path]) -> int:
 def _reprocess(pipeline: Pipeline, status: Status) -> int:
     results = pipeline.process_pending()
     results += [
-        pipeline.process(raw, key, source="reprocess") for key, raw in pipeline.archive.scan(status)
+        pipeline.process(raw, key, source="reprocess") for key, raw in pipeline.store.scan(status)
     ]
     _summary(results)
     return 0
 
 
 def _show(pipeline: Pipeline, archive_id: str) -> int:
-    raw = pipeline.archive.get(archive_id.lower())
+    raw = pipeline.store.get(archive_id.lower())
     if raw is None:
         print(f"tlsrpt-lmtp: no archived message {archive_id}", file=sys.stderr)
         return 1

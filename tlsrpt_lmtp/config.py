@@ -1,7 +1,11 @@
 """Settings: embedded defaults, overridden by a TOML file, overridden by command-line flags.
 
-The file has one table per part of the program; unknown keys are an error (a typo must not
-silently fall back to a default):
+The file has one table per part of the program. Every command reads the whole file through the
+same typed readers (configfields.py): an unknown table or key, or a value of the wrong type, is an
+error naming the file, the table and the key (a typo must not silently fall back to a default).
+This module reads [lmtp], [storage], [log] and [policy]; [dkim], [milter], [alerts] and
+[metrics] are read by the modules that own them (and all of them by ``cli.check_config_file``
+before any command runs):
 
     [lmtp]
     listen = "unix:/var/spool/postfix/private/tlsrpt"
@@ -16,6 +20,9 @@ silently fall back to a default):
     data_dir = "/var/lib/tlsrpt-lmtp"
     max_decompressed = 33554432
     max_failure_details = 10000
+    database = ""             # "": the SQLite file in data_dir; sqlite:PATH or postgresql://…
+    retention = ""            # raw mail: "" keeps it; "400d": deleted 400 days after arrival
+    report_retention = ""     # normalised reports: "" keeps them; else at least "90d"
 
     [log]
     format = "json"          # or "ecs" (Elastic Common Schema, JSON lines), "syslog"
@@ -29,18 +36,25 @@ silently fall back to a default):
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tlsrpt_lmtp.configfields import (
+    ConfigError,
+    names,
+    read,
+    read_flags,
+    read_toml,
+    read_values,
+    readers,
+    table_of,
+)
 from tlsrpt_lmtp.core.aggregate import DEFAULT_MAX_FAILURE_DETAILS
 from tlsrpt_lmtp.core.decompress import DEFAULT_LIMIT
 from tlsrpt_lmtp.output.syslog import SyslogOptions, parse_target
 
-
-class ConfigError(ValueError):
-    pass
+__all__ = ["Config", "ConfigError", "PolicyConfig", "load", "load_policy", "read_toml"]
 
 
 def default_data_dir() -> Path:
@@ -52,6 +66,9 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The [lmtp], [storage] and [log] tables: what serve, parse, reprocess, show, milter,
+    summary and digest read."""
+
     listen: str = "127.0.0.1:24240"
     recipients: tuple[str, ...] = ()
     max_message_size: int = 32 * 1024 * 1024
@@ -62,6 +79,9 @@ class Config:
     data_dir: Path = Path()  # replaced by default_data_dir() in load()
     max_decompressed: int = DEFAULT_LIMIT
     max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS
+    database: str = ""  # "": the SQLite file in data_dir; sqlite:PATH or postgresql://…
+    retention: str = ""  # raw messages; "" keeps them (ingest/retention.py, docs/retention.md)
+    report_retention: str = ""  # normalised reports; "" keeps them
     log_format: str = "json"
     log_file: str = "-"
     syslog_address: str = "/dev/log"
@@ -76,7 +96,8 @@ class PolicyConfig:
 
     listen: str = "127.0.0.1:8461"
     exim_listen: str = "127.0.0.1:8462"  # "" turns the Exim line listener off
-    nameservers: tuple[str, ...] = ()  # empty: /etc/resolv.conf
+    # empty: /etc/resolv.conf
+    nameservers: tuple[str, ...] = field(default=(), metadata=read(names(str.strip)))
     dane_resolver: str = ""  # a DNSSEC-validating resolver; empty: no DANE check
     ca_file: str = ""  # trust store for policy hosts; empty: the system's
     tlsrpt_maps: tuple[str, ...] = ("sts-tlsrpt",)
@@ -90,6 +111,8 @@ class PolicyConfig:
     idle_timeout: float = 30.0  # socketmap connections without a request
     refresh_window: float = 0.0  # proactive refresh only if looked up this recently; 0: max_age
     allow_private_policy_hosts: bool = False  # fetch from loopback/private addresses (labs)
+    cache: str = ""  # shared policy cache: redis://... or postgresql://...; "": none
+    cache_timeout: float = 0.5  # bound on every shared-cache call, seconds
     data_dir: Path = Path()
     log_format: str = "json"
     log_file: str = "-"
@@ -99,68 +122,88 @@ class PolicyConfig:
     syslog_max_size: int = 8096
 
 
-# TOML table → (key in table → Config field)
-_LAYOUT: dict[str, dict[str, str]] = {
-    "lmtp": {
-        "listen": "listen",
-        "recipients": "recipients",
-        "max_message_size": "max_message_size",
-        "max_in_flight": "max_in_flight",
-        "max_connections": "max_connections",
-        "max_connections_per_peer": "max_connections_per_peer",
-        "idle_timeout": "idle_timeout",
-    },
-    "storage": {
-        "data_dir": "data_dir",
-        "max_decompressed": "max_decompressed",
-        "max_failure_details": "max_failure_details",
-    },
-    "log": {
-        "format": "log_format",
-        "file": "log_file",
-        **{k: k for k in ("syslog_address", "syslog_format", "syslog_framing", "syslog_max_size")},
-    },
+_LOG_KEYS = {"format": "log_format", "file": "log_file"}
+_LOG_KEYS |= {
+    k: k for k in ("syslog_address", "syslog_format", "syslog_framing", "syslog_max_size")
 }
-_POLICY_LAYOUT: dict[str, dict[str, str]] = {
-    "policy": {
-        name: name
-        for name in (
-            "listen",
-            "exim_listen",
-            "nameservers",
-            "dane_resolver",
-            "ca_file",
-            "tlsrpt_maps",
-            "tlsrpt_attributes",
-            "enforce_testing",
-            "cache_size",
-            "dns_timeout",
-            "fetch_timeout",
-            "cache_bytes",
-            "max_connections",
-            "idle_timeout",
-            "refresh_window",
-            "allow_private_policy_hosts",
-        )
-    },
-    "storage": {"data_dir": "data_dir", "max_decompressed": "", "max_failure_details": ""},
-    "log": _LAYOUT["log"],
-    "lmtp": dict.fromkeys(_LAYOUT["lmtp"], ""),
+# TOML table → (the section whose fields its keys are, key in table → field)
+_TABLES: dict[str, tuple[type, dict[str, str]]] = {
+    "lmtp": (
+        Config,
+        {
+            k: k
+            for k in (
+                "listen",
+                "recipients",
+                "max_message_size",
+                "max_in_flight",
+                "max_connections",
+                "max_connections_per_peer",
+                "idle_timeout",
+            )
+        },
+    ),
+    "storage": (
+        Config,
+        {
+            k: k
+            for k in (
+                "data_dir",
+                "database",
+                "max_decompressed",
+                "max_failure_details",
+                "retention",
+                "report_retention",
+            )
+        },
+    ),
+    "log": (Config, _LOG_KEYS),
+    "policy": (
+        PolicyConfig,
+        {
+            f.name: f.name
+            for f in fields(PolicyConfig)
+            if f.name not in ("data_dir", *_LOG_KEYS.values())
+        },
+    ),
+}
+# The tables a command's settings come from (the others are checked, not used).
+_USES: dict[type, tuple[str, ...]] = {
+    Config: ("lmtp", "storage", "log"),
+    PolicyConfig: ("policy", "storage", "log"),
 }
 T = TypeVar("T", Config, PolicyConfig)
-_OTHER_SECTIONS = ("milter", "alerts", "dkim", "metrics")
+# The tables other modules own: ingest.dkimconfig, ingest.milter.config, alerts.config,
+# metrics.config; read with the same readers (configfields.py).
+OTHER_TABLES = ("dkim", "milter", "alerts", "metrics")
 LOG_FORMATS = ("json", "ecs", "syslog")  # ecs: JSON lines in Elastic Common Schema (ecs.py)
 
 
 def load(path: Path | None, overrides: dict[str, Any]) -> Config:
     """Defaults, then the file (if any), then the non-None overrides (the flags)."""
-    config = _load(Config(), _LAYOUT, path, overrides)
+    config = _load(Config(), path, overrides)
     _check(config)
     return config
 
 
+# [policy] cache URL scheme -> the shared policy cache backend (sts/shared/)
+POLICY_CACHE_SCHEMES = {
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+}
+
+
+def cache_backend(url: str) -> str | None:
+    """The backend a [policy] cache URL names ("redis", "postgresql"), None if none."""
+    scheme, sep, _ = url.partition("://")
+    return POLICY_CACHE_SCHEMES.get(scheme.lower()) if sep else None
+
+
 def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
-    config = _load(PolicyConfig(), _POLICY_LAYOUT, path, overrides)
+    config = _load(PolicyConfig(), path, overrides)
     _check_log(config)
     for address in (config.listen, config.exim_listen):
         if address:
@@ -176,84 +219,43 @@ def load_policy(path: Path | None, overrides: dict[str, Any]) -> PolicyConfig:
         raise ConfigError("[policy] cache_bytes, max_connections and idle_timeout must be > 0")
     if config.refresh_window < 0:
         raise ConfigError("[policy] refresh_window must not be negative")
+    if config.cache and cache_backend(config.cache) is None:
+        where = config.cache.rpartition("@")[2]  # never echo a password
+        raise ConfigError(f"[policy] cache {where!r} is not a redis:// or postgresql:// URL")
+    if not 0 < config.cache_timeout <= 30:
+        raise ConfigError("[policy] cache_timeout must be > 0 and <= 30 seconds")
     return config
 
 
-def _load(
-    defaults: T, layout: dict[str, dict[str, str]], path: Path | None, overrides: dict[str, Any]
-) -> T:
+def _load(defaults: T, path: Path | None, overrides: dict[str, Any]) -> T:
     values: dict[str, Any] = {"data_dir": default_data_dir()}
     if path is not None:
-        values.update(_read_file(path, layout))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    types = {f.name: str(f.type) for f in fields(defaults)}
-    return replace(defaults, **{k: _coerce(k, v, types[k]) for k, v in values.items()})
+        values.update(_read_file(path, type(defaults)))
+    values.update(read_flags(type(defaults), overrides))
+    return replace(defaults, **values)
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """The whole config file; a clear ConfigError if it cannot be read or parsed."""
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+def check_tables(path: Path) -> None:
+    """The keys and types of this module's tables; an unknown table is an error too."""
+    _read_file(path, Config)
 
 
-def _read_file(path: Path, layout: dict[str, dict[str, str]]) -> dict[str, Any]:
+def _read_file(path: Path, section: type) -> dict[str, Any]:
+    """The values of ``section``'s tables; the other tables of this module are checked too."""
     doc = read_toml(path)
     values: dict[str, Any] = {}
-    known = {**_LAYOUT, **_POLICY_LAYOUT}
-    for table, content in doc.items():
-        if table in _OTHER_SECTIONS:
-            continue  # read by the other commands
-        if table not in known or not isinstance(content, dict):
+    for table in doc:
+        if table in OTHER_TABLES:  # read and checked by its owner (and cli.check_config_file)
+            continue
+        if table not in _TABLES:
             raise ConfigError(f"{path}: unknown section [{table}]")
-        for key, value in content.items():
-            if key not in known[table]:
-                raise ConfigError(f"{path}: unknown key {key!r} in [{table}]")
-            field = layout.get(table, {}).get(key)
-            if field:  # keys of other commands' sections are checked, not used
-                values[field] = value
+        owner, keys = _TABLES[table]
+        known = {key: readers(owner)[name] for key, name in keys.items()}
+        given = read_values(table_of(doc, path, table), known, path, table)
+        if table in _USES[section]:
+            names_ = {f.name for f in fields(section)}
+            values.update({keys[k]: v for k, v in given.items() if keys[k] in names_})
     return values
-
-
-def read_table(path: Path | None, table: str, kinds: dict[str, str]) -> dict[str, Any]:
-    """The keys of one ``_OTHER_SECTIONS`` table (``[milter]``, ``[dkim]``), for the module that
-    owns it: values coerced like the rest (``kinds``: key → "str", "int", "float", "bool",
-    "tuple[str, ...]"), an unknown key is an error. No file or no such table: ``{}``."""
-    if path is None:
-        return {}
-    doc = read_toml(path)
-    content = doc.get(table, {})
-    if not isinstance(content, dict):
-        raise ConfigError(f"{path}: [{table}] must be a table")
-    unknown = sorted(set(content) - set(kinds))
-    if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r} in [{table}]")
-    return {key: _coerce(key, value, kinds[key]) for key, value in content.items()}
-
-
-def _coerce(name: str, value: Any, kind: str) -> Any:
-    try:
-        if kind == "Path":
-            return Path(value).expanduser()
-        if kind in ("int", "float"):
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value) if kind == "int" else float(value)
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind.startswith("tuple"):
-            items = [value] if isinstance(value, str) else list(value)
-            return tuple(
-                str(v).strip() if name == "nameservers" else str(v).strip().lower() for v in items
-            )
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: invalid value {value!r}") from None
 
 
 def syslog_options(config: Config | PolicyConfig) -> SyslogOptions:
@@ -281,6 +283,16 @@ def _check(config: Config) -> None:
         raise ConfigError("[lmtp] connection limits and idle_timeout must be positive")
     if config.max_in_flight < config.max_message_size:
         raise ConfigError("[lmtp] max_in_flight must be at least max_message_size")
+    if "://" in config.database and not config.database.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError("[storage] database: expected sqlite:PATH, a path or postgresql://…")
+    from tlsrpt_lmtp.core.retention import Retention, RetentionError
+
+    try:
+        Retention.parse(config.retention, config.report_retention)
+    except RetentionError as exc:
+        raise ConfigError(f"[storage] {exc}") from None
     parse_listen(config.listen)
 
 

@@ -6,7 +6,6 @@ Set TLSRPT_MTA_KEEP=1 to keep each test's work directory (configs, MTA logs, eve
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,24 +14,15 @@ from pathlib import Path
 import pytest
 
 from .harness import (
-    EXIM_BIN,
-    EXIM_USER,
-    POSTFIX_BIN,
-    POSTQUEUE_BIN,
     SAMPLES_DIR,
     EximInstance,
     LmtpEndpoint,
     LmtpServer,
     PostfixInstance,
     Sample,
+    require_exim,
+    require_postfix,
 )
-
-INSTALL_HINT = "run scripts/install-system-deps.sh as root"
-
-
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("real-MTA tests need root (Postfix's master and Exim's -C must run as root)")
 
 
 def _require_samples() -> None:
@@ -99,17 +89,8 @@ def unix_server(workdir: Path, unix_endpoint: LmtpEndpoint) -> Iterator[LmtpServ
     yield from _server(workdir, unix_endpoint)
 
 
-def _require_postfix() -> None:
-    _require_root()
-    for binary in (POSTFIX_BIN, POSTQUEUE_BIN):
-        if not binary.is_file():
-            pytest.skip(f"Postfix not installed ({binary} missing): {INSTALL_HINT}")
-    if shutil.which("script") is None:
-        pytest.skip("util-linux 'script' missing (needed to see Postfix's fatal errors)")
-
-
 def _postfix(workdir: Path, endpoint: LmtpEndpoint) -> Iterator[PostfixInstance]:
-    _require_postfix()
+    require_postfix()
     with PostfixInstance(workdir, endpoint) as instance:
         yield instance
 
@@ -129,12 +110,6 @@ def postfix_unix(workdir: Path, unix_endpoint: LmtpEndpoint) -> Iterator[Postfix
 @pytest.fixture
 def exim(workdir: Path, tcp_endpoint: LmtpEndpoint) -> Iterator[EximInstance]:
     """A running (extracted) Exim delivering reports.example.test by LMTP over TCP."""
-    _require_root()
-    if not EXIM_BIN.is_file():
-        pytest.skip(f"extracted Exim not found at {EXIM_BIN}: {INSTALL_HINT}")
-    try:
-        pwd.getpwnam(EXIM_USER)
-    except KeyError:
-        pytest.skip(f"system user {EXIM_USER} missing: {INSTALL_HINT}")
+    require_exim()
     with EximInstance(workdir, tcp_endpoint) as instance:
         yield instance

@@ -30,7 +30,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from tests.lmtp_client import NO_DKIM
+import pytest
+
+from tests.support.lmtp_client import NO_DKIM, free_port
+from tests.support.samples import shared_dir
 
 T = TypeVar("T")
 
@@ -42,7 +45,7 @@ ENVELOPE_SENDER = "reporter@sender.example.test"
 DEFAULT_TIMEOUT = 30.0
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SAMPLES_DIR = PROJECT_ROOT.parent / "shared" / "samples" / "real"
+SAMPLES_DIR = shared_dir() / "samples" / "real"
 
 POSTFIX_BIN = Path(shutil.which("postfix") or "/usr/sbin/postfix")
 POSTCONF_BIN = Path(shutil.which("postconf") or "/usr/sbin/postconf")
@@ -53,17 +56,48 @@ EXIM_BIN = EXIM_ROOT / "usr" / "sbin" / "exim4"
 EXIM_USER = "Debian-exim"
 
 
+INSTALL_HINT = "run scripts/install-system-deps.sh as root"
+
+# --------------------------------------------------------------------------------------------
+# what the machine must have (else the test skips, saying why)
+# --------------------------------------------------------------------------------------------
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("real-MTA tests need root (Postfix's master and Exim's -C must run as root)")
+
+
+def require_tools(*tools: str, why: str) -> None:
+    """util-linux programs the test runs (``script``, ``unshare``, ``mount``)."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.skip(f"util-linux {tool!r} missing ({why})")
+
+
+def require_postfix(*binaries: Path) -> None:
+    """Debian's Postfix (``postfix``, ``postqueue`` and ``binaries``), run as root."""
+    require_root()
+    for binary in (POSTFIX_BIN, POSTQUEUE_BIN, *binaries):
+        if not binary.is_file():
+            pytest.skip(f"Postfix not installed ({binary} missing): {INSTALL_HINT}")
+    require_tools("script", why="needed to see Postfix's fatal errors")
+
+
+def require_exim() -> None:
+    """The extracted Exim and its system user, run as root."""
+    require_root()
+    if not EXIM_BIN.is_file():
+        pytest.skip(f"extracted Exim not found at {EXIM_BIN}: {INSTALL_HINT}")
+    try:
+        pwd.getpwnam(EXIM_USER)
+    except KeyError:
+        pytest.skip(f"system user {EXIM_USER} missing: {INSTALL_HINT}")
+
+
 # --------------------------------------------------------------------------------------------
 # small utilities
 # --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def read_text(path: Path) -> str:
@@ -100,6 +134,40 @@ def wait_until(
             details = diagnostics() if diagnostics is not None else ""
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{details}")
         time.sleep(interval)
+
+
+def read_events(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The events (of ``kind``) in a JSON-lines event log; a line being written is skipped."""
+    found: list[dict[str, Any]] = []
+    for line in read_text(path).splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # an empty line, or one being written right now
+        if isinstance(event, dict) and (kind is None or event.get("event") == kind):
+            found.append(event)
+    return found
+
+
+def wait_started(
+    proc: subprocess.Popen[bytes],
+    name: str,
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    diagnostics: Callable[[], str],
+    timeout: float = DEFAULT_TIMEOUT,
+) -> None:
+    """Wait (bounded) until ``ready()``; fail at once, with ``diagnostics``, if ``proc`` exits."""
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"{name} exited with {proc.returncode} during start-up" + diagnostics()
+            )
+        return ready()
+
+    wait_until(up, what=what, timeout=timeout, diagnostics=diagnostics)
 
 
 def run(
@@ -343,18 +411,10 @@ class LmtpServer:
         assert self.proc is None, "server already running"
         self.starts += 1
         self.proc, _ = launch(self.command(), self.workdir, self.stderr_file, self.starts)
-        proc = self.proc
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"LMTP server exited with {proc.returncode} during start-up"
-                    + self.diagnostics()
-                )
-            return self.endpoint.answers()
-
-        wait_until(
-            up,
+        wait_started(
+            self.proc,
+            "LMTP server",
+            self.endpoint.answers,
             what=f"the LMTP server on {self.endpoint.listen_arg}",
             timeout=timeout,
             diagnostics=self.diagnostics,
@@ -399,17 +459,7 @@ class LmtpServer:
     # --- events ------------------------------------------------------------------------------
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        for line in read_text(self.events_file).splitlines():
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a line being written right now
-            if isinstance(event, dict) and (kind is None or event.get("event") == kind):
-                found.append(event)
-        return found
+        return read_events(self.events_file, kind)
 
     def report_events(self, report_id: str) -> list[dict[str, Any]]:
         return [e for e in self.events("tlsrpt.report") if e.get("report_id") == report_id]
@@ -489,7 +539,12 @@ class MtaInstance(ABC):
     # --- shared behaviour -----------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        self.start()
+        """Start; a start that fails half-way (daemon up, never answering) is stopped too."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(
@@ -645,9 +700,13 @@ class PostfixInstance(MtaInstance):
         self._postconf("-M", f"{listen}/inet={listen} inet n - n - - smtpd")
         self._postconf("-F", "*/*/chroot = n")
 
+    def start_command(self) -> Sequence[str | Path]:
+        """``postfix start`` (a subclass may wrap it, e.g. in a namespace)."""
+        return self._cmd("start")
+
     def start(self) -> None:
         self.configure()
-        proc = run(self._cmd("start"), check=False)
+        proc = run(self.start_command(), check=False)
         if proc.returncode != 0:
             raise AssertionError(
                 f"postfix start failed (exit {proc.returncode}){section('output', proc.stderr)}"
@@ -837,18 +896,14 @@ class EximInstance(MtaInstance):
             self.proc = subprocess.Popen(
                 self.command("-bdf", "-q5s"), stdin=subprocess.DEVNULL, stdout=err, stderr=err
             )
-        proc = self.proc
         self.started = True
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"Exim daemon exited with {proc.returncode} during start-up"
-                    + self.diagnostics()
-                )
-            return smtp_banner(self.smtp_port)
-
-        wait_until(up, what=f"Exim on {LOOPBACK}:{self.smtp_port}", diagnostics=self.diagnostics)
+        wait_started(
+            self.proc,
+            "Exim daemon",
+            lambda: smtp_banner(self.smtp_port),
+            what=f"Exim on {LOOPBACK}:{self.smtp_port}",
+            diagnostics=self.diagnostics,
+        )
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

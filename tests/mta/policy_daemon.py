@@ -9,29 +9,33 @@ object, so a restart keeps the cache, as a restarted production daemon does.
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tests.support.lmtp_client import free_port
 
 from .harness import (
     DEFAULT_TIMEOUT,
     LOOPBACK,
     end_quietly,
-    free_port,
     launch,
+    read_events,
     read_text,
     section,
     send_smtp,
     stop_cleanly,
+    wait_started,
     wait_until,
 )
 
 if TYPE_CHECKING:
+    from tests.netsim.fixtures import NetSim
     from tests.netsim.smtp_sink import ReceivedMessage, SmtpSink
 
 READY_LINE = "policy socketmap on"
@@ -111,19 +115,15 @@ class PolicyDaemon:
         assert self.proc is None, "policy daemon already running"
         self.starts += 1
         self.proc, offset = launch(self.command(), self.workdir, self.stderr_file, self.starts)
-        proc = self.proc
 
         def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"policy daemon exited with {proc.returncode} during start-up"
-                    + self.diagnostics()
-                )
             with self.stderr_file.open("rb") as f:
                 f.seek(offset)
                 return READY_LINE in f.read().decode("utf-8", "replace")
 
-        wait_until(
+        wait_started(
+            self.proc,
+            "policy daemon",
             ready,
             what=f"the policy daemon's {READY_LINE!r} line",
             timeout=timeout,
@@ -174,20 +174,23 @@ class PolicyDaemon:
     # --- what it logged --------------------------------------------------------------------------
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        for line in read_text(self.events_file).splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and (kind is None or event.get("event") == kind):
-                found.append(event)
-        return found
+        return read_events(self.events_file, kind)
 
     def diagnostics(self) -> str:
         return section("policy daemon stderr", read_text(self.stderr_file), 30) + section(
             f"policy daemon events ({self.events_file.name})", read_text(self.events_file), 20
         )
+
+
+@contextmanager
+def running_daemon(workdir: Path, netsim: NetSim) -> Iterator[PolicyDaemon]:
+    """The policy daemon, running, on the netsim DNS and trusting the netsim test CA."""
+    policy = PolicyDaemon(workdir, nameserver=netsim.nameserver, ca_file=netsim.ca_file)
+    try:
+        policy.start()
+        yield policy
+    finally:
+        policy.kill()
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import re
 import shutil
 import socket
@@ -25,14 +24,15 @@ import pytest
 
 from .harness import (
     EXIM_BIN,
-    EXIM_USER,
     LOOPBACK,
     PROJECT_ROOT,
     EximInstance,
     LmtpEndpoint,
+    require_exim,
+    require_tools,
     run,
 )
-from .policy_daemon import WAIT, PolicyDaemon, received, submit, wait_received
+from .policy_daemon import WAIT, PolicyDaemon, received, running_daemon, submit, wait_received
 
 if TYPE_CHECKING:
     from tests.netsim.fixtures import NetSim
@@ -177,28 +177,15 @@ class StsExim(EximInstance):
 
 
 def _require_exim() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("real-MTA tests need root (Exim's -C and the netsim ports)")
-    if not EXIM_BIN.is_file():
-        pytest.skip(f"extracted Exim not found at {EXIM_BIN}: run scripts/install-system-deps.sh")
-    try:
-        pwd.getpwnam(EXIM_USER)
-    except KeyError:
-        pytest.skip(f"system user {EXIM_USER} missing: run scripts/install-system-deps.sh")
-    for tool in ("unshare", "mount"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"util-linux {tool!r} missing (needed to run Exim on the test DNS)")
+    require_exim()
+    require_tools("unshare", "mount", why="needed to run Exim on the test DNS")
 
 
 @pytest.fixture
 def daemon(workdir: Path, netsim: NetSim) -> Iterator[PolicyDaemon]:
     _require_exim()
-    policy = PolicyDaemon(workdir, nameserver=netsim.nameserver, ca_file=netsim.ca_file)
-    try:
-        policy.start()
+    with running_daemon(workdir, netsim) as policy:
         yield policy
-    finally:
-        policy.kill()
 
 
 @contextlib.contextmanager
@@ -210,12 +197,8 @@ def running_exim(
     sts_conf: Path = STS_CONF,
     policy_socket: str | None = None,
 ) -> Iterator[StsExim]:
-    instance = StsExim(workdir, netsim, daemon, sts_conf=sts_conf, policy_socket=policy_socket)
-    try:
-        instance.start()
-        yield instance
-    finally:
-        instance.stop()
+    with StsExim(workdir, netsim, daemon, sts_conf=sts_conf, policy_socket=policy_socket) as exim:
+        yield exim
 
 
 @pytest.fixture

@@ -12,28 +12,23 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from .harness import (
-    LOOPBACK,
     POSTCONF_BIN,
     POSTFIX_BIN,
     POSTQUEUE_BIN,
     LmtpEndpoint,
     PostfixInstance,
-    read_text,
+    require_postfix,
+    require_tools,
     run,
-    run_on_tty,
-    section,
-    smtp_banner,
-    wait_until,
 )
-from .policy_daemon import WAIT, PolicyDaemon, received, submit, wait_received
+from .policy_daemon import WAIT, PolicyDaemon, received, running_daemon, submit, wait_received
 
 if TYPE_CHECKING:
     from tests.netsim.fixtures import NetSim
@@ -100,24 +95,10 @@ class StsPostfix(PostfixInstance):
             )
         return cf
 
-    def start(self) -> None:
+    def start_command(self) -> Sequence[str | Path]:
         """``postfix start`` inside the netsim DNS namespace: master and every smtp process it
         forks resolve MX and A records through the netsim resolver."""
-        self.configure()
-        argv = self.netsim.in_dns_namespace([str(a) for a in self._cmd("start")])
-        proc = run(argv, check=False)
-        if proc.returncode != 0:
-            raise AssertionError(
-                f"postfix start failed (exit {proc.returncode}){section('output', proc.stderr)}"
-                + section("postfix check on a tty", run_on_tty(self._cmd("check")))
-                + section("maillog", read_text(self.maillog))
-            )
-        self.started = True
-        wait_until(
-            lambda: smtp_banner(self.smtp_port),
-            what=f"Postfix smtpd on {LOOPBACK}:{self.smtp_port}",
-            diagnostics=lambda: section("maillog", read_text(self.maillog)),
-        )
+        return self.netsim.in_dns_namespace([str(a) for a in self._cmd("start")])
 
     def postmap_query(self, key: str, table: str) -> tuple[int, str, str]:
         """``postmap -c DIR -q KEY TABLE``: (exit status, stdout, stderr)."""
@@ -165,16 +146,8 @@ class StsPostfix(PostfixInstance):
 
 
 def _require_postfix() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("real-MTA tests need root (Postfix's master must run as root)")
-    for binary in (POSTFIX_BIN, POSTQUEUE_BIN, POSTFIX_BIN.parent / "postmap"):
-        if not binary.is_file():
-            pytest.skip(
-                f"Postfix not installed ({binary} missing): run scripts/install-system-deps.sh"
-            )
-    for tool in ("unshare", "script", "mount"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"util-linux {tool!r} missing (needed to run Postfix on the test DNS)")
+    require_postfix(POSTFIX_BIN.parent / "postmap")
+    require_tools("unshare", "mount", why="needed to run Postfix on the test DNS")
 
 
 def _require_postfix310() -> Path:
@@ -187,24 +160,16 @@ def _require_postfix310() -> Path:
 def daemon(workdir: Path, netsim: NetSim) -> Iterator[PolicyDaemon]:
     """The policy daemon, running, on the netsim DNS and trusting the netsim test CA."""
     _require_postfix()
-    policy = PolicyDaemon(workdir, nameserver=netsim.nameserver, ca_file=netsim.ca_file)
-    try:
-        policy.start()
+    with running_daemon(workdir, netsim) as policy:
         yield policy
-    finally:
-        policy.kill()
 
 
 def _postfix(
     workdir: Path, netsim: NetSim, policy_map: str, root: Path | None = None
 ) -> Iterator[StsPostfix]:
     _require_postfix()
-    instance = StsPostfix(workdir, netsim, policy_map, root=root)
-    try:
-        instance.start()
+    with StsPostfix(workdir, netsim, policy_map, root=root) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ libmilter hands over, through Postfix (``c=simple/simple`` makes every header by
 
 from __future__ import annotations
 
-import os
-import shutil
 import smtplib
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -18,23 +16,22 @@ from typing import Any
 
 import pytest
 
-from tests.dkim_support import SUBMITTER, key_pair, loopback_dns, report_mail, sign
+from tests.support.dkim import SUBMITTER, key_pair, loopback_dns, report_mail, sign
+from tests.support.lmtp_client import free_port
 
 from .harness import (
     LOOPBACK,
-    POSTFIX_BIN,
-    POSTQUEUE_BIN,
     REPORT_RCPT,
     LmtpEndpoint,
     LmtpServer,
     PostfixInstance,
-    free_port,
+    require_postfix,
     send_smtp,
     wait_until,
 )
 
 # Skips the module (with the reason) where pymilter or miltertest is missing.
-from tests.test_milter_protocol import DKIM_OFF, MilterProcess  # isort: skip
+from tests.support.milter import DKIM_OFF, MilterProcess  # isort: skip
 
 pytestmark = pytest.mark.mta
 
@@ -61,18 +58,6 @@ class MilterPostfix(PostfixInstance):
 MakePostfix = Callable[[str], MilterPostfix]
 
 
-def _require_postfix() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("real-MTA tests need root (Postfix's master must run as root)")
-    for binary in (POSTFIX_BIN, POSTQUEUE_BIN):
-        if not binary.is_file():
-            pytest.skip(
-                f"Postfix not installed ({binary} missing): run scripts/install-system-deps.sh"
-            )
-    if shutil.which("script") is None:
-        pytest.skip("util-linux 'script' missing (needed to see Postfix's fatal errors)")
-
-
 @pytest.fixture
 def milter_port() -> int:
     return free_port()
@@ -82,7 +67,7 @@ def milter_port() -> int:
 def make_postfix(
     workdir: Path, tcp_endpoint: LmtpEndpoint, milter_port: int
 ) -> Iterator[MakePostfix]:
-    _require_postfix()
+    require_postfix()
     started: list[MilterPostfix] = []
 
     def make(default_action: str = "tempfail") -> MilterPostfix:

@@ -18,7 +18,7 @@ when it began), with aggregate queries; the rules themselves are pure.
 
 from __future__ import annotations
 
-import sqlite3
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -28,6 +28,8 @@ from tlsrpt_lmtp.alerts.guard import domain_matches
 from tlsrpt_lmtp.alerts.hook import AlertHook
 from tlsrpt_lmtp.alerts.rules import Alert
 from tlsrpt_lmtp.core.events import ReportRef
+from tlsrpt_lmtp.store import Reader
+from tlsrpt_lmtp.store.dialect import Dialect, of, sts_mode
 
 ABSENCE_RULES = ("reporter-silent", "domain-silent", "ready-for-enforce", "mode-none")
 
@@ -71,66 +73,70 @@ class Readiness:
     recent_failed: int
 
 
-_MODE = """CASE WHEN p.policy_type <> 'sts' THEN NULL
-    WHEN instr(p.policy_string, '"mode: enforce"') THEN 'enforce'
-    WHEN instr(p.policy_string, '"mode: testing"') THEN 'testing'
-    WHEN instr(p.policy_string, '"mode: none"') THEN 'none' ELSE 'unknown' END"""
-_RECENT = f"""CREATE TEMP TABLE absence_pol AS
+@functools.cache
+def _sql(d: Dialect) -> tuple[str, str, str]:
+    """(recent, activity, ready) for one dialect (written once: store/dialect.py)."""
+    recent = f"""CREATE TEMP TABLE absence_pol AS
     SELECT r.organization_name AS org, COALESCE(p.policy_domain, '') AS domain,
            substr(r.date_range_start, 1, 10) AS day, r.date_range_start AS start,
-           {_MODE} AS mode, MIN(MAX(p.total_failure_session_count, 0), 1000000000000) AS bad
+           {sts_mode(d, "p", "NULL")} AS mode,
+           {d.clamp("p.total_failure_session_count", 10**12)} AS bad
     FROM reports AS r JOIN policies AS p ON p.report = r.id
-    WHERE r.date_range_start >= :since AND (:domain IS NULL OR p.policy_domain = :domain)"""
-_ACTIVITY = """WITH d AS (SELECT {key}, day FROM absence_pol GROUP BY {key}, day),
-    l AS (SELECT {key}, MAX(day) AS last FROM d GROUP BY {key} HAVING last < :silent_before)
-    SELECT {lkey}, l.last, COUNT(*) FROM l JOIN d ON {join} AND d.day > date(l.last, :window)
-    GROUP BY {lkey} HAVING COUNT(*) >= :active"""
-_READY = """SELECT domain,
+    WHERE r.date_range_start >= :since
+      AND (CAST(:domain AS TEXT) IS NULL OR p.policy_domain = :domain)"""
+    activity = f"""WITH d AS (SELECT {{key}}, day FROM absence_pol GROUP BY {{key}}, day),
+    l AS (SELECT {{key}}, MAX(day) AS last FROM d GROUP BY {{key}}
+          HAVING MAX(day) < :silent_before)
+    SELECT {{lkey}}, l.last, COUNT(*) FROM l JOIN d ON {{join}}
+      AND d.day > {d.days_before("l.last", "window")}
+    GROUP BY {{lkey}}, l.last HAVING COUNT(*) >= :active"""
+    ready = """SELECT domain,
     MAX(CASE WHEN mode IS NOT NULL THEN start || ' ' || mode END),
     MIN(CASE WHEN start >= :ready THEN day END),
-    SUM(start >= :ready AND mode = 'testing'),
-    SUM(start >= :ready AND mode IS NOT NULL AND mode <> 'testing'),
+    SUM(CASE WHEN start >= :ready AND mode = 'testing' THEN 1 ELSE 0 END),
+    SUM(CASE WHEN start >= :ready AND mode IS NOT NULL AND mode <> 'testing' THEN 1 ELSE 0 END),
     SUM(CASE WHEN start >= :ready THEN bad ELSE 0 END)
-    FROM absence_pol WHERE domain <> '' GROUP BY domain HAVING MAX(mode IS NOT NULL)"""
+    FROM absence_pol WHERE domain <> '' GROUP BY domain HAVING COUNT(mode) > 0"""
+    return recent, activity, ready
 
 
 def read(
-    db: sqlite3.Connection, now: datetime, config: AbsenceConfig, domain: str | None = None
+    db: Reader, now: datetime, config: AbsenceConfig, domain: str | None = None
 ) -> tuple[list[Activity], list[Readiness]]:
     """The aggregates the rules need, from the store as of ``now`` (for one domain, or all)."""
     today = now.date()
     since = datetime.combine(today - timedelta(days=config.lookback_days), datetime.min.time())
     ready = datetime.combine(today - timedelta(days=config.ready_days), datetime.min.time())
-    p = {
-        "since": since.isoformat(),
-        "ready": ready.isoformat(),
-        "window": f"-{config.window_days} days",
+    d = of(db.dialect)
+    recent, activity_sql, ready_sql = _sql(d)
+    silent = {
+        "window": config.window_days,
         "silent_before": (today - timedelta(days=config.silent_days)).isoformat(),
         "active": config.active_days,
-        "domain": domain,
     }
-    db.execute("DROP TABLE IF EXISTS temp.absence_pol")
-    recent = _RECENT
-    if domain is not None:  # its policies drive the query (their index), not the period
+    drop = f"DROP TABLE IF EXISTS {d.temp('absence_pol')}"
+    db.execute(drop)
+    if domain is not None and d.sqlite:  # its policies drive the query (their index)
         recent = recent.replace("r.date_range_start >= :since", "+r.date_range_start >= :since")
-    db.execute(recent, p)
+    db.execute(recent, {"since": since.isoformat(), "domain": domain})
     try:
-        db.execute("CREATE INDEX temp.absence_pol_domain ON absence_pol(domain, org, day)")
+        db.execute(d.temp_index("absence_pol_domain", "absence_pol", "domain, org, day"))
         activity = [
             Activity(domain, org, date.fromisoformat(last), n)
             for org, domain, last, n in db.execute(
-                _ACTIVITY.format(
+                activity_sql.format(
                     key="domain, org",
                     lkey="l.org, l.domain",
                     join="d.org = l.org AND d.domain = l.domain",
                 ),
-                p,
+                silent,
             )
         ]
         activity += [
             Activity(domain, None, date.fromisoformat(last), n)
             for domain, last, n in db.execute(
-                _ACTIVITY.format(key="domain", lkey="l.domain", join="d.domain = l.domain"), p
+                activity_sql.format(key="domain", lkey="l.domain", join="d.domain = l.domain"),
+                silent,
             )
         ]
         readiness = [
@@ -142,10 +148,12 @@ def read(
                 other or 0,
                 failed or 0,
             )
-            for domain, latest, first, testing, other, failed in db.execute(_READY, p)
+            for domain, latest, first, testing, other, failed in db.execute(
+                ready_sql, {"ready": ready.isoformat()}
+            )
         ]
     finally:
-        db.execute("DROP TABLE IF EXISTS temp.absence_pol")
+        db.execute(drop)
     return activity, readiness
 
 
@@ -216,7 +224,7 @@ def evaluate(
 
 
 def find(
-    db: sqlite3.Connection,
+    db: Reader,
     now: datetime,
     config: AbsenceConfig = AbsenceConfig(),
     ignore: Iterable[str] = (),

@@ -30,15 +30,24 @@ mail_min_severity = "warning"
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tlsrpt_lmtp.config import ConfigError, read_toml
+from tlsrpt_lmtp.configfields import (
+    ConfigError,
+    lowered,
+    names,
+    read,
+    read_table,
+    read_values,
+    readers,
+    stripped,
+)
+from tlsrpt_lmtp.core.durations import parse_duration
 from tlsrpt_lmtp.core.names import canonical
-from tlsrpt_lmtp.views.period import PeriodError, parse_duration
 
 RULES: tuple[str, ...] = ("enforce-failure", "failure-rate", "new-result-type", "result-type")
 RULES += ("reporter-silent", "domain-silent", "ready-for-enforce", "mode-none")  # absence.py
@@ -57,100 +66,82 @@ ACTIONABLE = (
 )
 
 
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError("seconds, or a duration such as 24h")
+
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError("a table of strings")
+    if any(c in "\r\n" for item in value.items() for part in item for c in part):
+        raise ValueError("a table of strings without line breaks")
+    return tuple((str(k), v) for k, v in value.items())
+
+
+def _token(item: str) -> str:
+    return lowered(item).rstrip(".")
+
+
+def _severity(value: Any) -> str:
+    return stripped(value).lower()
+
+
+_DURATION = read(_duration)
+_TOKENS = read(names(_token))
+_DOMAINS = read(names(canonical))  # compared with policy domains: the same form
+_TEXT = read(stripped)
+_SEVERITY = read(_severity)
+
+
 @dataclass(frozen=True, slots=True)
 class AlertsConfig:
     enabled: bool = True
-    rules: tuple[str, ...] = RULES
-    repeat_window: timedelta = timedelta(hours=24)
+    rules: tuple[str, ...] = field(default=RULES, metadata=_TOKENS)
+    repeat_window: timedelta = field(default=timedelta(hours=24), metadata=_DURATION)
     failure_rate: float = 0.05
     failure_rate_min_sessions: int = 10
-    result_types: tuple[str, ...] = ACTIONABLE
-    ignore_domains: tuple[str, ...] = ()
-    domains: tuple[str, ...] = ()  # the operator's policy domains; () alerts for any domain
+    result_types: tuple[str, ...] = field(default=ACTIONABLE, metadata=_TOKENS)
+    ignore_domains: tuple[str, ...] = field(default=(), metadata=_DOMAINS)
+    # the operator's policy domains; () alerts for any domain
+    domains: tuple[str, ...] = field(default=(), metadata=_DOMAINS)
     require_dkim_aligned: bool = False
     max_alerts_per_report: int = 10
     max_alerts_per_period: int = 30  # per alert_period, for DKIM-aligned reports and the rest
-    alert_period: timedelta = timedelta(hours=1)
+    alert_period: timedelta = field(default=timedelta(hours=1), metadata=_DURATION)
     queue_size: int = 100
-    webhook_url: str = ""
-    webhook_headers: tuple[tuple[str, str], ...] = ()
+    webhook_url: str = field(default="", metadata=_TEXT)
+    webhook_headers: tuple[tuple[str, str], ...] = field(default=(), metadata=read(_headers))
     webhook_timeout: float = 10.0
     webhook_retries: int = 3
     webhook_backoff: float = 1.0
-    webhook_min_severity: str = "warning"
-    mail_to: tuple[str, ...] = ()
-    mail_from: str = ""
-    sendmail: str = "/usr/sbin/sendmail"
+    webhook_min_severity: str = field(default="warning", metadata=_SEVERITY)
+    mail_to: tuple[str, ...] = field(default=(), metadata=read(names(str.strip)))
+    mail_from: str = field(default="", metadata=_TEXT)
+    sendmail: str = field(default="/usr/sbin/sendmail", metadata=_TEXT)
     mail_timeout: float = 30.0
-    mail_min_severity: str = "warning"
+    mail_min_severity: str = field(default="warning", metadata=_SEVERITY)
 
 
-_KEYS = {f.name for f in fields(AlertsConfig)}
 _LABEL = r"[^\s*/@:.\\]+"
 _DOMAIN_PATTERN = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
 
 
 def load_alerts(path: Path | None) -> AlertsConfig:
     """Defaults, overridden by the [alerts] table of ``path`` (other tables are not read here)."""
-    if path is None:
-        return AlertsConfig()
-    doc = read_toml(path)
-    table = doc.get("alerts", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [alerts] must be a table")
-    return parse_alerts(table, where=f"{path}: [alerts]")
-
-
-def parse_alerts(table: dict[str, Any], *, where: str = "[alerts]") -> AlertsConfig:
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in _KEYS:
-            raise ConfigError(f"{where}: unknown key {key!r}")
-        try:
-            values[key] = _coerce(key, value)
-        except (TypeError, ValueError, PeriodError) as exc:
-            detail = f" ({exc})" if str(exc) else ""
-            raise ConfigError(f"{where}: invalid value for {key}: {value!r}{detail}") from None
-    config = replace(AlertsConfig(), **values)
-    _check(config, where)
+    config = AlertsConfig(**read_table(path, "alerts", AlertsConfig))
+    _check(config, f"{path}: [alerts]" if path is not None else "[alerts]")
     return config
 
 
-def _coerce(key: str, value: Any) -> Any:
-    kind = type(getattr(AlertsConfig(), key))
-    if key in ("repeat_window", "alert_period"):
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return timedelta(seconds=value)
-        if isinstance(value, str):
-            return parse_duration(value)
-        raise ValueError("seconds, or a duration such as 24h")
-    if key == "webhook_headers":
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ValueError("a table of strings")
-        if any(c in "\r\n" for item in value.items() for part in item for c in part):
-            raise ValueError("line breaks are not allowed in headers")
-        return tuple((str(k), v) for k, v in value.items())
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise TypeError
-        return value
-    if kind in (int, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError
-        if kind is int and value != int(value):
-            raise ValueError("an integer")
-        return kind(value)
-    if kind is tuple:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-            raise ValueError("a list of strings")
-        if key in ("ignore_domains", "domains"):  # compared with policy domains: same form
-            return tuple(canonical(v) for v in items)
-        lower = key != "mail_to"
-        return tuple(v.strip().lower().rstrip(".") if lower else v.strip() for v in items)
-    if not isinstance(value, str):
-        raise TypeError
-    return value.strip().lower() if key.endswith("_severity") else value.strip()
+def parse_alerts(table: dict[str, Any], *, where: str = "[alerts]") -> AlertsConfig:
+    """An [alerts] table given as a dict (tests, and tables built in code)."""
+    config = AlertsConfig(**read_values(table, readers(AlertsConfig), None, "alerts"))
+    _check(config, where)
+    return config
 
 
 def _check(c: AlertsConfig, where: str) -> None:

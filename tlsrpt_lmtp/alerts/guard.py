@@ -24,7 +24,7 @@ from tlsrpt_lmtp.core.events import iso, report_ref
 from tlsrpt_lmtp.core.model import Report
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.ingest.dkim import DkimVerdict
+    from tlsrpt_lmtp.core.dkim import DkimVerdict
 
 CAP_RULE = "alert-cap"
 SHOWN_DOMAINS = 20  # domains listed in an event; the count says how many there were

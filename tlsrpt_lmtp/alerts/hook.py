@@ -3,7 +3,7 @@
 Wiring (tlsrpt_lmtp/cli.py, serve)::
 
     from tlsrpt_lmtp.alerts.hook import build_hook
-    hook = build_hook(args.config, config.data_dir, emitter)   # may raise ConfigError
+    hook = build_hook(args.config, pipeline.store, emitter)    # may raise ConfigError
     pipeline.hooks.append(hook)
     ...
     hook.close()                                                # after the server stopped
@@ -42,9 +42,10 @@ from tlsrpt_lmtp.alerts.webhook import Webhook
 from tlsrpt_lmtp.config import ConfigError
 from tlsrpt_lmtp.core.events import Event, ReportRef, iso, report_ref, stamp
 from tlsrpt_lmtp.core.model import MailMeta, Report
+from tlsrpt_lmtp.store import DB_NAME, Store
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.ingest.dkim import DkimVerdict
+    from tlsrpt_lmtp.core.dkim import DkimVerdict
 
 log = logging.getLogger("tlsrpt_lmtp.alerts")
 
@@ -236,22 +237,41 @@ class AlertHook:
 
 def build_hook(
     config_path: Path | None,
-    data_dir: Path,
+    store: Path | Store,
     emit: Emit,
     *,
     clock: Clock | None = None,
     source: str = "lmtp",
 ) -> AlertHook:
-    """Read [alerts] from ``config_path`` (None: the defaults) and open the alert state in
-    ``data_dir``'s store. Raises ConfigError for a bad [alerts] table or a missing sendmail."""
-    config = load_alerts(config_path)
+    """Read [alerts] from ``config_path`` (None: the defaults) and keep the alert state in
+    ``store`` (or in the SQLite store of that data directory). Raises ConfigError for a bad
+    [alerts] table or a missing sendmail."""
+    return hook_from_config(load_alerts(config_path), store, emit, clock=clock, source=source)
+
+
+def hook_from_config(
+    config: AlertsConfig,
+    store: Path | Store,
+    emit: Emit,
+    *,
+    clock: Clock | None = None,
+    source: str = "lmtp",
+) -> AlertHook:
+    """``build_hook`` for an [alerts] table already read (stage 2 gets it from ``serve``)."""
+    check_sendmail(config)
+    if isinstance(store, Path):
+        store = store / DB_NAME
+    state = AlertState(store) if config.enabled else None
+    return AlertHook(config, state, emit, clock=clock or (lambda: datetime.now(UTC)), source=source)
+
+
+def check_sendmail(config: AlertsConfig) -> None:
+    """ConfigError when alerts are to be mailed and ``sendmail`` is not a program."""
     if config.enabled and config.mail_to and not _executable(config.sendmail):
         raise ConfigError(
             f"[alerts] sendmail: {config.sendmail!r} is not an executable program"
             ' (set sendmail = "/path/to/sendmail" or remove mail_to)'
         )
-    state = AlertState(data_dir / "tlsrpt.sqlite3") if config.enabled else None
-    return AlertHook(config, state, emit, clock=clock or (lambda: datetime.now(UTC)), source=source)
 
 
 def _executable(program: str) -> bool:

@@ -1,17 +1,16 @@
-"""The alerts' SQLite side, in the store's file: history look-ups, repeat window, budget.
+"""The alerts' side of the store: history look-ups, repeat window, budget.
 
-The table ``alert_state`` (its own; the store's tables are only read) remembers, per domain
-and cause, when an alert was last sent and at which severity, so a restart does not alert
-again. ``should_send`` is the pure decision; ``AlertState.claim`` checks and records in one
-transaction, so two processes sharing the store cannot both send. ``alert_budget`` counts the
+The table ``alert_state`` (its own, in store/schema.py; the report tables are only read)
+remembers, per domain and cause, when an alert was last sent and at which severity, so a
+restart does not alert again. ``should_send`` is the pure decision; ``AlertState.claim``
+checks and records in one ``Store.alert_transaction``, so two processes (or two nodes sharing
+a PostgreSQL store) cannot both send. ``alert_budget`` counts the
 alerts sent per bucket (DKIM-aligned reports, the rest) in the current fixed period, so a
 flood of reports cannot send more than ``max_alerts_per_period`` of them, restarts included.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,28 +18,9 @@ from pathlib import Path
 from tlsrpt_lmtp.alerts.config import SEVERITIES
 from tlsrpt_lmtp.alerts.rules import Alert, History
 from tlsrpt_lmtp.core.model import Report
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_state (
-    domain      TEXT NOT NULL,
-    cause       TEXT NOT NULL,      -- a result type, 'unattributed' or 'failure-rate'
-    severity    TEXT NOT NULL,
-    rule        TEXT NOT NULL,
-    last_sent   TEXT NOT NULL,      -- UTC ISO 8601
-    sent        INTEGER NOT NULL,   -- alerts sent for this domain and cause
-    suppressed  INTEGER NOT NULL,   -- repeats held back since the last one sent
-    PRIMARY KEY (domain, cause)
-)
-"""
-_BUDGET_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_budget (
-    bucket      TEXT NOT NULL,      -- 'dkim-aligned' or 'other'
-    period      TEXT NOT NULL,      -- UTC ISO 8601 start of the period
-    sent        INTEGER NOT NULL,
-    held        INTEGER NOT NULL,   -- alerts held back because the budget was spent
-    PRIMARY KEY (bucket, period)
-)
-"""
+from tlsrpt_lmtp.store import Store, open_store
+from tlsrpt_lmtp.store.base import Tx
+from tlsrpt_lmtp.store.dialect import clamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,17 +60,14 @@ def should_send(last: LastSent | None, severity: str, now: datetime, window: tim
 
 
 class AlertState:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
-        self._db.execute(_BUDGET_SCHEMA)
+    def __init__(self, store: Store | Path | str) -> None:
+        """On ``store``, or on the store opened at that path or URL (closed with this)."""
+        self._owned = not isinstance(store, Store)
+        self.store = open_store(store) if not isinstance(store, Store) else store
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        if self._owned:
+            self.store.close()
 
     def claim(self, alert: Alert, now: datetime, window: timedelta) -> int | None:
         """Record the alert and return the repeats suppressed before it, or None to hold it."""
@@ -102,48 +79,40 @@ class AlertState:
     ) -> int | str:
         """As ``claim``, and within ``budget``: the repeats suppressed (sent), HELD_REPEAT,
         OVER_BUDGET or FIRST_OVER_BUDGET (held, not recorded as sent)."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT severity, last_sent, suppressed FROM alert_state"
+        with self.store.alert_transaction() as db:
+            row = db.execute(
+                "SELECT severity, last_sent, suppressed FROM alert_state"
+                " WHERE domain = ? AND cause = ?",
+                (alert.domain, alert.cause),
+            ).fetchone()
+            last = LastSent(row[0], datetime.fromisoformat(row[1]), row[2]) if row else None
+            if not should_send(last, alert.severity, now, window):
+                db.execute(
+                    "UPDATE alert_state SET suppressed = suppressed + 1"
                     " WHERE domain = ? AND cause = ?",
                     (alert.domain, alert.cause),
-                ).fetchone()
-                last = LastSent(row[0], datetime.fromisoformat(row[1]), row[2]) if row else None
-                if not should_send(last, alert.severity, now, window):
-                    db.execute(
-                        "UPDATE alert_state SET suppressed = suppressed + 1"
-                        " WHERE domain = ? AND cause = ?",
-                        (alert.domain, alert.cause),
-                    )
-                    db.execute("COMMIT")
-                    return HELD_REPEAT
-                if budget is not None and not self._spend(budget):
-                    first = db.execute(
-                        "SELECT held FROM alert_budget WHERE bucket = ? AND period = ?",
-                        (budget.bucket, budget.period.isoformat()),
-                    ).fetchone()[0]
-                    db.execute("COMMIT")
-                    return FIRST_OVER_BUDGET if first == 1 else OVER_BUDGET
-                db.execute(
-                    "INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, 1, 0)"
-                    " ON CONFLICT (domain, cause) DO UPDATE SET severity = excluded.severity,"
-                    " rule = excluded.rule, last_sent = excluded.last_sent, sent = sent + 1,"
-                    " suppressed = 0",
-                    (alert.domain, alert.cause, alert.severity, alert.rule, now.isoformat()),
                 )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return last.suppressed if last else 0
+                return HELD_REPEAT
+            if budget is not None and not self._spend(db, budget):
+                first = db.execute(
+                    "SELECT held FROM alert_budget WHERE bucket = ? AND period = ?",
+                    (budget.bucket, budget.period.isoformat()),
+                ).fetchone()[0]
+                return FIRST_OVER_BUDGET if first == 1 else OVER_BUDGET
+            db.execute(
+                "INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, 1, 0)"
+                " ON CONFLICT (domain, cause) DO UPDATE SET severity = excluded.severity,"
+                " rule = excluded.rule, last_sent = excluded.last_sent,"
+                " sent = alert_state.sent + 1, suppressed = 0",
+                (alert.domain, alert.cause, alert.severity, alert.rule, now.isoformat()),
+            )
+        return last.suppressed if last else 0
 
-    def _spend(self, budget: Budget) -> bool:
+    @staticmethod
+    def _spend(db: Tx, budget: Budget) -> bool:
         """Count one alert against the budget (True), or one held back (False); in the
         caller's transaction. Rows of earlier periods are deleted."""
-        db, period = self._db, budget.period.isoformat()
+        period = budget.period.isoformat()
         db.execute(
             "DELETE FROM alert_budget WHERE bucket = ? AND period < ?", (budget.bucket, period)
         )
@@ -165,27 +134,27 @@ class AlertState:
         """Result types seen per domain before this report; sessions per domain that day."""
         domains = sorted({p.policy_domain for p in report.policies if p.policy_domain})
         day = report.date_range_start.date()
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id FROM reports WHERE organization_name = ? AND report_id = ?"
-                " AND date_range_start = ? AND date_range_end = ?",
-                report.dedup_key,
-            ).fetchone()
-            stored = row is not None
-            before = row[0] if stored else 2**62
-            seen = {
-                d: frozenset(
-                    r[0]
-                    for r in self._db.execute(
-                        "SELECT DISTINCT f.result_type FROM failures AS f"
-                        " JOIN policies AS p ON p.id = f.policy"
-                        " WHERE p.policy_domain = ? AND p.report < ?",
-                        (d, before),
-                    )
+        q = self.store.query
+        rows = q(
+            "SELECT id FROM reports WHERE organization_name = ? AND report_id = ?"
+            " AND date_range_start = ? AND date_range_end = ?",
+            report.dedup_key,
+        )
+        stored = bool(rows)
+        before = rows[0]["id"] if stored else 2**62
+        seen = {
+            d: frozenset(
+                r["result_type"]
+                for r in q(
+                    "SELECT DISTINCT f.result_type FROM failures AS f"
+                    " JOIN policies AS p ON p.id = f.policy"
+                    " WHERE p.policy_domain = ? AND p.report < ?",
+                    (d, before),
                 )
-                for d in domains
-            }
-            days = {(d, day): self._day(d, day) for d in domains}
+            )
+            for d in domains
+        }
+        days = {(d, day): self._day(d, day) for d in domains}
         if not stored:  # not in the store (yet): count it in its day, by the counting rule
             units: dict[str, tuple[int, int]] = {}
             for p in report.policies:
@@ -207,20 +176,20 @@ class AlertState:
     def _day(self, domain: str, day: date) -> tuple[int, int]:
         """The domain's sessions that day, counted as the views count them (docs/summary.md):
         per report the maximum over the domain's policies, counts clamped to 10**12."""
-        ok, failed = self._db.execute(
-            "SELECT COALESCE(SUM(s - f), 0), COALESCE(SUM(f), 0) FROM ("
-            f" SELECT MAX({_C.format('p.total_successful_session_count')}"
-            f" + {_C.format('p.total_failure_session_count')}) AS s,"
-            f" MAX({_C.format('p.total_failure_session_count')}) AS f"
-            " FROM policies AS p JOIN reports AS r ON r.id = p.report"
-            " WHERE p.policy_domain = ? AND date(r.date_range_start) = ? GROUP BY p.report)",
-            (domain, day.isoformat()),
-        ).fetchone()
-        return int(ok), int(failed)
+        [row] = self.store.query(_DAY, (domain, day.isoformat()))
+        return int(row["ok"]), int(row["failed"])
 
 
 _CAP = 10**12
-_C = "MIN(MAX({}, 0), 1000000000000)"
+_DAY = (  # dates are stored in UTC: the first 10 characters are the day
+    "SELECT COALESCE(SUM(s - f), 0) AS ok, COALESCE(SUM(f), 0) AS failed FROM ("
+    f" SELECT MAX({clamp('p.total_successful_session_count', _CAP)}"
+    f" + {clamp('p.total_failure_session_count', _CAP)}) AS s,"
+    f" MAX({clamp('p.total_failure_session_count', _CAP)}) AS f"
+    " FROM policies AS p JOIN reports AS r ON r.id = p.report"
+    " WHERE p.policy_domain = ? AND substr(r.date_range_start, 1, 10) = ? GROUP BY p.report)"
+    " AS per_report"
+)
 
 
 def _cap(n: int) -> int:

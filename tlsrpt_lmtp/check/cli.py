@@ -3,7 +3,7 @@
 Wiring (tlsrpt_lmtp/cli.py)::
 
     from tlsrpt_lmtp.check import cli as check_cli
-    check_cli.add_parser(sub, common)          # in _parser(), next to the other commands
+    check_cli.add_parser(sub, flags.CONFIG)           # in _parser(), next to the other commands
     if args.command == "check":                # in main(), before the pipeline is opened
         return check_cli.run(args)
 
@@ -41,10 +41,11 @@ class UsageError(ValueError):
     pass
 
 
-def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The subcommand, with the flag groups it uses (cliflags.py) as ``parents``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "check",
-        parents=[common],
+        parents=list(parents),
         help="check a domain's TLS-RPT and MTA-STS set-up and say what to fix",
         description="Check the _smtp._tls record, the _mta-sts record, the MTA-STS policy"
         " (fetched like the policy daemon fetches it), that the policy covers every MX, and"
@@ -198,8 +199,8 @@ def _complain(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command on its own (``python -m tlsrpt_lmtp.check``), e.g. before it is wired."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="TOML config file ([policy] table)")
+    from tlsrpt_lmtp.cliflags import CONFIG
+
     parser = argparse.ArgumentParser(prog="tlsrpt-lmtp")
-    add_parser(parser.add_subparsers(dest="command", required=True), common)
+    add_parser(parser.add_subparsers(dest="command", required=True), CONFIG)
     return run(parser.parse_args(["check", *(sys.argv[1:] if argv is None else argv)]))

@@ -11,16 +11,16 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 
+import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from tlsrpt_lmtp.check.observed import MxHost, MxLookup, Observations, PolicyFetch, TxtLookup
+from tlsrpt_lmtp.check.observed import MxHost, MxLookup, Observations, PolicyFetch
 from tlsrpt_lmtp.check.probe import probe
 from tlsrpt_lmtp.core.names import canonical
-from tlsrpt_lmtp.net.dns import why
-from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
+from tlsrpt_lmtp.net.dns import make_resolver, why
+from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.fetch import WELL_KNOWN, Fetcher, FetchError, tls_context
-from tlsrpt_lmtp.sts.record import join_rr
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,9 @@ class Network:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.resolver = make_resolver(settings.nameservers, settings.dns_timeout)
+        self.resolver = make_resolver(
+            dns.asyncresolver.Resolver, settings.nameservers, settings.dns_timeout
+        )
         self.dns = DnsClient(self.resolver, None)
         self.context: ssl.SSLContext = tls_context(settings.ca_file)
         self.fetcher = Fetcher(
@@ -52,21 +54,12 @@ class Network:
 
     async def observe(self, domain: str) -> Observations:
         tlsrpt, sts, policy, mx = await asyncio.gather(
-            self.txt(f"_smtp._tls.{domain}"),
+            self.dns.txt(f"_smtp._tls.{domain}"),
             self.dns.sts_txt(domain),
             self.policy(domain),
             self.mx(domain),
         )
         return Observations(domain, tlsrpt, sts, policy, mx)
-
-    async def txt(self, name: str) -> TxtLookup:
-        try:
-            answer = await self.resolver.resolve(f"{name}.", "TXT")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return TxtLookup(())
-        except dns.exception.DNSException as exc:
-            return TxtLookup((), error=f"DNS lookup of {name} TXT failed: {why(exc)}")
-        return TxtLookup(tuple(join_rr(list(rr.strings)) for rr in answer))
 
     async def policy(self, domain: str) -> PolicyFetch:
         url = f"https://mta-sts.{domain}{WELL_KNOWN}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tlsrpt_lmtp.check.tlsrpt_record import format_record, parse_rua
-from tlsrpt_lmtp.sts.domain import DomainError, to_a_label
+from tlsrpt_lmtp.sts.domain import DomainError, mx_pattern
 from tlsrpt_lmtp.sts.fetch import WELL_KNOWN
 from tlsrpt_lmtp.sts.policy import Mode, parse_policy
 
@@ -85,9 +85,7 @@ def make_records(
 
 
 def _pattern(value: str) -> str:
-    wildcard = value.startswith("*.")
     try:
-        name = to_a_label(value[2:] if wildcard else value)
+        return mx_pattern(value)
     except DomainError as exc:
         raise ValueError(f"--mx {value!r}: {exc}") from None
-    return f"*.{name}" if wildcard else name

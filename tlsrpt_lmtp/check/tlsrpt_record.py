@@ -9,7 +9,7 @@
 
 Of a name's TXT records, those not beginning with "v=TLSRPTv1;" are discarded; unless exactly
 one is left, and it is valid, senders assume the domain does not want reports. Unknown fields
-are ignored. A record's character-strings are concatenated (``sts.record.join_rr``) before
+are ignored. A record's character-strings are concatenated (``core.dnstext.join_rr``) before
 they get here. Stricter than a sender needs to be: it is a checker, it says what to fix.
 """
 
@@ -20,11 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-_DELIM = re.compile(r"[ \t]*;[ \t]*")
+from tlsrpt_lmtp.core.dnstext import EXT_NAME, EXT_VALUE, fields, versioned
+
 _URI_DELIM = re.compile(r"[ \t]*,[ \t]*")
-_VERSION = re.compile(r"v=TLSRPTv1[ \t]*;")
-_EXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
-_EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+")
 # RFC 3986 characters (unreserved, reserved, pct-encoded) without the ",", "!", ";" RFC 8460
 # wants encoded.
 _URI = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@$&'()*+=]|%[0-9A-Fa-f]{2})+")
@@ -63,7 +61,7 @@ class UriError(ValueError):
 def parse_txt(records: Sequence[bytes]) -> TlsrptResult:
     """Pick the one v=TLSRPTv1 record among a name's TXT records and parse it."""
     texts = [r.decode("latin-1") for r in records]
-    candidates = [t for t in texts if _VERSION.match(t)]
+    candidates = [r.decode("latin-1") for r in versioned(records, "v=TLSRPTv1")]
     near = tuple(t for t in texts if t not in candidates and t.lower().startswith("v=tlsrpt"))
     if not candidates:
         if near:
@@ -80,20 +78,14 @@ def parse_txt(records: Sequence[bytes]) -> TlsrptResult:
 
 
 def parse_record(raw: bytes) -> TlsrptResult:
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        return TlsrptResult(None, "TXT record is not US-ASCII")
-    fields = _DELIM.split(text.rstrip(" \t"))
-    if fields and fields[-1] == "":
-        fields.pop()  # the optional trailing ";"
-    if not fields or fields[0] != "v=TLSRPTv1" or len(fields) < 2:
-        return TlsrptResult(None, "TXT record does not start with v=TLSRPTv1 and a field")
+    found = fields(raw, "v=TLSRPTv1")
+    if isinstance(found, str):
+        return TlsrptResult(None, found)
     rua: tuple[ReportUri, ...] | None = None
     extensions: list[tuple[str, str]] = []
-    for field in fields[1:]:
+    for field in found:
         name, eq, value = field.partition("=")
-        if not eq or not _EXT_NAME.fullmatch(name):
+        if not eq or not EXT_NAME.fullmatch(name):
             return TlsrptResult(None, f"field {field!r} is not name=value")
         if name == "rua":
             if rua is not None:
@@ -102,7 +94,7 @@ def parse_record(raw: bytes) -> TlsrptResult:
                 rua = parse_rua(value)
             except UriError as exc:
                 return TlsrptResult(None, str(exc))
-        elif not _EXT_VALUE.fullmatch(value):
+        elif not EXT_VALUE.fullmatch(value):
             return TlsrptResult(None, f"field {field!r} has an invalid value")
         else:
             extensions.append((name, value))

@@ -31,6 +31,7 @@ import dkim as dkimpy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from tlsrpt_lmtp.core import names
+from tlsrpt_lmtp.core.dkimpolicy import DkimPolicy as DkimPolicy  # with the verdicts
 
 MAX_SIGNATURES = 5  # bounds the DNS work one message can cause
 
@@ -40,12 +41,6 @@ class DkimResult(StrEnum):
     FAIL = "fail"
     NONE = "none"  # no DKIM-Signature at all (or a bare report file)
     TEMPERROR = "temperror"  # the key could not be fetched (DNS timeout, SERVFAIL, ...)
-
-
-class DkimPolicy(StrEnum):
-    OFF = "off"  # no verification, the dkim_* event fields are null
-    VERIFY = "verify"  # record the verdict, keep every report
-    ENFORCE = "enforce"  # a report without an aligned pass goes to quarantine
 
 
 class DnsTempError(Exception):
@@ -124,7 +119,7 @@ class MessageVerdict:
 
 def aligned(domain: str | None, submitter: str | None) -> bool:
     """Relaxed alignment by organizational domain (``names.aligned``, Public Suffix List)."""
-    return names.aligned(domain, submitter.strip().strip("<>") if submitter else submitter)
+    return names.aligned(domain, names.mail_domain(submitter))
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,10 +22,10 @@ from tlsrpt_lmtp.core.eventbase import SCHEMA as SCHEMA
 from tlsrpt_lmtp.core.eventbase import Absent as Absent
 from tlsrpt_lmtp.core.eventbase import Event as Event
 from tlsrpt_lmtp.core.model import FailureDetail, MailMeta, Report
-from tlsrpt_lmtp.core.names import canonical
+from tlsrpt_lmtp.core.names import mail_domain
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.ingest.dkim import DkimVerdict
+    from tlsrpt_lmtp.core.dkim import DkimVerdict
 
 E = TypeVar("E", bound=Event)
 
@@ -178,8 +178,7 @@ def check_encodable(events: list[Event]) -> None:
 def submitter_of(report: Report, meta: MailMeta) -> str | None:
     if meta.submitter:
         return meta.submitter
-    contact = report.contact_info or ""
-    return canonical(contact.rpartition("@")[2].strip(" <>")) or None if "@" in contact else None
+    return mail_domain(report.contact_info)
 
 
 def _no_id() -> Absent:

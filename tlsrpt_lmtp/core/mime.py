@@ -23,7 +23,7 @@ from tlsrpt_lmtp.core.decompress import (
 )
 from tlsrpt_lmtp.core.mimeparts import Leaf, Parts, parts
 from tlsrpt_lmtp.core.model import Attachment, Extracted, MailMeta, Report
-from tlsrpt_lmtp.core.names import canonical
+from tlsrpt_lmtp.core.names import mail_domain
 from tlsrpt_lmtp.core.report import ReportError, parse_report_chunks
 from tlsrpt_lmtp.core.rfc2047 import decode_words
 from tlsrpt_lmtp.core.sanitize import clean_text, safe_text
@@ -184,7 +184,7 @@ def _read(
 def _submitter_check(meta: MailMeta, report: Report) -> tuple[str, ...]:
     """RFC 8460 §5.3: the submitter MUST be the contact-info domain (a subdomain either way
     is accepted: Mail.ru writes corp.mail.ru and mail.ru)."""
-    contact = canonical((report.contact_info or "").rpartition("@")[2].strip(" <>"))
+    contact = mail_domain(report.contact_info)
     if not meta.submitter or not contact:
         return ()
     if related_domains(meta.submitter, contact):
@@ -213,7 +213,7 @@ def _sanitised_meta(msg: Parts, warnings: list[str]) -> MailMeta:
     def field(name: str, domain: bool = False) -> str | None:
         text = header_text(h.get(name))
         if domain:
-            text = _domain(text)
+            text = mail_domain(text)
         if text is None:
             return None
         text, codes = clean_text(text)
@@ -236,7 +236,3 @@ def header_text(value: str | None) -> str | None:
     text = _FOLD.sub(" ", value[:MAX_HEADER_CHARS])
     text = decode_words(text)
     return text.strip() or None
-
-
-def _domain(text: str | None) -> str | None:
-    return canonical(text.strip(" <>")) if text else None

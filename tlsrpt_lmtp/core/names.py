@@ -121,6 +121,20 @@ def _tidy(name: str) -> str:
     return text[:end].lower()
 
 
+def mail_domain(text: str | None) -> str | None:
+    """The domain a mail header or a report's contact-info names, one rule for all of them:
+    the part after the last "@" (the whole value when there is none), without blanks and
+    angle brackets, in ``canonical`` form. A value with no "@" that is not a host name (a
+    URL, free text) names no domain."""
+    if not text:
+        return None
+    _, at, domain = text.rpartition("@")
+    domain = domain.strip(" <>")
+    if not at and to_ascii(_tidy(domain), wildcard=False) is None:
+        return None
+    return canonical(domain) or None
+
+
 def to_unicode(name: str) -> str:
     """The name for display, A-labels shown as Unicode; the input as given when it cannot be
     decoded (an invalid name is shown as it is, never guessed at)."""

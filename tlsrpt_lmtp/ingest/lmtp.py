@@ -1,8 +1,9 @@
 """The LMTP adapter: aiosmtpd's LMTP protocol in front of the ingest pipeline.
 
-A delivery is answered once its message is durably archived (stage 1 of the pipeline);
-parsing and storing follow in the stage 2 process. LMTP wants one reply per recipient after
-DATA (RFC 2033 §4.2); the message is archived once, so every recipient gets the same answer.
+A delivery is answered once its message is durably archived (stage 1, the ``Archiver``: all
+this process holds of the intake); parsing and storing follow in the stage 2 process. LMTP
+wants one reply per recipient after DATA (RFC 2033 §4.2); the message is archived once, so
+every recipient gets the same answer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiosmtpd.smtp import MISSING, syntax
 
 from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.config import Config, parse_listen
+from tlsrpt_lmtp.ingest.archiver import Archiver
 from tlsrpt_lmtp.ingest.lmtpdata import (
     Connections,
     DotDecoder,
@@ -30,10 +32,10 @@ from tlsrpt_lmtp.ingest.lmtpdata import (
     lmtp_replies,
     next_chunk,
 )
-from tlsrpt_lmtp.ingest.pipeline import ArchiveError, Pipeline
 from tlsrpt_lmtp.ingest.stage2 import Stage2Process
 from tlsrpt_lmtp.net.peers import PeerKey, peer_key
 from tlsrpt_lmtp.net.unixsock import prepare_unix_listen
+from tlsrpt_lmtp.store.base import ArchiveError
 
 _MAX_BATCH = 256
 _TOO_MANY = b"421 4.3.2 tlsrpt-lmtp too many connections, try again later\r\n"
@@ -155,9 +157,9 @@ class IngestWorker:
     (it nudges stage 2, which runs in its own process: see stage2.py)."""
 
     def __init__(
-        self, pipeline: Pipeline, loop: asyncio.AbstractEventLoop, archived: Callable[[], None]
+        self, archiver: Archiver, loop: asyncio.AbstractEventLoop, archived: Callable[[], None]
     ) -> None:
-        self.pipeline = pipeline
+        self.archiver = archiver
         self._loop = loop
         self._archived = archived
         self._incoming: queue.SimpleQueue[tuple[bytes, asyncio.Future[str]] | None] = (
@@ -187,7 +189,7 @@ class IngestWorker:
 
     def _archive(self, batch: list[tuple[bytes, asyncio.Future[str]]]) -> None:
         try:
-            keys = self.pipeline.archive_many([(raw, "lmtp") for raw, _ in batch])
+            keys = self.archiver.put([(raw, "lmtp") for raw, _ in batch])
         except Exception as exc:  # ArchiveError, or a bug: either way the MTA retries
             for _, future in batch:
                 self._resolve(future, exc)
@@ -268,12 +270,12 @@ class ReportHandler:
 
 
 async def serve(
-    config: Config, pipeline: Pipeline, stage2: Stage2Process, *, ready: Any = None
+    config: Config, archiver: Archiver, stage2: Stage2Process, *, ready: Any = None
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, finish deliveries in flight, let
     stage 2 finish what is pending, return."""
     loop = asyncio.get_running_loop()
-    worker = IngestWorker(pipeline, loop, stage2.nudge)
+    worker = IngestWorker(archiver, loop, stage2.nudge)
     handler = ReportHandler(worker, config.recipients)
 
     limits = Limits(

@@ -23,7 +23,6 @@ times is quarantined as poison without being parsed again.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,17 +42,22 @@ from tlsrpt_lmtp.core.events import (
 )
 from tlsrpt_lmtp.core.mime import extract
 from tlsrpt_lmtp.core.model import Extracted, MailMeta, Report
-from tlsrpt_lmtp.ingest.archive import MAX_ATTEMPTS, Archive, ArchiveError, Pending, Status
-from tlsrpt_lmtp.ingest.db import Database
 from tlsrpt_lmtp.ingest.delivery import Delivery, Emit, SinkError
 from tlsrpt_lmtp.ingest.dkim import DkimChecker, DkimVerdict, MessageVerdict
-from tlsrpt_lmtp.ingest.store import Store
+from tlsrpt_lmtp.store import DB_NAME, Store, open_store, target_of
+from tlsrpt_lmtp.store.base import (
+    MAX_ATTEMPTS,
+    ArchiveError,
+    Pending,
+    Status,
+    StoreUnavailable,
+    Tx,
+)
 
-__all__ = ["ArchiveError", "IngestResult", "Pipeline", "SinkError"]
+__all__ = ["DB_NAME", "ArchiveError", "IngestResult", "Pipeline", "SinkError"]
 
 # Called once per newly stored (non-duplicate) report; returns further events (e.g. alerts).
 ReportHook = Callable[[Report, MailMeta, str, DkimVerdict | None], Iterable[Event]]
-DB_NAME = "tlsrpt.sqlite3"
 # Parsed messages (Extracted.size_hint) held at once before they are stored and written.
 CHUNK_WEIGHT = 32 * 1024 * 1024
 _ALWAYS = "~"  # sorts after every ISO 8601 time: everything is a recovery
@@ -77,7 +81,7 @@ class IngestResult:
 class Pipeline:
     def __init__(
         self,
-        db: Database,
+        store: Store,
         emit: Emit,
         *,
         max_decompressed: int = DEFAULT_LIMIT,
@@ -87,10 +91,8 @@ class Pipeline:
         delivery: Delivery | None = None,
         max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS,
     ) -> None:
-        self.db = db
+        self.store = store
         self.dkim = dkim
-        self.archive = Archive(db)
-        self.store = Store(db)
         self.emit = emit
         self.delivery = delivery or Delivery(emit)
         self.max_decompressed = max_decompressed
@@ -109,9 +111,12 @@ class Pipeline:
         dkim: DkimChecker | None = None,
         delivery: Delivery | None = None,
         max_failure_details: int = DEFAULT_MAX_FAILURE_DETAILS,
+        database: str | None = None,
     ) -> Pipeline:
+        """The pipeline on ``database`` (a URL or path: store.open_store), by default the
+        SQLite file in ``data_dir``."""
         return cls(
-            Database(data_dir / DB_NAME),
+            open_store(target_of(database, data_dir)),
             emit,
             max_decompressed=max_decompressed,
             hooks=hooks,
@@ -121,7 +126,7 @@ class Pipeline:
         )
 
     def close(self) -> None:
-        self.db.close()
+        self.store.close()
 
     def ingest(self, raw: bytes, *, source: str) -> IngestResult:
         """Both stages for one message (raises ArchiveError if it cannot be stored, SinkError
@@ -131,7 +136,7 @@ class Pipeline:
 
     def archive_many(self, items: Sequence[tuple[bytes, str]]) -> list[str]:
         """Stage 1 for a batch of (raw, source): one durable commit for all of them."""
-        return self.archive.put(items, iso(self._clock()))
+        return self.store.put(items, iso(self._clock()))
 
     def process(self, raw: bytes, archive_id: str, *, source: str) -> IngestResult:
         """Stage 2 for one message; never raises for bad input."""
@@ -162,7 +167,7 @@ class Pipeline:
     def process_pending(self, batch: int = 64, batch_bytes: int = 8 << 20) -> list[IngestResult]:
         """Finish messages archived but not processed (the process stopped in between)."""
         results: list[IngestResult] = []
-        while claimed := self.archive.claim(batch, batch_bytes):
+        while claimed := self.store.claim(batch, batch_bytes):
             results += self.process_many(claimed, recovery_before=_ALWAYS)
         return results
 
@@ -221,14 +226,15 @@ class Pipeline:
     def _finish(self, chunk: list[_Judged]) -> list[IngestResult]:
         self._verify(chunk)
         received = iso(self._clock())
-        with self.db.transaction(durable=False) as c:
+        with self.store.transaction(durable=False) as c:
+            self.store.reserve(c, [r.dedup_key for m in chunk for r, _ in m.kept])
             for m in chunk:
                 self._store_one(c, m, received)
         for m in chunk:
             self.delivery.write(m.events)
             self.delivery.write(self._hook_events(m))
         self.delivery.flush()
-        with self.db.transaction(durable=False) as c:
+        with self.store.transaction(durable=False) as c:
             for m in chunk:
                 self.store.finish_message(
                     c,
@@ -239,27 +245,28 @@ class Pipeline:
                 )
         return [m.result() for m in chunk]
 
-    def _store_one(self, c: sqlite3.Connection, m: _Judged, received: str) -> None:
-        """Store one message's reports and build its events, all or nothing."""
-        c.execute("SAVEPOINT message")
+    def _store_one(self, c: Tx, m: _Judged, received: str) -> None:
+        """Store one message's reports and build its events, all or nothing. The store being
+        unreachable or busy is no fault of the message: the whole chunk is retried later."""
         try:
-            for report, _ in m.kept:
-                m.fresh.append(
-                    self.store.add_report(
-                        c,
-                        report,
-                        meta=m.extracted.meta,
-                        archive_id=m.archive_id,
-                        received_at=received,
+            with self.store.savepoint(c):
+                for report, _ in m.kept:
+                    m.fresh.append(
+                        self.store.add_report(
+                            c,
+                            report,
+                            meta=m.extracted.meta,
+                            archive_id=m.archive_id,
+                            received_at=received,
+                        )
                     )
-                )
-            m.events = self._events(m)
-            check_encodable(m.events)
+                m.events = self._events(m)
+                check_encodable(m.events)
+        except StoreUnavailable:
+            raise
         except Exception as exc:
-            c.execute("ROLLBACK TO message")
             m.fail(f"internal error while storing the message: {exc!r}"[:1000])
             m.events = self._events(m)  # the reason, and the mail's (sanitised) headers
-        c.execute("RELEASE message")
 
     def _events(self, m: _Judged) -> list[Event]:
         meta, key, source = m.extracted.meta, m.archive_id, m.source

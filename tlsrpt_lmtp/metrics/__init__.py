@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.ingest.archive import Pending
     from tlsrpt_lmtp.ingest.pipeline import IngestResult
+    from tlsrpt_lmtp.store.base import Pending
     from tlsrpt_lmtp.sts.reply import Answer
 
 

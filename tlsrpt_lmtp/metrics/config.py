@@ -10,18 +10,21 @@ Used by ``serve``, ``milter`` and ``policy serve``; ``--metrics-listen`` wins ov
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tlsrpt_lmtp.config import ConfigError, parse_listen, read_table
+from tlsrpt_lmtp.config import parse_listen
+from tlsrpt_lmtp.configfields import ConfigError, lowered, names, read, read_table, stripped
 
-_KINDS = {"listen": "str", "domains": "tuple[str, ...]", "max_label_values": "int"}
+
+def _domain(name: str) -> str:
+    return lowered(name).rstrip(".")
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    listen: str = ""  # "" = no endpoint
-    domains: tuple[str, ...] = ()
+    listen: str = field(default="", metadata=read(stripped))  # "" = no endpoint
+    domains: tuple[str, ...] = field(default=(), metadata=read(names(_domain)))
     max_label_values: int = 100
 
     @property
@@ -34,17 +37,13 @@ class MetricsConfig:
 
 
 def load_metrics_config(path: Path | None, listen: str | None = None) -> MetricsConfig:
-    values = read_table(path, "metrics", _KINDS)
+    values = read_table(path, "metrics", MetricsConfig)
     if listen is not None:
-        values["listen"] = listen
-    text = str(values.get("listen", "")).strip()
+        values["listen"] = listen.strip()
+    text = values.get("listen", "")
     if text.isdigit():
-        text = f"127.0.0.1:{text}"
-    config = MetricsConfig(
-        listen=text,
-        domains=tuple(d.rstrip(".") for d in values.get("domains", ())),
-        max_label_values=int(values.get("max_label_values", 100)),
-    )
+        values["listen"] = f"127.0.0.1:{text}"
+    config = MetricsConfig(**values)
     if config.max_label_values < 1:
         raise ConfigError("[metrics] max_label_values must be positive")
     if config.listen:

@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import signal
-import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.metrics.config import MetricsConfig, load_metrics_config
+from tlsrpt_lmtp.store import open_reader
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -75,7 +75,7 @@ def start_single_from_args(
     return start_single(config, service=service) if config.listen else None
 
 
-def start_serve(config: MetricsConfig, db_path: Path) -> Endpoint:
+def start_serve(config: MetricsConfig, db_path: str | Path) -> Endpoint:
     """The LMTP server's endpoint: multiprocess mode (call before anything imports
     prometheus_client, and before the stage 2 process starts)."""
     directory = tempfile.mkdtemp(prefix="tlsrpt-lmtp-metrics-")
@@ -107,13 +107,13 @@ def watch_stage2(endpoint: Endpoint, pid: Callable[[], int]) -> None:
     ProcessCollector(namespace="tlsrpt_stage2", pid=pid, registry=endpoint.registry)
 
 
-def join_serve(config_path: Path | None) -> bool:
+def join_serve(config: MetricsConfig) -> bool:
     """In the stage 2 process: count into serve's directory, if serve has metrics on."""
     directory = os.environ.get(ENV_DIR)
     if not directory or not os.path.isdir(directory):
         return False
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    metrics.install(_recorder(load_metrics_config(config_path), None))
+    metrics.install(_recorder(config, None))
     return True
 
 
@@ -179,15 +179,15 @@ def _signals_blocked() -> Iterator[None]:
 class Backlog:
     """Stage 2's backlog, read from the archive at scrape time."""
 
-    def __init__(self, db_path: Path) -> None:
-        self._path = db_path
+    def __init__(self, store: str | Path) -> None:
+        self._store = store  # a path or URL (store.open_reader)
 
     def collect(self) -> Iterable[Metric]:
         from prometheus_client.core import GaugeMetricFamily
 
         pending = float("nan")
         try:
-            db = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=2.0)
+            db = open_reader(self._store)
             try:
                 row: Any = db.execute(
                     "SELECT count(*) FROM messages WHERE status = 'pending'"
@@ -195,8 +195,8 @@ class Backlog:
                 pending = float(row[0])
             finally:
                 db.close()
-        except sqlite3.Error:
-            pass  # NaN: unknown (the database is busy or not there yet)
+        except Exception:
+            pass  # (the database is busy, unreachable or not there yet)
         yield GaugeMetricFamily(
             "tlsrpt_stage2_backlog_messages",
             "Messages archived and not yet processed by stage 2 (status pending)",

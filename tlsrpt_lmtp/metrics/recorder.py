@@ -42,8 +42,8 @@ from tlsrpt_lmtp.metrics.labels import (
 from tlsrpt_lmtp.metrics.policy import PolicyRequests
 
 if TYPE_CHECKING:
-    from tlsrpt_lmtp.ingest.archive import Pending
     from tlsrpt_lmtp.ingest.pipeline import IngestResult
+    from tlsrpt_lmtp.store.base import Pending
     from tlsrpt_lmtp.sts.reply import Answer
 
 FLUSH_SECONDS = 1.0

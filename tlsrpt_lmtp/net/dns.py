@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import TypeVar
 
 import dns.exception
+import dns.nameserver
 import dns.resolver
+
+R = TypeVar("R", bound=dns.resolver.BaseResolver)
+
+
+def make_resolver(kind: type[R], nameservers: tuple[str, ...], timeout: float) -> R:
+    """A dnspython resolver (``dns.resolver.Resolver`` or ``dns.asyncresolver.Resolver``);
+    nameservers as 'IP', 'IP:PORT' or '[IPv6]:PORT', none meaning /etc/resolv.conf."""
+    resolver = kind(configure=not nameservers)
+    if nameservers:
+        resolver.nameservers = [nameserver(ns) for ns in nameservers]
+    resolver.lifetime = timeout
+    resolver.timeout = min(timeout, 2.0)
+    return resolver
+
+
+def nameserver(text: str) -> dns.nameserver.Nameserver:
+    """A configured nameserver ('IP', 'IP:PORT', '[IPv6]:PORT') for a dnspython resolver."""
+    return dns.nameserver.Do53Nameserver(*parse_nameserver(text))
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:

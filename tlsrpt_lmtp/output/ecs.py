@@ -30,10 +30,13 @@ _CLASSES: dict[str, tuple[str, list[str], list[str], str | None]] = {
     "tlsrpt.alert": ("alert", ["email", "network"], ["info"], None),
     "tlsrpt.alert_undelivered": ("event", ["email"], ["error"], "failure"),
     "tlsrpt.alert_held": ("event", ["email"], ["info"], None),
+    "tlsrpt.prune": ("event", ["database"], ["deletion"], "success"),
     "sts.policy_fetched": ("event", ["configuration", "network"], ["creation"], "success"),
     "sts.policy_changed": ("event", ["configuration", "network"], ["change"], "success"),
     "sts.fetch_error": ("event", ["network"], ["error"], "failure"),
     "sts.refresh_failed": ("event", ["network"], ["error"], "failure"),
+    "sts.shared_cache_unavailable": ("event", ["database", "network"], ["error"], "failure"),
+    "sts.shared_cache_restored": ("event", ["database", "network"], ["info"], "success"),
 }
 _DEFAULT_CLASS: tuple[str, list[str], list[str], str | None] = ("event", [], ["info"], None)
 _LEVELS = {"info": "info", "warning": "warning", "critical": "critical"}
@@ -192,6 +195,13 @@ def _message(name: str, event: MutableMapping[str, Any]) -> str:
             f"{event.get('failed_session_count')} sessions to"
             f" {event.get('receiving_mx_hostname') or event.get('receiving_ip')}"
             f" ({event.get('policy_domain')}) failed: {event.get('result_type')} ({org})"
+        )
+    if name == "tlsrpt.prune":
+        return (
+            f"retention{' (dry run)' if event.get('dry_run') else ''}:"
+            f" {event.get('messages', 0) + event.get('quarantined', 0)} raw messages"
+            f" received before {event.get('raw_before')}, {event.get('reports')} reports"
+            f" ended before {event.get('reports_before')}"
         )
     reason = event.get("reason")
     domain = event.get("domain")

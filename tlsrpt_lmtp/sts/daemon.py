@@ -9,10 +9,13 @@ import signal
 import sys
 from collections.abc import Callable
 
-from tlsrpt_lmtp.config import PolicyConfig
+import dns.asyncresolver
+
+from tlsrpt_lmtp.config import ConfigError, PolicyConfig
 from tlsrpt_lmtp.core.events import Event
-from tlsrpt_lmtp.sts.cache import PolicyCache
-from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
+from tlsrpt_lmtp.net.dns import make_resolver
+from tlsrpt_lmtp.sts.cache import Entry, PolicyCache
+from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.reply import exim_line, postfix_reply
@@ -23,13 +26,16 @@ from tlsrpt_lmtp.sts.server import (
     listen,
     listen_socketmap,
 )
-from tlsrpt_lmtp.sts.service import PolicyService, Timing
+from tlsrpt_lmtp.sts.service import PolicyService, Timing, checked_policy
+from tlsrpt_lmtp.sts.shared import shared_tier
 
 
 def build_service(config: PolicyConfig, emit: Callable[[Event], None]) -> PolicyService:
-    resolver = make_resolver(config.nameservers, config.dns_timeout)
+    resolver = make_resolver(dns.asyncresolver.Resolver, config.nameservers, config.dns_timeout)
     dane = (
-        make_resolver((config.dane_resolver,), config.dns_timeout) if config.dane_resolver else None
+        make_resolver(dns.asyncresolver.Resolver, (config.dane_resolver,), config.dns_timeout)
+        if config.dane_resolver
+        else None
     )
     dns_client = DnsClient(resolver, dane)
     fetcher = Fetcher(
@@ -44,7 +50,15 @@ def build_service(config: PolicyConfig, emit: Callable[[Event], None]) -> Policy
         max_bytes=config.cache_bytes,
     )
     timing = Timing(refresh_window=config.refresh_window)
-    return PolicyService(dns_client, fetcher, cache, _never_blocking(emit), timing=timing)
+    safe_emit = _never_blocking(emit)
+    try:
+        shared = shared_tier(config.cache, safe_emit, checked_policy, config.cache_timeout)
+    except ValueError as exc:
+        cache.close()
+        raise ConfigError(str(exc)) from None
+    # wait for another node's fetch at most as long as that fetch can take
+    shared.lease = config.fetch_timeout + 2 * config.dns_timeout + 1
+    return PolicyService(dns_client, fetcher, cache, safe_emit, timing=timing, shared=shared)
 
 
 def _never_blocking(emit: Callable[[Event], None]) -> Callable[[Event], None]:
@@ -100,11 +114,13 @@ async def serve(config: PolicyConfig, service: PolicyService) -> None:
         for server in servers:
             server.close()
         service.cache.close()
+        await service.shared.close()
 
 
 async def query(config: PolicyConfig, service: PolicyService, key: str) -> str:
     """What an administrator debugging a domain wants to see, as text."""
     before = _cache_state(service, key)
+    shared = await _shared_state(service, key)
     answer = await service.lookup(key)
     after = _cache_state(service, key)
     options = reply_options(config)
@@ -115,21 +131,36 @@ async def query(config: PolicyConfig, service: PolicyService, key: str) -> str:
         lines += ["policy:"] + [f"    {line}" for line in answer.policy.lines]
     lines.append(f"cache before:  {before}")
     lines.append(f"cache after:   {after}")
+    if shared:
+        lines.append(f"shared before: {shared}")
     plain = postfix_reply(answer, tlsrpt=False, enforce_testing=options.enforce_testing)
     full = postfix_reply(answer, tlsrpt=True, enforce_testing=options.enforce_testing)
     lines.append(f"postfix < 3.10 gets: {plain}")
     lines.append(f"postfix >= 3.10 (TLSRPT attributes) gets: {full}")
     lines.append(f"exim gets:     {exim_line(answer, enforce_testing=options.enforce_testing)}")
     service.cache.close()
+    await service.shared.close()
     return "\n".join(lines)
 
 
 def _cache_state(service: PolicyService, key: str) -> str:
     domain = policy_domain(key)
     entry = service.cache.get(domain) if domain else None
-    if entry is None:
-        return "no cached policy"
+    return "no cached policy" if entry is None else _described(entry)
 
+
+async def _shared_state(service: PolicyService, key: str) -> str:
+    """The shared cache's policy for the domain ("" when there is no shared cache)."""
+    domain = policy_domain(key)
+    if not service.shared.enabled or domain is None:
+        return ""
+    entry = await service.shared.find(domain, service.clock())
+    if not service.shared.available():
+        return "unavailable (sts.shared_cache_unavailable says why)"
+    return "no valid policy" if entry is None else _described(entry)
+
+
+def _described(entry: Entry) -> str:
     def when(t: float) -> str:
         return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
 

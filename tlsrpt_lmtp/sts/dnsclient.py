@@ -14,9 +14,9 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from tlsrpt_lmtp.net.dns import parse_nameserver, why
+from tlsrpt_lmtp.core.dnstext import join_rr
+from tlsrpt_lmtp.net.dns import why
 from tlsrpt_lmtp.sts import stub
-from tlsrpt_lmtp.sts.record import join_rr
 
 
 class Dane(StrEnum):
@@ -32,16 +32,6 @@ class TxtLookup:
     ttl: int = 300
 
 
-def make_resolver(nameservers: tuple[str, ...], timeout: float) -> dns.asyncresolver.Resolver:
-    """Nameservers as 'IP' or 'IP:PORT' / '[v6]:PORT'; none means /etc/resolv.conf."""
-    resolver = dns.asyncresolver.Resolver(configure=not nameservers)
-    if nameservers:
-        resolver.nameservers = [nameserver(ns) for ns in nameservers]
-    resolver.lifetime = timeout
-    resolver.timeout = min(timeout, 2.0)
-    return resolver
-
-
 class DnsClient:
     def __init__(
         self, resolver: dns.asyncresolver.Resolver, dane: dns.asyncresolver.Resolver | None
@@ -54,19 +44,23 @@ class DnsClient:
             dane.flags = dns.flags.RD | dns.flags.AD
 
     async def sts_txt(self, domain: str) -> TxtLookup:
+        return await self.txt(f"_mta-sts.{domain}")
+
+    async def txt(self, name: str) -> TxtLookup:
+        """A name's TXT records, each RR's strings joined; ``error`` unless definitive."""
         if self._stub is not None:
             try:
-                found = await self._stub.query(f"_mta-sts.{domain}", stub.TXT)
+                found = await self._stub.query(name, stub.TXT)
             except stub.DnsError as exc:
-                return TxtLookup((), error=f"DNS lookup of _mta-sts.{domain} failed: {exc.reason}")
+                return TxtLookup((), error=f"DNS lookup of {name} TXT failed: {exc.reason}")
             txt = tuple(v for v in found.values if isinstance(v, bytes))
             return TxtLookup(txt) if found.ttl is None else TxtLookup(txt, ttl=found.ttl)
         try:
-            answer = await self._r.resolve(f"_mta-sts.{domain}.", "TXT")
+            answer = await self._r.resolve(f"{name}.", "TXT")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return TxtLookup(())
         except dns.exception.DNSException as exc:
-            return TxtLookup((), error=f"DNS lookup of _mta-sts.{domain} failed: {why(exc)}")
+            return TxtLookup((), error=f"DNS lookup of {name} TXT failed: {why(exc)}")
         assert answer.rrset is not None
         records = tuple(join_rr(list(rr.strings)) for rr in answer.rrset)
         return TxtLookup(records, ttl=answer.rrset.ttl)
@@ -151,8 +145,3 @@ def _stub_for(resolver: dns.asyncresolver.Resolver) -> stub.Stub | None:
     if not servers:
         return None
     return stub.Stub(servers, timeout=resolver.timeout, lifetime=resolver.lifetime)
-
-
-def nameserver(text: str) -> dns.nameserver.Nameserver:
-    """A configured nameserver ('IP', 'IP:PORT', '[IPv6]:PORT') for a dnspython resolver."""
-    return dns.nameserver.Do53Nameserver(*parse_nameserver(text))

@@ -26,6 +26,14 @@ def to_a_label(name: str) -> str:
     return result
 
 
+def mx_pattern(value: str) -> str:
+    """An MTA-STS mx pattern (RFC 8461 §4.1: a host name, or "*." and one) in A-label form;
+    raises DomainError if it is not one."""
+    wildcard = value.startswith("*.")
+    name = to_a_label(value[2:] if wildcard else value)
+    return f"*.{name}" if wildcard else name
+
+
 @functools.lru_cache(maxsize=4096)
 def policy_domain(key: str) -> str | None:
     """The domain to look up for a Postfix/Exim key, or None when there is no MTA-STS for it.

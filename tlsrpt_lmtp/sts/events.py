@@ -44,6 +44,29 @@ class FetchFailed(PolicyEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SharedCacheUnavailable(Event):
+    """The shared policy cache failed or did not answer (sts/shared/tier.py); it carries none
+    of the policy fields."""
+
+    EVENT: ClassVar[str] = "sts.shared_cache_unavailable"
+
+    backend: str
+    server: str
+    domain: str
+    reason: str
+    retry_in_seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharedCacheRestored(Event):
+    EVENT: ClassVar[str] = "sts.shared_cache_restored"
+
+    backend: str
+    server: str
+    unavailable_seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RefreshFailed(PolicyEvent):
     EVENT: ClassVar[str] = "sts.refresh_failed"
 

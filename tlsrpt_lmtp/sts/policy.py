@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from tlsrpt_lmtp.core.names import canonical
-from tlsrpt_lmtp.sts.domain import DomainError, to_a_label
+from tlsrpt_lmtp.sts.domain import DomainError, mx_pattern
 
 MAX_POLICY_SIZE = 64 * 1024
 MAX_AGE_LIMIT = 31557600  # §3.2 prose; RFC errata 7282
@@ -81,12 +81,10 @@ def parse_policy(body: bytes) -> StsPolicy:
 
 
 def _mx_pattern(value: str) -> str:
-    wildcard = value.startswith("*.")
     try:
-        name = to_a_label(value[2:] if wildcard else value)
+        return mx_pattern(value)
     except DomainError as exc:
         raise PolicyError(f"invalid mx pattern {value!r}: {exc}") from None
-    return f"*.{name}" if wildcard else name
 
 
 def mx_matches(pattern: str, host: str) -> bool:

@@ -86,7 +86,8 @@ class SocketmapProtocol(asyncio.BufferedProtocol):
         self.table = table
         self._buf = bytearray(READ_CHUNK)
         self._decoder = Decoder()
-        self._queue: deque[bytes] = deque()
+        # parsed requests waiting for the worker (a str: the reply already known, e.g. PERM)
+        self._queue: deque[tuple[str, str] | str] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._reading = True
@@ -158,13 +159,14 @@ class SocketmapProtocol(asyncio.BufferedProtocol):
                 request = self._decoder.next()
                 if request is None:
                     break
+                parsed = _request(request)  # once per request, hit or miss
                 if self._worker is None:
-                    reply = _reply_now(self.service, self.options, request)
+                    reply = _reply_now(self.service, self.options, parsed)
                     if reply is not None:
                         transport.write(encode(reply))
                         continue
                     self._worker = asyncio.ensure_future(self._drain())
-                self._queue.append(request)
+                self._queue.append(parsed)
         except NetstringError:
             transport.close()
             return
@@ -184,9 +186,9 @@ class SocketmapProtocol(asyncio.BufferedProtocol):
 
     async def _drain(self) -> None:
         while self._queue and self._transport is not None:
-            request = self._queue.popleft()
+            parsed = self._queue.popleft()
             # The service answers from its cache without waiting when it can.
-            reply = await _reply_later(self.service, self.options, request)
+            reply = await _reply_later(self.service, self.options, parsed)
             await self._writable.wait()
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.write(encode(reply))
@@ -216,8 +218,10 @@ def _request(request: bytes) -> tuple[str, str] | str:
     return name, key
 
 
-def _reply_now(service: PolicyService, options: ReplyOptions, request: bytes) -> str | None:
-    parsed = _request(request)
+def _reply_now(
+    service: PolicyService, options: ReplyOptions, parsed: tuple[str, str] | str
+) -> str | None:
+    """The reply without waiting (a malformed request, a cache hit), or None."""
     if isinstance(parsed, str):
         return parsed
     answer = service.cached_answer(parsed[1])
@@ -229,8 +233,9 @@ def _reply_now(service: PolicyService, options: ReplyOptions, request: bytes) ->
     )
 
 
-async def _reply_later(service: PolicyService, options: ReplyOptions, request: bytes) -> str:
-    parsed = _request(request)
+async def _reply_later(
+    service: PolicyService, options: ReplyOptions, parsed: tuple[str, str] | str
+) -> str:
     if isinstance(parsed, str):
         return parsed
     answer = await service.lookup(parsed[1])

@@ -9,6 +9,9 @@
   so the daemon does not keep telling policy hosts about domains nobody mails any more.
 - A failed fetch is retried at most every `retry_after` seconds per domain and id.
 - Concurrent lookups of one uncached domain share one DNS query and one fetch.
+- With a shared cache (sts/shared/, optional) behind the local one, a policy another node
+  fetched is applied here too, fetches and failures are coordinated across nodes, and the
+  node goes on alone when the shared cache is down (sts/shared/tier.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypedDict
 
 from tlsrpt_lmtp.core.events import Event
@@ -28,6 +31,7 @@ from tlsrpt_lmtp.sts.fetch import FetchError
 from tlsrpt_lmtp.sts.policy import Mode, PolicyError, StsPolicy, parse_policy
 from tlsrpt_lmtp.sts.record import parse_txt
 from tlsrpt_lmtp.sts.reply import Answer, Kind
+from tlsrpt_lmtp.sts.shared.tier import SharedTier
 
 Emit = Callable[[Event], None]
 
@@ -69,6 +73,7 @@ class PolicyService:
         *,
         timing: Timing = Timing(),
         clock: Callable[[], float] = time.time,
+        shared: SharedTier | None = None,
     ) -> None:
         self.dns = dns
         self.fetcher = fetcher
@@ -76,6 +81,7 @@ class PolicyService:
         self.emit = emit
         self.timing = timing
         self.clock = clock
+        self.shared = shared or SharedTier(None, emit)
         self._inflight: dict[str, asyncio.Task[Answer]] = {}
         # Bounded like the cache: neither may grow with the number of domains ever seen.
         self._failures: Lru[tuple[str, str], float] = Lru(cache.size)
@@ -151,6 +157,10 @@ class PolicyService:
 
     async def _discover_bounded(self, domain: str, expired: Entry | None) -> Answer:
         async with self._discoveries:
+            newer_than = expired.fetched_at if expired is not None else 0.0
+            found = await self.shared.find(domain, self.clock(), newer_than=newer_than)
+            if found is not None:  # fetched by another node: applied until its max_age
+                return self._adopt(found, expired)
             return await self._discover(domain, expired)
 
     def _recheck_at(self, now: float, ttl: int) -> float:
@@ -176,23 +186,43 @@ class PolicyService:
         failed_at = self._failures.get((domain, policy_id))
         if failed_at is not None and now - failed_at < self.timing.retry_after:
             return self._fallback(domain, previous, now, "fetch failed recently")
-        try:
-            body = await self.fetcher.fetch(domain)
-            policy = parse_policy(body)
-            _check_bounds(policy)
-        except FetchError as exc:
-            return self._failed(domain, policy_id, previous, exc.result_type, exc.reason)
-        except PolicyError as exc:
-            return self._failed(domain, policy_id, previous, "sts-policy-invalid", str(exc))
-        self._failures.pop((domain, policy_id))
+        retry = self.timing.retry_after
+        async with self.shared.fetching(domain, policy_id, previous, now, retry) as step:
+            if step.adopt is not None:
+                return self._adopt(step.adopt, previous)
+            if step.failed_elsewhere:
+                self._failures.put((domain, policy_id), now)
+                return self._fallback(domain, previous, now, "fetch failed recently (shared)")
+            try:
+                body = await self.fetcher.fetch(domain)
+                policy = checked_policy(body)
+            except FetchError as exc:
+                step.failed = True
+                return self._failed(domain, policy_id, previous, exc.result_type, exc.reason)
+            except PolicyError as exc:
+                step.failed = True
+                return self._failed(domain, policy_id, previous, "sts-policy-invalid", str(exc))
+            self._failures.pop((domain, policy_id))
+            now = self.clock()
+            looked_up = now if previous is None else previous.looked_up_at
+            entry = Entry(
+                domain, policy_id, policy, body, now, now, looked_up, self._recheck_at(now, ttl)
+            )
+            step.fetched = entry
+            self.cache.put(entry)
+            self._log_change(previous, entry)
+            return Answer(Kind.POLICY, domain, policy, policy_id)
+
+    def _adopt(self, entry: Entry, previous: Entry | None) -> Answer:
+        """Take a policy another node fetched (its fetched_at kept: max_age runs from then);
+        its TXT id is checked by this node after recheck_min."""
         now = self.clock()
         looked_up = now if previous is None else previous.looked_up_at
-        entry = Entry(
-            domain, policy_id, policy, body, now, now, looked_up, self._recheck_at(now, ttl)
-        )
+        entry = replace(entry, looked_up_at=looked_up, recheck_at=now + self.timing.recheck_min)
         self.cache.put(entry)
-        self._log_change(previous, entry)
-        return Answer(Kind.POLICY, domain, policy, policy_id)
+        if previous is not None:
+            self._log_change(previous, entry)
+        return Answer(Kind.POLICY, entry.domain, entry.policy, entry.policy_id)
 
     def _failed(
         self, domain: str, policy_id: str, previous: Entry | None, result_type: str, reason: str
@@ -313,6 +343,13 @@ class PolicyService:
         """Wait for the background TXT re-checks under way (for tests and shutdown)."""
         while self._background:
             await asyncio.gather(*self._background.values())
+
+
+def checked_policy(body: bytes) -> StsPolicy:
+    """The policy in ``body`` if it parses and is within this daemon's bounds."""
+    policy = parse_policy(body)
+    _check_bounds(policy)
+    return policy
 
 
 def _check_bounds(policy: StsPolicy) -> None:

@@ -3,7 +3,7 @@
 Wiring (tlsrpt_lmtp/cli.py)::
 
     from tlsrpt_lmtp.views import cli as views_cli
-    views_cli.add_parser(sub, common)          # in _parser(), next to the other commands
+    views_cli.add_parser(sub, *flags.STORE)           # in _parser(), next to the other commands
     if args.command == "summary":              # in main(), before the pipeline is opened
         return views_cli.run(args)
 """
@@ -23,6 +23,8 @@ from typing import Any
 
 from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.config import ConfigError, load
+from tlsrpt_lmtp.store import Reader, open_reader, target_of
+from tlsrpt_lmtp.store.base import StoreUnavailable
 from tlsrpt_lmtp.views import html, jsonout, markdown, model, query, text
 from tlsrpt_lmtp.views.period import Period, PeriodError, make_period, normalise_domain
 
@@ -35,10 +37,11 @@ RENDERERS: dict[str, Callable[..., str]] = {
 VIEWS = {"both": ("result", "source"), "result": ("result",), "source": ("source",)}
 
 
-def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The subcommand, with the flag groups it uses (cliflags.py) as ``parents``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "summary",
-        parents=[common],
+        parents=list(parents),
         help="summarise the stored reports by result and by sending source",
         description="Summarise the stored reports. The period selects reports by the start of"
         " their date range (UTC); default: every stored report.",
@@ -80,7 +83,7 @@ def _count(text: str) -> int:
 
 
 def summarise(
-    db: sqlite3.Connection,
+    db: Reader,
     period: Period,
     domain: str | None,
     *,
@@ -103,13 +106,13 @@ def summarise(
 def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     try:
-        config = load(args.config, {"data_dir": args.data_dir})
+        config = load(args.config, {"data_dir": args.data_dir, "database": args.database})
         period = make_period(
             since=args.since, date_from=args.date_from, date_to=args.date_to, now=now
         )
         domain = normalise_domain(args.domain) if args.domain else None
         out_dir = _output_dir(args.output, args.output_format)
-        db = query.open_readonly(config.data_dir / "tlsrpt.sqlite3")
+        db = open_reader(target_of(config.database, config.data_dir))
     except (ConfigError, PeriodError, OSError, sqlite3.Error) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
@@ -123,7 +126,7 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
                     db, period, d.domain, now=now, top=args.top, findings=summary.findings
                 )
                 pages[html.page_name(d.domain)] = html.render(drill, views=views)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, StoreUnavailable) as exc:
         print(f"tlsrpt-lmtp: cannot read the report store: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -8,7 +8,7 @@ deduplicated like every alert (``--no-alerts``: not).
 
 Wiring (tlsrpt_lmtp/cli.py)::
 
-    views_digest.add_parser(sub, common)
+    views_digest.add_parser(sub, *flags.EVENTS)
     if args.command == "digest":
         return views_digest.run(args)
 """
@@ -34,7 +34,8 @@ from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.alerts.mail import default_sender
 from tlsrpt_lmtp.config import ConfigError, load, syslog_options
 from tlsrpt_lmtp.output.sinks import Emitter, open_emitter
-from tlsrpt_lmtp.views import query, text
+from tlsrpt_lmtp.store import Store, open_reader, open_store, target_of
+from tlsrpt_lmtp.views import text
 from tlsrpt_lmtp.views.cli import summarise
 from tlsrpt_lmtp.views.fmt import (
     clean,
@@ -248,10 +249,14 @@ def build(db: Any, now: datetime, *, since: str, top: int) -> Digest:
     return Digest(current, previous, compare(current.domains, previous.domains))
 
 
-def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+_LOG_FLAGS = ("log_format", "log_file", "syslog_address")  # where the findings go as alerts
+
+
+def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The subcommand, with the flag groups it uses (cliflags.py) as ``parents``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "digest",
-        parents=[common],
+        parents=list(parents),
         help="mail (or print) the overview of the last period and what changed",
         description="The digest of the last period: totals, findings, top problems and the"
         " changes against the period before. Run it from cron or a systemd timer.",
@@ -276,12 +281,13 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
 def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     try:
-        config = load(args.config, {"data_dir": args.data_dir})
+        overrides = {k: getattr(args, k) for k in ("data_dir", "database", *_LOG_FLAGS)}
+        config = load(args.config, overrides)
         alerts = load_alerts(args.config)
         parse_duration(args.since)
         if args.top < 0:
             raise PeriodError("--top: expected 0 (all) or more")
-        db = query.open_readonly(config.data_dir / "tlsrpt.sqlite3")
+        db = open_reader(target_of(config.database, config.data_dir))
     except (ConfigError, PeriodError, OSError) as exc:
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
@@ -336,11 +342,15 @@ def _alerts(args: argparse.Namespace, config: Any, digest: Digest, now: datetime
         emitter = Emitter(_Stderr())  # stdout has the digest
     else:
         emitter = open_emitter(config.log_format, target, syslog=syslog_options(config))
+    store: Store | None = None
     try:
-        hook = build_hook(args.config, config.data_dir, emitter, clock=lambda: now, source="digest")
+        store = open_store(target_of(config.database, config.data_dir))
+        hook = build_hook(args.config, store, emitter, clock=lambda: now, source="digest")
     except (ConfigError, OSError) as exc:
         print(f"tlsrpt-lmtp: findings not sent as alerts: {exc}", file=sys.stderr)
         emitter.close()
+        if store is not None:
+            store.close()
         return 1
     try:
         for event in absence.raise_alerts(hook, digest.summary.findings, source="digest"):
@@ -348,5 +358,6 @@ def _alerts(args: argparse.Namespace, config: Any, digest: Digest, now: datetime
         hook.join(30)
     finally:
         hook.close()
+        store.close()
         emitter.close()
     return 0

@@ -1,4 +1,4 @@
-"""The index the views need in the store (db.py creates it when it opens the store; this is
+"""The index the views need in the store (store/schema.py creates it with the store; this is
 for stores filled by other means, as the benchmark's).
 
 With it, a period (``--since 1d``, the digest, the absence findings' 90 days) is found through
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from tlsrpt_lmtp.ingest.db import REPORTS_START_INDEX
+from tlsrpt_lmtp.store.schema import REPORTS_START_INDEX
 
 INDEXES = (REPORTS_START_INDEX,)
 

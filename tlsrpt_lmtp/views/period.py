@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from tlsrpt_lmtp.core import durations
 from tlsrpt_lmtp.core.names import canonical
-
-_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
 
 
 class PeriodError(ValueError):
@@ -30,14 +27,11 @@ class Period:
 
 
 def parse_duration(text: str) -> timedelta:
-    """'90m', '24h', '7d', '2w' → a timedelta."""
-    match = _DURATION.match(text)
-    if not match or len(match[1]) > 12:
-        raise PeriodError(f"expected a duration such as 24h, 7d or 2w, not {text[:40]!r}")
+    """'90m', '24h', '7d', '2w' → a timedelta (``core.durations``), or PeriodError."""
     try:
-        return timedelta(seconds=int(match[1]) * _UNITS[match[2].lower()])
-    except OverflowError:
-        raise PeriodError(f"duration out of range: {text[:40]!r}") from None
+        return durations.parse_duration(text)
+    except durations.DurationError as exc:
+        raise PeriodError(str(exc)) from None
 
 
 def parse_moment(text: str, *, end: bool) -> datetime:

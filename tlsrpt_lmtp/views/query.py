@@ -18,100 +18,124 @@ bounded by the number of domains and organisations, and by ``top`` for everythin
 
 from __future__ import annotations
 
+import functools
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlsrpt_lmtp.store import Reader, open_reader
+from tlsrpt_lmtp.store.dialect import Dialect, of, sts_mode
 from tlsrpt_lmtp.views.period import Period
 
 CAP = 10**12
 
 
-def _c(expr: str) -> str:
-    return f"MIN(MAX(COALESCE({expr}, 0), 0), {CAP})"
-
-
-# The STS mode from the normalised policy-string lines ("mode: enforce"); '' for other types.
-_MODE = """CASE WHEN p.policy_type <> 'sts' THEN ''
-    WHEN instr(p.policy_string, '"mode: enforce"') THEN 'enforce'
-    WHEN instr(p.policy_string, '"mode: testing"') THEN 'testing'
-    WHEN instr(p.policy_string, '"mode: none"') THEN 'none' ELSE 'unknown' END"""
-
 # replaced by the conditions in force, so that an index on reports(date_range_start) or
 # policies(policy_domain) can drive the query: its cost follows the rows the period selects
-_PERIOD = "/*period*/ 1"
-_LABEL = f"CASE WHEN p.policy_type = 'sts' THEN 'sts/' || {_MODE} ELSE p.policy_type END"
+_PERIOD = "/*period*/ 1=1"
 
-_BUILD = (
-    f"""CREATE TEMP TABLE ufail AS
+
+@dataclass(frozen=True, slots=True)
+class _Sql:
+    """Every statement of the views, for one dialect (written once: see store/dialect.py)."""
+
+    build: tuple[str, ...]
+    drop: tuple[str, ...]
+    domains: str
+    orgs: str
+    groups: str
+    result_types: str
+    days: str
+    all_days: str
+    source_keys: str
+    source_all: str
+    source_types: str
+    reports: str
+    reports_all: str
+
+
+_TEMP = ("ufail", "fsum", "unit", "topsrc")
+
+
+@functools.cache
+def _sql(d: Dialect) -> _Sql:
+    mode = sts_mode(d, "p", "''")
+    ok = d.clamp("p.total_successful_session_count", CAP)
+    bad = d.clamp("p.total_failure_session_count", CAP)
+    label = f"CASE WHEN p.policy_type = 'sts' THEN 'sts/' || {mode} ELSE p.policy_type END"
+    build = (
+        f"""CREATE TEMP TABLE ufail AS
     SELECT rid, org, start, stop, domain, rt, ip, mx, MAX(n) AS n FROM (
         SELECT p.report AS rid, r.organization_name AS org, r.date_range_start AS start,
                r.date_range_end AS stop, COALESCE(p.policy_domain, '') AS domain,
                f.result_type AS rt,
                COALESCE(f.sending_mta_ip, '') AS ip,
                COALESCE(NULLIF(f.receiving_mx_hostname, ''), f.receiving_ip, '') AS mx,
-               SUM({_c("f.failed_session_count")}) AS n
+               SUM({d.clamp("f.failed_session_count", CAP)}) AS n
         FROM reports AS r JOIN policies AS p ON p.report = r.id
         JOIN failures AS f ON f.policy = p.id
         WHERE {_PERIOD}
-        GROUP BY f.policy, rt, ip, mx)
-    GROUP BY rid, domain, rt, ip, mx""",
-    "CREATE INDEX temp.ufail_source ON ufail(org, ip, mx)",
-    """CREATE TEMP TABLE fsum AS SELECT rid, domain, SUM(n) AS n FROM ufail
+        GROUP BY f.policy, p.report, r.organization_name, r.date_range_start,
+                 r.date_range_end, COALESCE(p.policy_domain, ''), f.result_type,
+                 COALESCE(f.sending_mta_ip, ''),
+                 COALESCE(NULLIF(f.receiving_mx_hostname, ''), f.receiving_ip, '')) AS per_policy
+    GROUP BY rid, org, start, stop, domain, rt, ip, mx""",
+        d.temp_index("ufail_source", "ufail", "org, ip, mx"),
+        """CREATE TEMP TABLE fsum AS SELECT rid, domain, SUM(n) AS n FROM ufail
     GROUP BY rid, domain""",
-    "CREATE UNIQUE INDEX temp.fsum_unit ON fsum(rid, domain)",
-    f"""CREATE TEMP TABLE unit AS
+        d.unique_temp_index("fsum_unit", "fsum", "rid, domain"),
+        f"""CREATE TEMP TABLE unit AS
     SELECT p.report AS rid, r.organization_name AS org, r.date_range_start AS start,
            r.date_range_end AS stop, COALESCE(p.policy_domain, '') AS domain,
-           MAX({_c("p.total_successful_session_count")} + {_c("p.total_failure_session_count")})
-             - MAX({_c("p.total_failure_session_count")}) AS ok,
-           MAX({_c("p.total_failure_session_count")}) AS failed,
+           MAX({ok} + {bad}) - MAX({bad}) AS ok, MAX({bad}) AS failed,
            COALESCE(MAX(d.n), 0) AS detailed,
-           group_concat(DISTINCT {_LABEL}) AS labels
+           {d.concat_distinct(label)} AS labels
     FROM reports AS r JOIN policies AS p ON p.report = r.id
     LEFT JOIN fsum AS d ON d.rid = p.report AND d.domain = COALESCE(p.policy_domain, '')
     WHERE {_PERIOD}
-    GROUP BY p.report, COALESCE(p.policy_domain, '')""",
-    "CREATE TEMP TABLE topsrc (org TEXT, ip TEXT, mx TEXT)",
-)
-_DROP = tuple(f"DROP TABLE IF EXISTS temp.{t}" for t in ("ufail", "fsum", "unit", "topsrc"))
-
-# unattributed / beyond-summary per unit, summed: one report's excess never hides another's gap
-_GAPS = "SUM(MAX(failed - detailed, 0)), SUM(MAX(detailed - failed, 0))"
-_DOMAINS = f"""SELECT domain, COUNT(*), COUNT(DISTINCT org), SUM(ok), SUM(failed), {_GAPS},
-    MIN(start), MAX(stop), group_concat(DISTINCT labels) FROM unit GROUP BY domain"""
-_ORGS = f"""SELECT org, COUNT(DISTINCT rid), COUNT(DISTINCT domain), SUM(ok), SUM(failed),
-    {_GAPS}, MIN(start), MAX(stop) FROM unit GROUP BY org"""
-_TOP = "(SELECT value FROM json_each(:top))"
-_GROUPS = f"""SELECT domain, ptype, mode, COUNT(DISTINCT rid), SUM(ok), SUM(bad),
-    SUM(MAX(bad - detailed, 0)), SUM(MAX(detailed - bad, 0)) FROM (
-        SELECT COALESCE(p.policy_domain, '') AS domain, p.policy_type AS ptype, {_MODE} AS mode,
-               p.report AS rid, {_c("p.total_successful_session_count")} AS ok,
-               {_c("p.total_failure_session_count")} AS bad,
-               (SELECT COALESCE(SUM({_c("f.failed_session_count")}), 0) FROM failures AS f
+    GROUP BY p.report, r.organization_name, r.date_range_start, r.date_range_end,
+             COALESCE(p.policy_domain, '')""",
+        "CREATE TEMP TABLE topsrc (org TEXT, ip TEXT, mx TEXT)",
+    )
+    # unattributed / beyond-summary per unit, summed: one report's excess never hides another's
+    gaps = f"SUM({d.positive('failed - detailed')}), SUM({d.positive('detailed - failed')})"
+    top = d.json_values("top")
+    src = """SELECT org, ip, mx, SUM(n) AS n, COUNT(DISTINCT rid) AS reports, MIN(start),
+    MAX(stop) FROM ufail GROUP BY org, ip, mx"""
+    return _Sql(
+        build=build,
+        drop=tuple(f"DROP TABLE IF EXISTS {d.temp(t)}" for t in _TEMP),
+        domains=f"""SELECT domain, COUNT(*), COUNT(DISTINCT org), SUM(ok), SUM(failed), {gaps},
+    MIN(start), MAX(stop), {d.concat_distinct("labels")} FROM unit GROUP BY domain""",
+        orgs=f"""SELECT org, COUNT(DISTINCT rid), COUNT(DISTINCT domain), SUM(ok), SUM(failed),
+    {gaps}, MIN(start), MAX(stop) FROM unit GROUP BY org""",
+        groups=f"""SELECT domain, ptype, mode, COUNT(DISTINCT rid), SUM(ok), SUM(bad),
+    SUM({d.positive("bad - detailed")}), SUM({d.positive("detailed - bad")}) FROM (
+        SELECT COALESCE(p.policy_domain, '') AS domain, p.policy_type AS ptype, {mode} AS mode,
+               p.report AS rid, {ok} AS ok, {bad} AS bad,
+               (SELECT COALESCE(SUM({d.clamp("f.failed_session_count", CAP)}), 0) FROM failures AS f
                 WHERE f.policy = p.id) AS detailed
         FROM policies AS p JOIN reports AS r ON r.id = p.report
-        WHERE {_PERIOD} AND COALESCE(p.policy_domain, '') IN {_TOP})
-    GROUP BY domain, ptype, mode"""
-_RESULT_TYPES = f"""SELECT domain, rt, SUM(n), COUNT(DISTINCT rid) FROM ufail
-    WHERE domain IN {_TOP} GROUP BY domain, rt"""
-_DAYS = f"""SELECT domain, substr(start, 1, 10), COUNT(*), SUM(ok), SUM(failed) FROM unit
-    WHERE domain IN {_TOP} GROUP BY 1, 2"""
-_ALL_DAYS = """SELECT substr(start, 1, 10), COUNT(DISTINCT rid), SUM(ok), SUM(failed) FROM unit
-    GROUP BY 1"""
-_SRC = """SELECT org, ip, mx, SUM(n) AS n, COUNT(DISTINCT rid) AS reports, MIN(start),
-    MAX(stop) FROM ufail GROUP BY org, ip, mx"""
-_SOURCE_KEYS = f"SELECT * FROM ({_SRC}) ORDER BY n DESC, org, ip, mx LIMIT :limit"
-_SOURCE_ALL = f"SELECT COUNT(*), COALESCE(SUM(n), 0) FROM ({_SRC})"
-_SOURCE_TYPES = """SELECT f.org, f.ip, f.mx, f.rt, SUM(f.n), COUNT(DISTINCT f.rid)
+        WHERE {_PERIOD} AND COALESCE(p.policy_domain, '') IN {top}) AS per_policy
+    GROUP BY domain, ptype, mode""",
+        result_types=f"""SELECT domain, rt, SUM(n), COUNT(DISTINCT rid) FROM ufail
+    WHERE domain IN {top} GROUP BY domain, rt""",
+        days=f"""SELECT domain, substr(start, 1, 10), COUNT(*), SUM(ok), SUM(failed) FROM unit
+    WHERE domain IN {top} GROUP BY domain, substr(start, 1, 10)""",
+        all_days="""SELECT substr(start, 1, 10), COUNT(DISTINCT rid), SUM(ok), SUM(failed)
+    FROM unit GROUP BY substr(start, 1, 10)""",
+        source_keys=f"SELECT * FROM ({src}) AS s ORDER BY n DESC, org, ip, mx LIMIT :limit",
+        source_all=f"SELECT COUNT(*), COALESCE(SUM(n), 0) FROM ({src}) AS s",
+        source_types="""SELECT f.org, f.ip, f.mx, f.rt, SUM(f.n), COUNT(DISTINCT f.rid)
     FROM topsrc AS t JOIN ufail AS f ON f.org = t.org AND f.ip = t.ip AND f.mx = t.mx
-    GROUP BY f.org, f.ip, f.mx, f.rt"""
-_REPORTS = """SELECT u.rid, u.org, r.report_id, u.start, u.stop, r.archive_id, u.ok, u.failed
-    FROM unit AS u JOIN reports AS r ON r.id = u.rid WHERE u.domain = :domain
-    ORDER BY u.failed > 0 DESC, u.start DESC, u.failed DESC, u.rid DESC LIMIT :limit"""
-_REPORTS_ALL = "SELECT COUNT(*), COALESCE(SUM(failed), 0) FROM unit WHERE domain = :domain"
+    GROUP BY f.org, f.ip, f.mx, f.rt""",
+        reports="""SELECT u.rid, u.org, r.report_id, u.start, u.stop, r.archive_id, u.ok,
+    u.failed FROM unit AS u JOIN reports AS r ON r.id = u.rid WHERE u.domain = :domain
+    ORDER BY CASE WHEN u.failed > 0 THEN 0 ELSE 1 END, u.start DESC, u.failed DESC, u.rid DESC
+    LIMIT :limit""",
+        reports_all="SELECT COUNT(*), COALESCE(SUM(failed), 0) FROM unit WHERE domain = :domain",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,12 +264,9 @@ class Rows:
     reports_rest: Rest
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """The store, read-only (the server may be writing it: WAL lets both run)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no report store at {path} (wrong --data-dir or --config?)")
-    # mode=ro: nothing is written to the store; the temporary tables live in temp storage
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+def open_readonly(path: Path) -> Reader:
+    """The SQLite store at ``path``, read-only (store.open_reader opens any backend)."""
+    return open_reader(path)
 
 
 def worst_first(d: DomainRow) -> tuple[object, ...]:
@@ -268,7 +289,7 @@ def _take(rows: list[Any], top: int) -> tuple[list[Any], list[Any]]:
 
 
 def fetch(
-    db: sqlite3.Connection,
+    db: Reader,
     period: Period,
     domain: str | None,
     *,
@@ -292,15 +313,21 @@ def fetch(
         )
         if params[key] is not None
     )
-    params["where"] = where or "1"
+    params["where"] = where or "1=1"
+    sql = _sql(of(db.dialect))
     params["plan"] = _plan(db, params)
-    for sql in (*_DROP, *_BUILD):
-        db.execute(_bind(sql, params), params if _PERIOD in sql else {})
+    for statement in (*sql.drop, *sql.build):
+        db.execute(_bind(statement, params), _bound(params) if _PERIOD in statement else {})
     try:
-        return _collect(db, params, domain, top, detail_domains)
+        return _collect(db, sql, params, domain, top, detail_domains)
     finally:
-        for sql in _DROP:
-            db.execute(sql)
+        for statement in sql.drop:
+            db.execute(statement)
+
+
+def _bound(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a statement with the period's conditions uses."""
+    return {k: v for k, v in params.items() if k in ("start", "end", "domain") and v is not None}
 
 
 def _bind(sql: str, params: dict[str, Any]) -> str:
@@ -318,29 +345,34 @@ def _bind(sql: str, params: dict[str, Any]) -> str:
     return sql
 
 
-def _plan(db: sqlite3.Connection, params: dict[str, Any]) -> str:
+def _plan(db: Reader, params: dict[str, Any]) -> str:
     """'index' when the store has views/indexes.py's index and the period selects under a
     quarter of the reports (counted on the index alone), else 'scan'; '' when the domain's
-    policies drive the query anyway."""
+    policies drive the query anyway, or the planner is not SQLite's."""
+    if db.dialect != "sqlite":
+        return ""
     if params["domain"] is not None or not (params["start"] or params["end"]):
         return ""
     if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reports_start'").fetchone():
         return ""
     where = params["where"].replace("r.", "")
-    (selected,) = db.execute(f"SELECT COUNT(*) FROM reports WHERE {where}", params).fetchone()
+    (selected,) = db.execute(
+        f"SELECT COUNT(*) FROM reports WHERE {where}", _bound(params)
+    ).fetchone()
     (total,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM reports").fetchone()
     return "index" if selected * 4 < total else "scan"
 
 
 def _collect(
-    db: sqlite3.Connection,
+    db: Reader,
+    sql: _Sql,
     params: dict[str, Any],
     domain: str | None,
     top: int,
     detail_domains: tuple[str, ...] | None,
 ) -> Rows:
-    domains = sorted((_domain(r) for r in db.execute(_DOMAINS)), key=worst_first)
-    orgs = tuple(OrgRow(*r) for r in db.execute(_ORGS))
+    domains = sorted((_domain(r) for r in db.execute(sql.domains)), key=worst_first)
+    orgs = tuple(OrgRow(*r) for r in db.execute(sql.orgs))
     totals = TotalsRow(  # a report has one organisation: its reports add up; Python ints
         sum(o.reports for o in orgs),
         len(orgs),
@@ -353,36 +385,38 @@ def _collect(
     detailed = detail_domains
     if detailed is None:
         detailed = tuple(d.domain for d in _take(domains, top)[0])
-    p = {k: v for k, v in params.items() if k not in ("where", "plan")}
+    p = _bound(params)
     p["top"] = json.dumps(list(detailed))
-    limit = {"limit": top if top > 0 else -1}
-    shown = [SourceRow(*r) for r in db.execute(_SOURCE_KEYS, limit)]
+    limit = {"limit": top if top > 0 else of(db.dialect).no_limit}
+    shown = [SourceRow(*r) for r in db.execute(sql.source_keys, limit)]
     db.executemany(
         "INSERT INTO topsrc VALUES (?,?,?)",
         [(s.organization, s.sending_ip, s.receiving_mx) for s in shown],
     )
-    n, failed = db.execute(_SOURCE_ALL).fetchone()
+    n, failed = db.execute(sql.source_all).fetchone()
     sources_rest = Rest(n - len(shown), failed - sum(s.failed for s in shown))
     reports: list[ReportRow] = []
     reports_rest = Rest(0, 0)
     if domain is not None:
         dl = {"domain": domain, **limit}
-        reports = [ReportRow(*r) for r in db.execute(_REPORTS, dl)]
-        n, failed = db.execute(_REPORTS_ALL, {"domain": domain}).fetchone()
+        reports = [ReportRow(*r) for r in db.execute(sql.reports, dl)]
+        n, failed = db.execute(sql.reports_all, {"domain": domain}).fetchone()
         reports_rest = Rest(n - len(reports), failed - sum(r.failed for r in reports))
     return Rows(
         totals=totals,
         domains=tuple(domains),
         orgs=orgs,
         detailed=detailed,
-        groups=tuple(PolicyGroupRow(*r) for r in db.execute(_bind(_GROUPS, params), p)),
-        result_types=tuple(ResultTypeRow(*r) for r in db.execute(_RESULT_TYPES, p)),
+        groups=tuple(PolicyGroupRow(*r) for r in db.execute(_bind(sql.groups, params), p)),
+        result_types=tuple(
+            ResultTypeRow(*r) for r in db.execute(sql.result_types, {"top": p["top"]})
+        ),
         days=(
-            *(DayRow(*r) for r in db.execute(_DAYS, p)),
-            *(DayRow("*", *r) for r in db.execute(_ALL_DAYS)),
+            *(DayRow(*r) for r in db.execute(sql.days, {"top": p["top"]})),
+            *(DayRow("*", *r) for r in db.execute(sql.all_days)),
         ),
         sources=tuple(shown),
-        source_types=tuple(SourceTypeRow(*r) for r in db.execute(_SOURCE_TYPES)),
+        source_types=tuple(SourceTypeRow(*r) for r in db.execute(sql.source_types)),
         sources_rest=sources_rest,
         reports=tuple(reports),
         reports_rest=reports_rest,

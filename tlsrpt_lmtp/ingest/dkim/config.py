@@ -1,84 +1,26 @@
-"""The [dkim] table and the checker the pipeline holds."""
+"""The checker the pipeline holds, built from the [dkim] table (ingest/dkimconfig.py)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from tlsrpt_lmtp.config import ConfigError, read_table
+import dns.resolver
+
 from tlsrpt_lmtp.core.dkim import (
-    DkimPolicy,
     DkimResult,
     KeyLookup,
     MessageVerdict,
     SignatureCheck,
 )
+from tlsrpt_lmtp.core.dkimpolicy import DkimPolicy
 from tlsrpt_lmtp.ingest.dkim.batch import DEFAULT_BUDGETS, Budgets, Clock, verify_batch
-from tlsrpt_lmtp.ingest.dkim.keys import DnsKeyLookup, KeyCache, make_resolver
-from tlsrpt_lmtp.net.dns import parse_nameserver
+from tlsrpt_lmtp.ingest.dkim.keys import DnsKeyLookup, KeyCache
+from tlsrpt_lmtp.ingest.dkimconfig import DkimConfig, load_dkim_config
+from tlsrpt_lmtp.net.dns import make_resolver
 
-# --------------------------------------------------------------------------------------------
-# configuration: the [dkim] table
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DkimConfig:
-    """``[dkim]``: policy, and where and how long to look for keys."""
-
-    policy: DkimPolicy = DkimPolicy.VERIFY
-    nameservers: tuple[str, ...] = ()  # empty: /etc/resolv.conf
-    timeout: float = 5.0
-    strict_service_type: bool = False  # true: only keys with s=tlsrpt count
-    min_key_bits: int = 1024
-    cache_size: int = 1000
-    cache_max_ttl: float = 3600.0
-    failure_cache_ttl: float = 60.0  # a failed lookup (timeout, SERVFAIL) is remembered this long
-    message_budget: float = 10.0  # seconds of DKIM work per message, then temperror
-    batch_budget: float = 30.0  # the same for a whole stage 2 batch
-
-
-_KINDS = {
-    "policy": "str",
-    "nameservers": "tuple[str, ...]",
-    "timeout": "float",
-    "strict_service_type": "bool",
-    "min_key_bits": "int",
-    "cache_size": "int",
-    "cache_max_ttl": "float",
-    "failure_cache_ttl": "float",
-    "message_budget": "float",
-    "batch_budget": "float",
-}
-
-
-def load_dkim_config(path: Path | None, *, policy: str | None = None) -> DkimConfig:
-    """The ``[dkim]`` table of the config file (defaults without a file or a table);
-    ``policy`` (a command-line flag) wins over the file's."""
-    values = read_table(path, "dkim", _KINDS)
-    given = values.pop("policy", DkimPolicy.VERIFY.value)
-    policy = str(policy if policy is not None else given).lower()
-    if policy not in DkimPolicy.__members__.values():
-        choices = ", ".join(repr(p.value) for p in DkimPolicy)
-        raise ConfigError(f"[dkim] policy must be one of {choices}, not {policy!r}")
-    config = DkimConfig(policy=DkimPolicy(policy), **values)
-    positive = ("timeout", "min_key_bits", "message_budget", "batch_budget")
-    if any(not getattr(config, key) > 0 for key in positive):  # "not >": NaN is refused too
-        raise ConfigError(f"[dkim] {', '.join(positive)} must be positive")
-    if any(not v >= 0 for v in (config.cache_size, config.cache_max_ttl, config.failure_cache_ttl)):
-        raise ConfigError(
-            "[dkim] cache_size, cache_max_ttl and failure_cache_ttl must not be negative"
-        )
-    if config.message_budget > config.batch_budget:
-        raise ConfigError("[dkim] message_budget must not exceed batch_budget")
-    for ns in config.nameservers:
-        try:
-            parse_nameserver(ns)
-        except ValueError:
-            raise ConfigError(f"[dkim] nameservers: invalid address {ns!r}") from None
-    return config
+__all__ = ["DkimChecker", "DkimConfig", "build_checker", "checker_from_file", "load_dkim_config"]
 
 
 class DkimChecker:
@@ -147,7 +89,7 @@ def build_checker(config: DkimConfig) -> DkimChecker | None:
     if config.policy is DkimPolicy.OFF:
         return None
     cache = KeyCache(config.cache_size, config.cache_max_ttl)
-    resolver = make_resolver(config.nameservers, config.timeout)
+    resolver = make_resolver(dns.resolver.Resolver, config.nameservers, config.timeout)
     lookup = DnsKeyLookup(resolver, cache, failure_ttl=config.failure_cache_ttl)
     return DkimChecker(
         lookup,

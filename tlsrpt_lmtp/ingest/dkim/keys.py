@@ -16,7 +16,6 @@ import dns.resolver
 
 from tlsrpt_lmtp.core.dkim import DnsTempError
 from tlsrpt_lmtp.net.dns import why
-from tlsrpt_lmtp.sts.dnsclient import nameserver
 
 # --------------------------------------------------------------------------------------------
 # DNS: dnspython with configurable nameservers and a TTL'd key cache
@@ -71,16 +70,6 @@ class KeyCache:
             self._items.move_to_end(name)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-
-
-def make_resolver(nameservers: tuple[str, ...], timeout: float) -> dns.resolver.Resolver:
-    """Nameservers as 'IP' or 'IP:PORT' / '[v6]:PORT'; none means /etc/resolv.conf."""
-    resolver = dns.resolver.Resolver(configure=not nameservers)
-    if nameservers:
-        resolver.nameservers = [nameserver(ns) for ns in nameservers]
-    resolver.lifetime = timeout
-    resolver.timeout = min(timeout, 2.0)
-    return resolver
 
 
 class DnsKeyLookup:

@@ -1,6 +1,6 @@
 """``tlsrpt-lmtp milter``: the subcommand (wired into ``tlsrpt_lmtp.cli`` by two calls).
 
-    milter_cli.add_parser(sub, common)          # in cli._parser()
+    milter_cli.add_parser(sub, *flags.INTAKE)          # in cli._parser()
     if args.command == "milter":                # in cli.main(), before the shared set-up
         return milter_cli.run(args)
 
@@ -17,12 +17,20 @@ from tlsrpt_lmtp.config import ConfigError, load, syslog_options
 from tlsrpt_lmtp.ingest.milter.config import Mode, load_milter_config
 from tlsrpt_lmtp.metrics import exposition
 
-_BASE_KEYS = ("data_dir", "max_decompressed", "log_format", "log_file", "syslog_address")
+_BASE_KEYS = (
+    "data_dir",
+    "database",
+    "max_decompressed",
+    "log_format",
+    "log_file",
+    "syslog_address",
+)
 
 
-def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The subcommand, with the flag groups it uses (cliflags.py) as ``parents``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "milter", parents=[common], help="run as a milter in Postfix or Sendmail (pymilter)"
+        "milter", parents=list(parents), help="run as a milter in Postfix or Sendmail (pymilter)"
     )
     p.add_argument(
         "--listen",
@@ -94,13 +102,14 @@ def run(args: argparse.Namespace) -> int:
             max_decompressed=base.max_decompressed,
             max_failure_details=base.max_failure_details,
             dkim=dkim,
+            database=base.database or None,
         )
     except OSError as exc:
         emitter.close()
         print(f"tlsrpt-lmtp: {exc}", file=sys.stderr)
         return 2
     try:  # alerts are for what arrives, as with serve
-        hook = build_hook(args.config, base.data_dir, pipeline.emit, source="milter")
+        hook = build_hook(args.config, pipeline.store, pipeline.emit, source="milter")
     except (ConfigError, OSError) as exc:
         pipeline.close()
         emitter.close()

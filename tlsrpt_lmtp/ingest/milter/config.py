@@ -17,12 +17,13 @@ Checked as strictly as the rest of the file: an unknown key or a bad value is an
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from tlsrpt_lmtp.config import Config, ConfigError, read_table
+from tlsrpt_lmtp.config import Config
+from tlsrpt_lmtp.configfields import ConfigError, names, read, read_flags, read_table
 
 DEFAULT_LISTEN = "inet:24241@127.0.0.1"
 
@@ -33,12 +34,17 @@ class Mode(StrEnum):
     REJECT_INVALID = "reject-invalid"  # like tap, but 550 for report mail without a report
 
 
+def normalise_address(address: str) -> str:
+    """``<Tlsrpt@Example.ORG>`` → ``tlsrpt@example.org`` (how recipients are compared)."""
+    return address.strip().strip("<>").strip().lower()
+
+
 @dataclass(frozen=True, slots=True)
 class MilterConfig:
     listen: str = DEFAULT_LISTEN  # normalised to libmilter's connection spec
     mode: Mode = Mode.TAP
     add_header: bool = True
-    recipients: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = field(default=(), metadata=read(names(normalise_address)))
     max_message_size: int = 32 * 1024 * 1024
     # libmilter's I/O timeout, i.e. the idle timeout: above Postfix's smtpd_timeout (300 s),
     # the longest an SMTP client (and so the MTA's side of the milter) may be silent.
@@ -54,17 +60,6 @@ class MilterConfig:
         return Path(rest) if kind in ("unix", "local") else None
 
 
-_KINDS = {
-    "listen": "str",
-    "mode": "str",
-    "add_header": "bool",
-    "recipients": "tuple[str, ...]",
-    "max_message_size": "int",
-    "timeout": "int",
-    "max_connections": "int",
-    "max_connections_per_peer": "int",
-    "max_in_flight": "int",
-}
 _INET = re.compile(r"^(inet6?):(\d+)@(\S+)$")
 
 
@@ -72,18 +67,13 @@ def load_milter_config(path: Path | None, overrides: dict[str, Any], base: Confi
     """Defaults (recipients and size from ``base``, the [lmtp] settings), then the file's
     ``[milter]`` table, then the non-None overrides (the command-line flags)."""
     values: dict[str, Any] = {
-        "recipients": base.recipients,
+        "recipients": tuple(normalise_address(r) for r in base.recipients),
         "max_message_size": base.max_message_size,
     }
-    values.update(read_table(path, "milter", _KINDS))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    mode = str(values.pop("mode", Mode.TAP)).lower()
-    if mode not in Mode.__members__.values():
-        choices = ", ".join(repr(m.value) for m in Mode)
-        raise ConfigError(f"[milter] mode must be one of {choices}, not {mode!r}")
-    recipients = tuple(normalise_address(r) for r in values.pop("recipients"))
-    listen = parse_milter_listen(str(values.pop("listen", DEFAULT_LISTEN)))
-    config = MilterConfig(listen=listen, mode=Mode(mode), recipients=recipients, **values)
+    values.update(read_table(path, "milter", MilterConfig))
+    values.update(read_flags(MilterConfig, overrides))
+    values["listen"] = parse_milter_listen(values.get("listen", DEFAULT_LISTEN))
+    config = MilterConfig(**values)
     if not config.recipients:
         raise ConfigError(
             "the milter needs the report address(es): set [milter] recipients or"
@@ -119,8 +109,3 @@ def parse_milter_listen(text: str) -> str:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"[milter] listen: invalid port in {text!r}")
     return f"{kind}:{int(port)}@{host}"
-
-
-def normalise_address(address: str) -> str:
-    """``<Tlsrpt@Example.ORG>`` → ``tlsrpt@example.org`` (how recipients are compared)."""
-    return address.strip().strip("<>").strip().lower()

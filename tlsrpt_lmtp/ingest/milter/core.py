@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tlsrpt_lmtp.ingest.archive import ArchiveError
 from tlsrpt_lmtp.ingest.delivery import SinkError
 from tlsrpt_lmtp.ingest.dkim import DkimResult
 from tlsrpt_lmtp.ingest.milter.config import MilterConfig, Mode, normalise_address
 from tlsrpt_lmtp.ingest.pipeline import IngestResult
+from tlsrpt_lmtp.store.base import ArchiveError
 
 HEADER = "X-TLSRPT-Report"
 _HEADER_LOWER = HEADER.lower().encode()

@@ -15,9 +15,16 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.factories import detail, gzip_member, report_dict, sts_policy, tlsrpt_email, to_json
 from tests.netsim import LoopThread
 from tests.netsim.dns import DnsServer
+from tests.support.factories import (
+    detail,
+    gzip_member,
+    report_dict,
+    sts_policy,
+    tlsrpt_email,
+    to_json,
+)
 
 LOOPBACK = "127.0.0.1"
 SUBMITTER = "reporter.example"

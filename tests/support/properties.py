@@ -21,7 +21,7 @@ import orjson
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
-from tests import factories as f
+from tests.support import factories as f
 
 settings.register_profile(
     "ci",

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.lmtp_client import free_port
+from tests.support.lmtp_client import free_port
 
 Vector = dict[tuple[tuple[str, str], ...], float]
 

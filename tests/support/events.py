@@ -1,4 +1,5 @@
-"""Typed events for the sink tests, and an event as the sinks write it (a plain dict)."""
+"""Events for tests: an ``emit`` that keeps them as the event log has them (plain dicts),
+typed events for the sink tests, and ``plain``: an event as the sinks write it."""
 
 from __future__ import annotations
 
@@ -59,3 +60,16 @@ def plain(event: Event) -> dict[str, Any]:
     """The event's JSON object as a reader of the event log sees it (no time stamp)."""
     loaded: dict[str, Any] = orjson.loads(orjson.dumps(event.to_dict()))
     return loaded
+
+
+class Recorder:
+    """An ``emit`` that keeps the events, as the event log has them (``plain``)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(plain(event))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == name]

@@ -136,7 +136,7 @@ def small_filesystem(path: Path, size: str) -> Iterator[Path]:
 def filled(path: Path) -> Iterator[None]:
     """Fill the file system holding `path` until writes fail with ENOSPC; free it after."""
     filler = path / "filler"
-    with filler.open("wb") as f:
+    with filler.open("wb", buffering=0) as f:  # nothing left to flush at close
         chunk = b"\0" * 65536
         try:
             while True:

@@ -12,7 +12,7 @@ import json
 import zlib
 from collections.abc import Callable
 
-from tests.factories import report_dict, sts_policy, tlsrpt_email
+from tests.support.factories import report_dict, sts_policy, tlsrpt_email
 
 
 def _mail(doc: object, *, rid: str = "hostile") -> bytes:

@@ -1,0 +1,1 @@
+"""Helpers shared by several test modules (and bench/, fuzz/); no test lives here."""
