@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.alerts import Server, fake_sendmail, sent
+from tests.support.events import plain
 from tests.support.views import detail, raw, report, sts
 from tlsrpt_lmtp.alerts.config import load_alerts
 from tlsrpt_lmtp.alerts.guard import domain_matches
@@ -85,7 +86,7 @@ def test_the_period_cap_holds_a_flood_of_reports_with_one_summary(
     assert held[0]["reasons"] == {"over-report-cap": 20}
     # a signed report has its own budget: the unsigned flood did not spend it
     signed = parse_report(spray(1, rid="signed", prefix="signed"))
-    events = rig.hook(signed, MailMeta(), "archive-key", dkim=SIGNED)
+    events = [plain(e) for e in rig.hook(signed, MailMeta(), "archive-key", dkim=SIGNED)]
     assert [e["domain"] for e in events if e["event"] == "tlsrpt.alert"] == ["signed-0.example"]
 
 
@@ -112,13 +113,13 @@ def test_require_dkim_aligned(server: Server, tmp_path: Path, rig_factory: Any) 
     rig.ingest("example.com")  # the pipeline gives no verdict: not DKIM-aligned
     unsigned = parse_report(spray(2, rid="unsigned"))
     forged = DkimVerdict(DkimResult.PASS, "attacker.example", False)
-    events = rig.hook(unsigned, MailMeta(), "k1", dkim=forged)
+    events = [plain(e) for e in rig.hook(unsigned, MailMeta(), "k1", dkim=forged)]
     assert rig.hook.join(15)
     assert alerts(rig) == [] and events[0]["event"] == "tlsrpt.alert_held"
     assert events[0]["reasons"] == {"not-dkim-aligned": 2}
     assert events[0]["dkim_authentic"] is False
     signed = parse_report(spray(2, rid="signed"))
-    events = rig.hook(signed, MailMeta(), "k2", dkim=SIGNED)
+    events = [plain(e) for e in rig.hook(signed, MailMeta(), "k2", dkim=SIGNED)]
     assert rig.hook.join(15)
     assert {e["domain"] for e in events} == {"made-up-0.example", "made-up-1.example"}
     assert len(server.bodies) == 2

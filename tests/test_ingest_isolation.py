@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.events import Recorder
+from tests.support.events import Recorder, plain
 from tests.support.hostile import HOSTILE, surrogate_subject
 from tests.support.lmtp import Server, children, statuses
 from tests.support.lmtp_client import filled, small_filesystem, start_server, wait_for
 from tests.support.mail import RCPT, report_json, report_mail
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.ingest.delivery import Delivery, SinkError
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 from tlsrpt_lmtp.store.base import MAX_ATTEMPTS, Status
@@ -120,11 +121,11 @@ class FlakySink:
         self.failures = failures
         self.events: list[dict[str, object]] = []
 
-    def __call__(self, event: dict[str, object]) -> None:
+    def __call__(self, event: Event) -> None:
         if self.failures:
             self.failures -= 1
             raise OSError(errno.ENOSPC, "No space left on device")
-        self.events.append(event)
+        self.events.append(plain(event))
 
 
 def test_a_failing_sink_is_waited_for_and_nothing_is_dropped(tmp_path: Path) -> None:

@@ -153,9 +153,9 @@ def assert_safe(ex: Extracted) -> None:
         assert 0 <= report.total_failure_session_count <= MAX_COUNT
         assert 0 <= report.total_successful_session_count <= MAX_COUNT
         for event in report_events(report, ex.meta, archive_id="a", source="test", duplicate=False):
-            json.loads(orjson.dumps(event))
+            json.loads(orjson.dumps(event.to_dict()))
     for reason in ex.errors:
-        orjson.dumps(invalid_event(reason, ex.meta, archive_id="a", source="test"))
+        orjson.dumps(invalid_event(reason, ex.meta, archive_id="a", source="test").to_dict())
         reason.encode("utf-8")
 
 

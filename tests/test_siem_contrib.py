@@ -21,39 +21,38 @@ from tests.support import hostile
 from tests.support.samples import shared_dir
 from tests.support.schemas import BothFormats
 from tlsrpt_lmtp.alerts.hook import build_hook
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.ingest.pipeline import Pipeline
 from tlsrpt_lmtp.ingest.sources import iter_messages
 from tlsrpt_lmtp.output.ecs import to_ecs
+from tlsrpt_lmtp.sts.events import FetchFailed, PolicyChanged, RefreshFailed
 
 SIEM = Path(__file__).resolve().parents[1] / "contrib" / "siem"
-POLICY_EVENTS: list[dict[str, Any]] = [
-    {
-        "event": "sts.policy_changed",
-        "domain": "example.org",
-        "mode": "enforce",
-        "mx": ["mx.example.org"],
-        "policy_id": "2",
-        "changes": {"policy_id": ["1", "2"], "max_age": [86400, 604800]},
-    },
-    {
-        "event": "sts.fetch_error",
-        "domain": "example.org",
-        "mode": None,
-        "mx": None,
-        "policy_id": "2",
-        "result_type": "sts-webpki-invalid",
-        "reason": "certificate verify failed",
-        "cached_policy_applied": False,
-    },
-    {
-        "event": "sts.refresh_failed",
-        "domain": "example.org",
-        "mode": "enforce",
-        "mx": ["mx.example.org"],
-        "policy_id": "2",
-        "expires_at": 1796025781.5,
-        "reason": "HTTP 404",
-    },
+POLICY_EVENTS: list[Event] = [
+    PolicyChanged(
+        domain="example.org",
+        mode="enforce",
+        mx=("mx.example.org",),
+        policy_id="2",
+        changes={"policy_id": ("1", "2"), "max_age": (86400, 604800)},
+    ),
+    FetchFailed(
+        domain="example.org",
+        mode=None,
+        mx=None,
+        policy_id="2",
+        result_type="sts-webpki-invalid",
+        reason="certificate verify failed",
+        cached_policy_applied=False,
+    ),
+    RefreshFailed(
+        domain="example.org",
+        mode="enforce",
+        mx=("mx.example.org",),
+        policy_id="2",
+        expires_at=1796025781.5,
+        reason="HTTP 404",
+    ),
 ]
 
 
@@ -75,7 +74,7 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
         for make in (hostile.surrogate_in_json, hostile.big_int_count, hostile.bomb):
             pipeline.ingest(make(), source="lmtp")
         for event in POLICY_EVENTS:
-            sink(dict(event))
+            sink(event)
         hook.join()
     finally:
         hook.close()

@@ -7,13 +7,16 @@ import re
 import socket
 from pathlib import Path
 
+from tests.support.events import failure_event
+from tlsrpt_lmtp.core.events import invalid_event
+from tlsrpt_lmtp.core.model import MailMeta
 from tlsrpt_lmtp.output.sinks import open_emitter
 
 
 def test_json_file_has_schema_event_timestamp_first(tmp_path: Path) -> None:
     path = tmp_path / "log" / "events.jsonl"
     emit = open_emitter("json", str(path))
-    emit({"event": "tlsrpt.report", "report_id": "x", "duplicate": False})
+    emit(invalid_event("no report attachment found", MailMeta(), archive_id="x", source="file"))
     emit.close()
     line = path.read_text().splitlines()[0]
     assert list(json.loads(line))[:4] == ["schema", "event", "timestamp", "report_id"]
@@ -26,7 +29,7 @@ def test_syslog_over_udp_carries_the_json_event() -> None:
         collector.settimeout(5)
         port = collector.getsockname()[1]
         emit = open_emitter("syslog", f"udp:127.0.0.1:{port}")
-        emit({"event": "tlsrpt.failure", "result_type": "certificate-expired"})
+        emit(failure_event())
         emit.close()
         datagram = collector.recv(65536).decode()
     # <22> = facility mail (2) * 8 + severity info (6); RFC 5424 with the event name as MSGID

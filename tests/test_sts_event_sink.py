@@ -8,6 +8,21 @@ import pytest
 
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.daemon import _never_blocking
+from tlsrpt_lmtp.sts.events import FetchFailed, PolicyFetched
+
+FETCHED = PolicyFetched(domain="example.org", mode=None, mx=None, policy_id="1")
+
+
+def fetch_error(reason: str) -> FetchFailed:
+    return FetchFailed(
+        domain="example.org",
+        mode=None,
+        mx=None,
+        policy_id="1",
+        result_type="sts-policy-fetch-error",
+        reason=reason,
+        cached_policy_applied=False,
+    )
 
 
 def test_a_failing_sink_never_raises_into_a_lookup(capsys: pytest.CaptureFixture[str]) -> None:
@@ -21,11 +36,11 @@ def test_a_failing_sink_never_raises_into_a_lookup(capsys: pytest.CaptureFixture
 
     safe = _never_blocking(sink)
     for i in range(3):
-        safe({"event": "sts.fetch_error", "n": i})
+        safe(fetch_error(f"attempt {i}"))
     assert capsys.readouterr().err.count("cannot write policy events: Connection refused") == 1
     down[0] = False
-    safe({"event": "sts.policy_fetched"})
-    assert [e["event"] for e in written] == ["sts.policy_fetched"]
+    safe(FETCHED)
+    assert written == [FETCHED]
     down[0] = True
-    safe({"event": "sts.fetch_error"})  # failing again after it worked: said again
+    safe(fetch_error("again"))  # failing again after it worked: said again
     assert "Connection refused" in capsys.readouterr().err

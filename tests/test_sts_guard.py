@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from dns.asyncresolver import Resolver as AsyncResolver
 
 from tests.netsim.https import PolicyServer
+from tests.support.events import plain
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.addresses import non_global
@@ -54,15 +55,16 @@ REFUSED = [
 
 class Guarded:
     def __init__(self, netsim: NetSim, tmp_path: Path, *, allow: bool, port: int = 443) -> None:
-        self.events: list[Event] = []
+        self.events: list[dict[str, Any]] = []  # as the event log has them
         dns = DnsClient(make_resolver(AsyncResolver, (netsim.nameserver,), 2.0), None)
         context = tls_context(str(netsim.ca_file))
         fetcher = Fetcher(dns.addresses, context, timeout=2.0, port=port, allow_private=allow)
-        self.service = PolicyService(
-            dns, fetcher, PolicyCache(tmp_path / "c.sqlite3"), self.events.append
-        )
+        self.service = PolicyService(dns, fetcher, PolicyCache(tmp_path / "c.sqlite3"), self.record)
 
-    def errors(self) -> list[Event]:
+    def record(self, event: Event) -> None:
+        self.events.append(plain(event))
+
+    def errors(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == "sts.fetch_error"]
 
 

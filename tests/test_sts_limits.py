@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 from dns.asyncresolver import Resolver as AsyncResolver
 
-from tlsrpt_lmtp.core.events import Event
+from tests.support.events import plain
 from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.cache import Entry, PolicyCache, entry_cost
 from tlsrpt_lmtp.sts.dnsclient import DnsClient
@@ -58,13 +58,20 @@ class Clock:
 
 def service(
     netsim: NetSim, tmp_path: Path, *, timing: Timing | None = None, clock: Clock | None = None
-) -> tuple[PolicyService, list[Event]]:
-    events: list[Event] = []
+) -> tuple[PolicyService, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []  # as the event log has them
     dns = DnsClient(make_resolver(AsyncResolver, (netsim.nameserver,), 1.0), None)
     fetcher = Fetcher(dns.addresses, tls_context(str(netsim.ca_file)), allow_private=True)
     cache = PolicyCache(tmp_path / "cache.sqlite3")
     timing = timing or Timing()
-    svc = PolicyService(dns, fetcher, cache, events.append, timing=timing, clock=clock or Clock())
+    svc = PolicyService(
+        dns,
+        fetcher,
+        cache,
+        lambda e: events.append(plain(e)),
+        timing=timing,
+        clock=clock or Clock(),
+    )
     return svc, events
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 from dns.asyncresolver import Resolver as AsyncResolver
 
+from tests.support.events import plain
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.cache import PolicyCache
@@ -57,7 +58,7 @@ class Rig:
     def __init__(self, netsim: NetSim, cache_file: Path, *, dane: bool = False) -> None:
         self.netsim = netsim
         self.clock = Clock()
-        self.events: list[Event] = []
+        self.events: list[dict[str, Any]] = []  # as the event log has them
         self.cache_file = cache_file
         self.service = self._build(dane)
 
@@ -71,7 +72,7 @@ class Rig:
         # The test internet's policy hosts are on 127.0.0.x: the lab setting.
         fetcher = Fetcher(dns.addresses, context, timeout=2.0, allow_private=True)
         cache = PolicyCache(self.cache_file)
-        return PolicyService(dns, fetcher, cache, self.events.append, clock=self.clock)
+        return PolicyService(dns, fetcher, cache, self.record, clock=self.clock)
 
     def restart(self, *, dane: bool = False) -> None:
         """A new process: nothing in memory, the same cache file."""
@@ -83,7 +84,10 @@ class Rig:
     def lookup(self, key: str) -> Answer:
         return run(self.service.lookup(key))
 
-    def named(self, name: str) -> list[Event]:
+    def record(self, event: Event) -> None:
+        self.events.append(plain(event))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == name]
 
     def fetches(self, domain: str) -> int:

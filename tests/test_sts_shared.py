@@ -12,11 +12,12 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from dns.asyncresolver import Resolver as AsyncResolver
 
+from tests.support.events import plain
 from tests.support.servers import PostgresServer, RedisServer, redis_instance
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.net.dns import make_resolver
@@ -54,7 +55,7 @@ class Node:
         folder.mkdir(parents=True, exist_ok=True)
         self.netsim, self.folder, self.url, self.clock = netsim, folder, url, clock
         self.timeout = timeout
-        self.events: list[Event] = []
+        self.events: list[dict[str, Any]] = []  # as the event log has them
         self.service = self._build()
 
     def _build(self) -> PolicyService:
@@ -65,10 +66,10 @@ class Node:
         cache = PolicyCache(self.folder / "policy-cache.sqlite3")
         backend = open_backend(self.url, self.timeout)
         tier = SharedTier(
-            backend, self.events.append, parse=checked_policy, timeout=self.timeout, lease=10.0
+            backend, self.record, parse=checked_policy, timeout=self.timeout, lease=10.0
         )
         return PolicyService(
-            dns, fetcher, cache, self.events.append, clock=self.clock, shared=tier,
+            dns, fetcher, cache, self.record, clock=self.clock, shared=tier,
             timing=Timing(),
         )  # fmt: skip
 
@@ -85,7 +86,10 @@ class Node:
         await self.service.settle()
         return answer
 
-    def named(self, name: str) -> list[Event]:
+    def record(self, event: Event) -> None:
+        self.events.append(plain(event))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == name]
 
 

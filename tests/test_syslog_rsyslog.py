@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.events import failure_event, policy_event
 from tests.support.rsyslog import Rsyslog
 from tests.support.samples import real_sample
 from tlsrpt_lmtp import cli
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.output.sinks import open_emitter
 from tlsrpt_lmtp.output.syslog import SyslogOptions, SyslogWriter
 
@@ -26,18 +29,22 @@ def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
     r.stop()
 
 
-def events(transport: str) -> list[dict[str, object]]:
+AWKWARD = 'line one\nline two\r\n\x00 "quoted" ü 🙂'
+LARGE = ("mx: a",) * 16_000
+
+
+def seq(record: dict[str, Any]) -> int:
+    """The number of a test event (its report_id)."""
+    return int(record["report_id"])
+
+
+def events(transport: str) -> list[Event]:
     """A burst of small events with awkward text, and one of ~100 KB."""
-    out: list[dict[str, object]] = [
-        {
-            "event": "tlsrpt.failure",
-            "seq": i,
-            "transport": transport,
-            "failure_reason_code": 'line one\nline two\r\n\x00 "quoted" ü 🙂',
-        }
+    out: list[Event] = [
+        failure_event(report_id=str(i), source=transport, failure_reason_code=AWKWARD)
         for i in range(BURST)
     ]
-    out.append({"event": "tlsrpt.report", "seq": BURST, "policy_string": ["mx: a"] * 16_000})
+    out.append(policy_event(report_id=str(BURST), policy_string=LARGE))
     return out
 
 
@@ -61,13 +68,13 @@ def test_every_event_is_one_json_record(
     emit.close()
     records = rsyslog.wait_for(len(sent))
     assert rsyslog.unparsed() == []
-    assert sorted(r["seq"] for r in records) == list(range(len(sent)))  # each once, none glued
+    assert sorted(seq(r) for r in records) == list(range(len(sent)))  # each once, none glued
     small = [r for r in records if r["event"] == "tlsrpt.failure"]
     # NUL becomes U+FFFD: rsyslog's JSON parser would end the string there
-    expected = str(sent[0]["failure_reason_code"]).replace("\x00", "\ufffd")
+    expected = AWKWARD.replace("\x00", "\ufffd")
     assert {r["failure_reason_code"] for r in small} == {expected}
-    assert all(r["schema"] == 1 and r["transport"] == transport for r in small)
-    [large] = [r for r in records if r["event"] == "tlsrpt.report"]
+    assert all(r["schema"] == 1 and r["source"] == transport for r in small)
+    [large] = [r for r in records if r["event"] == "tlsrpt.policy"]
     assert large["truncated"] is True and large["truncated_fields"] == ["policy_string"]
     assert isinstance(large["original_size"], int) and large["original_size"] > 100_000
     assert 0 < len(large["policy_string"]) < 16_000
@@ -94,38 +101,38 @@ def test_large_event_whole_over_tcp_when_the_collector_allows_it(tmp_path: Path)
     big.start()
     try:
         emit = open_emitter("syslog", big.addresses["tcp"], syslog=SyslogOptions(max_size=200_000))
-        emit({"event": "tlsrpt.report", "policy_string": ["mx: a"] * 16_000})
+        emit(policy_event(policy_string=LARGE))
         emit.close()
         [record] = big.wait_for(1)
     finally:
         big.stop()
-    assert record["policy_string"] == ["mx: a"] * 16_000 and "truncated" not in record
+    assert record["policy_string"] == list(LARGE) and "truncated" not in record
 
 
 def test_tcp_survives_a_collector_restart_and_raises_while_it_is_down(rsyslog: Rsyslog) -> None:
     emit = open_emitter("syslog", rsyslog.addresses["tcp"])
-    emit({"event": "tlsrpt.report", "seq": 1})
-    assert [r["seq"] for r in rsyslog.wait_for(1)] == [1]
+    emit(failure_event(report_id="1"))
+    assert [seq(r) for r in rsyslog.wait_for(1)] == [1]
     rsyslog.stop()
     with pytest.raises(OSError):  # not handed over: the caller must know (and retry)
-        emit({"event": "tlsrpt.report", "seq": 2})
+        emit(failure_event(report_id="2"))
     rsyslog.start()
-    emit({"event": "tlsrpt.report", "seq": 3})
+    emit(failure_event(report_id="3"))
     emit.close()
-    assert [r["seq"] for r in rsyslog.wait_for(2)] == [1, 3]
+    assert [seq(r) for r in rsyslog.wait_for(2)] == [1, 3]
 
 
 def test_unix_socket_survives_a_collector_restart(rsyslog: Rsyslog) -> None:
     emit = open_emitter("syslog", rsyslog.addresses["unix"])
-    emit({"event": "tlsrpt.report", "seq": 1})
+    emit(failure_event(report_id="1"))
     rsyslog.wait_for(1)
     rsyslog.stop()
     with pytest.raises(OSError):
-        emit({"event": "tlsrpt.report", "seq": 2})
+        emit(failure_event(report_id="2"))
     rsyslog.start()  # a new socket at the same path
-    emit({"event": "tlsrpt.report", "seq": 3})
+    emit(failure_event(report_id="3"))
     emit.close()
-    assert [r["seq"] for r in rsyslog.wait_for(2)] == [1, 3]
+    assert [seq(r) for r in rsyslog.wait_for(2)] == [1, 3]
 
 
 def test_parse_command_with_the_log_section_sends_real_reports(

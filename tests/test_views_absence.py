@@ -15,6 +15,7 @@ from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.alerts.hook import build_hook
 from tlsrpt_lmtp.alerts.state import AlertState
 from tlsrpt_lmtp.cli import _parser
+from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.core.model import FailureDetail, MailMeta, Policy, Report
 from tlsrpt_lmtp.store.sqlite import SqliteStore
 from tlsrpt_lmtp.views import digest, query, text
@@ -150,7 +151,7 @@ def alerts_config(tmp_path: Path, script: Path) -> Path:
 def test_findings_as_alerts_are_deduplicated(world: Path, tmp_path: Path) -> None:
     script = fake_sendmail(tmp_path / "bin")
     config = alerts_config(tmp_path, script)
-    events: list[dict[str, object]] = []
+    events: list[Event] = []
     found = findings(world)
     for later in (NOW, NOW + DAY / 4):  # the second run is within the repeat window
         hook = build_hook(config, world, events.append, clock=lambda at=later: at)
@@ -300,7 +301,7 @@ def test_findings_alert_only_for_the_operators_domains_and_within_the_cap(
     finally:
         hook.close()
     # three findings are about the operator's domains; the cap lets the first two through
-    assert [(e["rule"], e["domain"]) for e in got] == [
+    assert [(e.rule, e.domain) for e in got] == [
         ("domain-silent", "d.example"),
         ("reporter-silent", "a.example"),
     ]

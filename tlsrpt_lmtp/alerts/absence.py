@@ -23,12 +23,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from tlsrpt_lmtp.alerts.config import SEVERITIES
+from tlsrpt_lmtp.alerts.events import AlertRaised
 from tlsrpt_lmtp.alerts.guard import domain_matches
 from tlsrpt_lmtp.alerts.hook import AlertHook
-from tlsrpt_lmtp.alerts.outbox import Payload
 from tlsrpt_lmtp.alerts.rules import Alert
-from tlsrpt_lmtp.core.events import SCHEMA, Event, iso
+from tlsrpt_lmtp.core.events import ReportRef
 from tlsrpt_lmtp.store import Reader
 from tlsrpt_lmtp.store.dialect import Dialect, of, sts_mode
 
@@ -263,31 +262,26 @@ def as_alert(f: Finding) -> AbsenceAlert:
     )
 
 
-def finding_event(f: Finding, *, source: str) -> Event:
+def finding_event(f: Finding, *, source: str, repeats_suppressed: int = 0) -> AlertRaised:
     """A tlsrpt.alert event for a finding: no report caused it, so the report fields are null."""
-    return {
-        "event": "tlsrpt.alert",
-        "report_id": None,
-        "organization_name": f.organization,
-        "date_range_start": None,
-        "date_range_end": None,
-        "archive_id": None,
-        "source": source,
-        "severity": f.severity,
-        "rule": f.kind,
-        "rules": [f.kind],
-        "domain": f.domain,
-        "result_type": None,
-        "message": f.message,
-        "failed_session_count": 0,
-        "receiving_mx": [],
-        "policy_type": "sts" if f.kind in ("ready-for-enforce", "mode-none") else None,
-        "policy_mode": {"ready-for-enforce": "testing", "mode-none": "none"}.get(f.kind),
-        "since": f.since.isoformat() if f.since else None,
-    }
+    return AlertRaised(
+        report=ReportRef(None, f.organization, None, None, None, source),
+        severity=f.severity,
+        rule=f.kind,
+        rules=(f.kind,),
+        domain=f.domain,
+        result_type=None,
+        message=f.message,
+        failed_session_count=0,
+        receiving_mx=(),
+        policy_type="sts" if f.kind in ("ready-for-enforce", "mode-none") else None,
+        policy_mode={"ready-for-enforce": "testing", "mode-none": "none"}.get(f.kind),
+        since=f.since.isoformat() if f.since else None,
+        repeats_suppressed=repeats_suppressed,
+    )
 
 
-def raise_alerts(hook: AlertHook, found: Iterable[Finding], *, source: str) -> list[Event]:
+def raise_alerts(hook: AlertHook, found: Iterable[Finding], *, source: str) -> list[AlertRaised]:
     """Send the findings (most severe first, as ``evaluate`` orders them) through the hook's
     channels, deduplicated like every alert (one per domain, kind and organisation within the
     repeat window). Returns the events sent."""
@@ -309,11 +303,7 @@ def raise_alerts(hook: AlertHook, found: Iterable[Finding], *, source: str) -> l
         held = hook.state.claim(as_alert(f), now, hook.config.repeat_window)
         if held is None:
             continue
-        event = finding_event(f, source=source)
-        event["repeats_suppressed"] = held
+        event = finding_event(f, source=source, repeats_suppressed=held)
         events.append(event)
-        payload: Payload = {"schema": SCHEMA, "timestamp": iso(now), **event}
-        for box, minimum in hook.outboxes:
-            if SEVERITIES.index(f.severity) >= SEVERITIES.index(minimum):
-                box.put(payload)
+        hook.deliver(event, now)
     return events

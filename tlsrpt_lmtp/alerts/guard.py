@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from tlsrpt_lmtp.alerts.advice import name, quoted
 from tlsrpt_lmtp.alerts.config import SEVERITIES, AlertsConfig
+from tlsrpt_lmtp.alerts.events import AlertHeld, AlertRaised
 from tlsrpt_lmtp.alerts.rules import Alert
-from tlsrpt_lmtp.core.events import Event, iso
+from tlsrpt_lmtp.core.events import iso, report_ref
 from tlsrpt_lmtp.core.model import Report
 
 if TYPE_CHECKING:
@@ -90,24 +91,13 @@ class Held:
         return bool(self.not_ours or self.not_aligned or self.capped)
 
 
-def _common(report: Report, archive_id: str, source: str) -> Event:
-    return {
-        "report_id": report.report_id,
-        "organization_name": report.organization_name,
-        "date_range_start": iso(report.date_range_start),
-        "date_range_end": iso(report.date_range_end),
-        "archive_id": archive_id,
-        "source": source,
-    }
-
-
-def _domains(names: Sequence[str]) -> list[str]:
-    return sorted(set(names))[:SHOWN_DOMAINS]
+def _domains(names: Sequence[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(names))[:SHOWN_DOMAINS])
 
 
 def held_event(
     report: Report, archive_id: str, source: str, held: Held, dkim: DkimVerdict | None
-) -> Event:
+) -> AlertHeld:
     """tlsrpt.alert_held: the event log's record of what was not alerted (never delivered)."""
     capped = [a.domain for a in held.capped]
     reasons = {
@@ -116,15 +106,14 @@ def held_event(
         "over-report-cap": len(held.over_report_cap),
         "over-period-cap": len(held.over_period_cap),
     }
-    return {
-        "event": "tlsrpt.alert_held",
-        **_common(report, archive_id, source),
-        "reasons": {k: v for k, v in reasons.items() if v},
-        "not_our_domains": _domains(held.not_ours),
-        "not_aligned_domains": _domains(held.not_aligned),
-        "capped_domains": _domains(capped),
-        "dkim_authentic": None if dkim is None else dkim.authentic,
-    }
+    return AlertHeld(
+        report=report_ref(report, archive_id, source),
+        reasons={k: v for k, v in reasons.items() if v},
+        not_our_domains=_domains(held.not_ours),
+        not_aligned_domains=_domains(held.not_aligned),
+        capped_domains=_domains(capped),
+        dkim_authentic=None if dkim is None else dkim.authentic,
+    )
 
 
 def summary_event(
@@ -136,7 +125,7 @@ def summary_event(
     *,
     kind: str,
     period_end: datetime,
-) -> Event:
+) -> AlertRaised:
     """The one tlsrpt.alert (rule alert-cap) sent when a cap is reached."""
     capped = held.capped
     severity = max((a.severity for a in capped), key=SEVERITIES.index, default="warning")
@@ -162,23 +151,22 @@ def summary_event(
         " `tlsrpt-lmtp summary`. Many alerts at once from one reporter can be a spray of"
         " forged reports: consider [alerts] domains and require_dkim_aligned."
     )
-    return {
-        "event": "tlsrpt.alert",
-        **_common(report, archive_id, source),
-        "severity": severity,
-        "rule": CAP_RULE,
-        "rules": [CAP_RULE],
-        "domain": None,
-        "result_type": None,
-        "message": message,
-        "failed_session_count": sum(a.failed_session_count for a in capped),
-        "receiving_mx": [],
-        "policy_type": None,
-        "policy_mode": None,
-        "repeats_suppressed": 0,
-        "held_count": len(capped),
-        "held_domains": domains[:SHOWN_DOMAINS],
-    }
+    return AlertRaised(
+        report=report_ref(report, archive_id, source),
+        severity=severity,
+        rule=CAP_RULE,
+        rules=(CAP_RULE,),
+        domain=None,
+        result_type=None,
+        message=message,
+        failed_session_count=sum(a.failed_session_count for a in capped),
+        receiving_mx=(),
+        policy_type=None,
+        policy_mode=None,
+        repeats_suppressed=0,
+        held_count=len(capped),
+        held_domains=tuple(domains[:SHOWN_DOMAINS]),
+    )
 
 
 def _duration(span: timedelta) -> str:

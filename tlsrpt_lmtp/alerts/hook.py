@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tlsrpt_lmtp.alerts.config import SEVERITIES, AlertsConfig, load_alerts
+from tlsrpt_lmtp.alerts.events import AlertRaised, AlertUndelivered
 from tlsrpt_lmtp.alerts.guard import Held, bucket, by_priority, held_event, screen, summary_event
 from tlsrpt_lmtp.alerts.mail import Mailer
 from tlsrpt_lmtp.alerts.outbox import Outbox, Payload
@@ -33,14 +34,13 @@ from tlsrpt_lmtp.alerts.rules import Alert, evaluate
 from tlsrpt_lmtp.alerts.state import (
     FIRST_OVER_BUDGET,
     HELD_REPEAT,
-    OVER_BUDGET,
     AlertState,
     Budget,
     period_start,
 )
 from tlsrpt_lmtp.alerts.webhook import Webhook
 from tlsrpt_lmtp.config import ConfigError
-from tlsrpt_lmtp.core.events import SCHEMA, Event, iso, stamp
+from tlsrpt_lmtp.core.events import Event, ReportRef, iso, report_ref, stamp
 from tlsrpt_lmtp.core.model import MailMeta, Report
 from tlsrpt_lmtp.store import DB_NAME, Store
 
@@ -53,28 +53,25 @@ Emit = Callable[[Event], None]
 Clock = Callable[[], datetime]
 
 
-def alert_event(alert: Alert, report: Report, archive_id: str, *, source: str) -> Event:
+def alert_event(
+    alert: Alert, report: Report, archive_id: str, *, source: str, repeats_suppressed: int = 0
+) -> AlertRaised:
     """A tlsrpt.alert event: the common fields of every event, then the alert's."""
-    return {
-        "event": "tlsrpt.alert",
-        "report_id": report.report_id,
-        "organization_name": report.organization_name,
-        "date_range_start": iso(report.date_range_start),
-        "date_range_end": iso(report.date_range_end),
-        "archive_id": archive_id,
-        "source": source,
-        "severity": alert.severity,
-        "rule": alert.rule,
-        "rules": list(alert.rules),
-        "domain": alert.domain,
-        "result_type": alert.result_type,
-        "message": alert.message,
-        "failed_session_count": alert.failed_session_count,
-        "receiving_mx": list(alert.receiving_mx),
-        "policy_type": alert.policy_type or None,
-        "policy_mode": alert.policy_mode,
-        "failure_reason_codes": list(alert.reasons),
-    }
+    return AlertRaised(
+        report=report_ref(report, archive_id, source),
+        severity=alert.severity,
+        rule=alert.rule,
+        rules=tuple(alert.rules),
+        domain=alert.domain,
+        result_type=alert.result_type,
+        message=alert.message,
+        failed_session_count=alert.failed_session_count,
+        receiving_mx=tuple(alert.receiving_mx),
+        policy_type=alert.policy_type or None,
+        policy_mode=alert.policy_mode,
+        failure_reason_codes=tuple(alert.reasons),
+        repeats_suppressed=repeats_suppressed,
+    )
 
 
 class AlertHook:
@@ -148,12 +145,13 @@ class AlertHook:
                 outcome = self.state.claim_within(alert, now, config.repeat_window, budget)
                 if outcome == HELD_REPEAT:
                     continue
-                if outcome in (OVER_BUDGET, FIRST_OVER_BUDGET):
+                if isinstance(outcome, str):  # OVER_BUDGET or FIRST_OVER_BUDGET
                     held.over_period_cap.append(alert)
                     first_over = first_over or outcome == FIRST_OVER_BUDGET
                     continue
-                event = alert_event(alert, report, archive_id, source=self.source)
-                event["repeats_suppressed"] = outcome
+                event = alert_event(
+                    alert, report, archive_id, source=self.source, repeats_suppressed=outcome
+                )
                 events.append(self._queue(event, now))
             # One summary per cap reached: per report while alerts still go out, per period
             # (and bucket) the first time it holds one back.
@@ -173,23 +171,28 @@ class AlertHook:
             events.append(held_event(report, archive_id, self.source, held, dkim))
         return events
 
-    def _queue(self, event: Event, now: datetime) -> Event:
+    def _queue(self, event: AlertRaised, now: datetime) -> AlertRaised:
         """Hand the alert to the delivery channels its severity reaches; returns it, with the
         event_id the event log will show (so a webhook receiver can match the two)."""
-        stamp(
+        (event,) = stamp(
             [event],
-            event["archive_id"],
-            event["report_id"],
-            event.get("rule"),
-            event.get("domain"),
-            event.get("result_type"),
+            event.report.archive_id,
+            event.report.report_id,
+            event.rule,
+            event.domain,
+            event.result_type,
         )
-        payload: Payload = {"schema": SCHEMA, "timestamp": iso(now), **event}
-        severity = SEVERITIES.index(str(event["severity"]))
+        self.deliver(event, now)
+        return event
+
+    def deliver(self, event: AlertRaised, now: datetime) -> None:
+        """Queue ``event`` on the channels its severity reaches (its JSON object, with the
+        time it was raised)."""
+        payload: Payload = event.to_dict(iso(now))
+        severity = SEVERITIES.index(event.severity)
         for box, minimum in self.outboxes:
             if severity >= SEVERITIES.index(minimum):
                 box.put(payload)
-        return event
 
     def _dropped(self, channel: str, payload: Payload, reason: str) -> None:
         log.warning(
@@ -201,12 +204,22 @@ class AlertHook:
         )
         try:
             self.emit(
-                {
-                    "event": "tlsrpt.alert_undelivered",
-                    **{k: payload.get(k) for k in _KEEP},
-                    "channel": channel,
-                    "reason": reason,
-                }
+                AlertUndelivered(
+                    report=ReportRef(
+                        payload.get("report_id"),
+                        payload.get("organization_name"),
+                        payload.get("date_range_start"),
+                        payload.get("date_range_end"),
+                        payload.get("archive_id"),
+                        str(payload.get("source", "")),
+                    ),
+                    severity=payload.get("severity", ""),
+                    rule=payload.get("rule", ""),
+                    domain=payload.get("domain"),
+                    result_type=payload.get("result_type"),
+                    channel=channel,
+                    reason=reason,
+                )
             )
         except Exception:
             log.exception("cannot log the undelivered alert")
@@ -220,20 +233,6 @@ class AlertHook:
             box.close(timeout)
         if self.state is not None:
             self.state.close()
-
-
-_KEEP = (
-    "report_id",
-    "organization_name",
-    "date_range_start",
-    "date_range_end",
-    "archive_id",
-    "source",
-    "severity",
-    "rule",
-    "domain",
-    "result_type",
-)
 
 
 def build_hook(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 from tlsrpt_lmtp.core.durations import DurationError, parse_duration
 from tlsrpt_lmtp.core.events import Event, iso, stamp
@@ -111,21 +112,39 @@ def whole_reports(rows: list[tuple[int, int]], limit: int) -> tuple[list[int], i
     return chosen, weight
 
 
-def prune_event(result: PruneResult, *, trigger: str, now: datetime) -> Event:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pruned(Event):
+    """``tlsrpt.prune`` (docs/events.md): what a prune deleted, or would have."""
+
+    EVENT: ClassVar[str] = "tlsrpt.prune"
+
+    trigger: str
+    dry_run: bool
+    raw_before: str | None
+    reports_before: str | None
+    messages: int
+    quarantined: int
+    raw_bytes: int
+    reports: int
+    rows: int
+    pending_kept: int
+    batches: int
+
+
+def prune_event(result: PruneResult, *, trigger: str, now: datetime) -> Pruned:
     """``tlsrpt.prune`` (docs/events.md)."""
     c = result.counts
-    event: Event = {
-        "event": "tlsrpt.prune",
-        "trigger": trigger,
-        "dry_run": result.dry_run,
-        "raw_before": result.cutoffs.raw,
-        "reports_before": result.cutoffs.reports,
-        "messages": c.messages,
-        "quarantined": c.quarantined,
-        "raw_bytes": c.raw_bytes,
-        "reports": c.reports,
-        "rows": c.rows,
-        "pending_kept": result.pending_kept,
-        "batches": result.batches,
-    }
+    event = Pruned(
+        trigger=trigger,
+        dry_run=result.dry_run,
+        raw_before=result.cutoffs.raw,
+        reports_before=result.cutoffs.reports,
+        messages=c.messages,
+        quarantined=c.quarantined,
+        raw_bytes=c.raw_bytes,
+        reports=c.reports,
+        rows=c.rows,
+        pending_kept=result.pending_kept,
+        batches=result.batches,
+    )
     return stamp([event], "prune", trigger, iso(now))[0]

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-Event = dict[str, Any]
+from tlsrpt_lmtp.core.events import Event
+
 Emit = Callable[[Event], None]
 
 

@@ -32,6 +32,7 @@ from tlsrpt_lmtp.core.aggregate import DEFAULT_MAX_FAILURE_DETAILS
 from tlsrpt_lmtp.core.decompress import DEFAULT_LIMIT
 from tlsrpt_lmtp.core.events import (
     Event,
+    EventIds,
     check_encodable,
     invalid_event,
     iso,
@@ -275,12 +276,14 @@ class Pipeline:
         meta, key, source = m.extracted.meta, m.archive_id, m.source
         events: list[Event] = []
         for (report, verdict), is_new in zip(m.kept, m.fresh, strict=True):
-            events += stamp(
-                report_events(
-                    report, meta, archive_id=key, source=source, duplicate=not is_new, dkim=verdict
-                ),
-                key,
-                *report.dedup_key,
+            events += report_events(
+                report,
+                meta,
+                archive_id=key,
+                source=source,
+                duplicate=not is_new,
+                dkim=verdict,
+                ids=EventIds(key, *report.dedup_key),
             )
         warnings = m.extracted.warnings
         invalid = [

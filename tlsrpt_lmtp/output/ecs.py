@@ -1,6 +1,6 @@
 """Events in Elastic Common Schema (ECS 8.x) for ``--log-format ecs`` (docs/events.md).
 
-A pure function from our event dict (as the json format has it, ``timestamp`` already added)
+A pure function from an event's JSON object (``Event.to_dict``, with its ``timestamp``)
 to an ECS document: the fields ECS has a place for go there (``event.*``, ``source.ip``,
 ``destination.*``, ``organization.name``, ``error.*``, ``email.*``, ``related.*``), every
 other field keeps its name under ``tlsrpt.*``. Nothing is dropped but the null value of a field
@@ -52,6 +52,7 @@ _PLACES: dict[str, tuple[str, ...]] = {
     "message_id": ("email", "message_id"),
     "message": ("message",),
 }
+_ENVELOPE = frozenset(("schema", "event", "event_id", "timestamp"))
 _HOST_FIELDS = (
     "receiving_mx_hostname",
     "receiving_mx_helo",
@@ -97,9 +98,11 @@ def to_ecs(event: MutableMapping[str, Any]) -> dict[str, Any]:
     doc["ecs"] = {"version": ECS_VERSION}
     doc["log"] = {"level": _level(name, event)}
     own: dict[str, Any] = {}
-    for key, value in event.items():
-        if key in ("event", "timestamp"):
-            continue
+    # The event's own fields, then its id and schema version (the order of the objects the
+    # first versions wrote, whose event_id and schema came last).
+    fields = [(k, v) for k, v in event.items() if k not in _ENVELOPE]
+    fields += [(k, event[k]) for k in ("event_id", "schema") if k in event]
+    for key, value in fields:
         place = _PLACES.get(key)
         if place is not None:
             if value is not None:  # ECS leaves out what is unknown
@@ -203,8 +206,3 @@ def _message(name: str, event: MutableMapping[str, Any]) -> str:
     reason = event.get("reason")
     domain = event.get("domain")
     return f"{name}" + (f" {domain}" if domain else "") + (f": {reason}" if reason else "")
-
-
-def processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """The structlog processor (sinks.py): after the time stamp, before the JSON renderer."""
-    return to_ecs(event)

@@ -20,12 +20,13 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.cache import Entry, Lru, PolicyCache
 from tlsrpt_lmtp.sts.dnsclient import Dane, DnsClient
 from tlsrpt_lmtp.sts.domain import policy_domain
+from tlsrpt_lmtp.sts.events import FetchFailed, PolicyChanged, PolicyFetched, RefreshFailed
 from tlsrpt_lmtp.sts.fetch import FetchError
 from tlsrpt_lmtp.sts.policy import Mode, PolicyError, StsPolicy, parse_policy
 from tlsrpt_lmtp.sts.record import parse_txt
@@ -230,14 +231,13 @@ class PolicyService:
         self._failures.put((domain, policy_id), now)
         usable = previous is not None and now < previous.expires_at
         self.emit(
-            {
-                "event": "sts.fetch_error",
+            FetchFailed(
                 **_fields(domain, previous),
-                "policy_id": policy_id,
-                "result_type": result_type,
-                "reason": reason,
-                "cached_policy_applied": usable,
-            }
+                policy_id=policy_id,
+                result_type=result_type,
+                reason=reason,
+                cached_policy_applied=usable,
+            )
         )
         return self._fallback(domain, previous, now, reason)
 
@@ -247,22 +247,25 @@ class PolicyService:
         return Answer(Kind.NO_POLICY, domain, reason=reason)
 
     def _log_change(self, previous: Entry | None, entry: Entry) -> None:
-        base = {**_fields(entry.domain, entry), "policy_id": entry.policy_id}
         if previous is None:
-            self.emit({"event": "sts.policy_fetched", **base})
+            self.emit(PolicyFetched(**_fields(entry.domain, entry), policy_id=entry.policy_id))
             return
-        changes = {
-            name: [old, new]
+        changes: dict[str, tuple[object, object]] = {
+            name: (old, new)
             for name, old, new in (
                 ("policy_id", previous.policy_id, entry.policy_id),
                 ("mode", str(previous.policy.mode), str(entry.policy.mode)),
-                ("mx", list(previous.policy.mx), list(entry.policy.mx)),
+                ("mx", tuple(previous.policy.mx), tuple(entry.policy.mx)),
                 ("max_age", previous.policy.max_age, entry.policy.max_age),
             )
             if old != new
         }
         if changes:
-            self.emit({"event": "sts.policy_changed", **base, "changes": changes})
+            self.emit(
+                PolicyChanged(
+                    **_fields(entry.domain, entry), policy_id=entry.policy_id, changes=changes
+                )
+            )
 
     async def _recheck(self, entry: Entry) -> None:
         txt = await self.dns.sts_txt(entry.domain)
@@ -292,13 +295,12 @@ class PolicyService:
             return
         if entry.policy.mode is not Mode.NONE:
             self.emit(
-                {
-                    "event": "sts.refresh_failed",
+                RefreshFailed(
                     **_fields(entry.domain, entry),
-                    "policy_id": entry.policy_id,
-                    "expires_at": entry.expires_at,
-                    "reason": answer.reason or "refresh failed",
-                }
+                    policy_id=entry.policy_id,
+                    expires_at=entry.expires_at,
+                    reason=answer.reason or "refresh failed",
+                )
             )
 
     def due_for_refresh(self, now: float) -> list[Entry]:
@@ -372,9 +374,15 @@ def _with_dane(answer: Answer, status: Dane) -> Answer:
     return answer
 
 
-def _fields(domain: str, entry: Entry | None) -> Event:
+class _Fields(TypedDict):
+    domain: str
+    mode: str | None
+    mx: tuple[str, ...] | None
+
+
+def _fields(domain: str, entry: Entry | None) -> _Fields:
     return {
         "domain": domain,
         "mode": str(entry.policy.mode) if entry else None,
-        "mx": list(entry.policy.mx) if entry else None,
+        "mx": tuple(entry.policy.mx) if entry else None,
     }

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from tlsrpt_lmtp.core.events import Event
 from tlsrpt_lmtp.sts.cache import Entry
+from tlsrpt_lmtp.sts.events import SharedCacheRestored, SharedCacheUnavailable
 from tlsrpt_lmtp.sts.policy import PolicyError, StsPolicy, parse_policy
 from tlsrpt_lmtp.sts.shared.base import (
     MAX_SKEW,
@@ -198,12 +199,11 @@ class SharedTier:
             raise _Skip from exc
         if self._down_since is not None:
             self.emit(
-                {
-                    "event": "sts.shared_cache_restored",
-                    "backend": backend.kind,
-                    "server": backend.server,
-                    "unavailable_seconds": round(time.monotonic() - self._down_since, 3),
-                }
+                SharedCacheRestored(
+                    backend=backend.kind,
+                    server=backend.server,
+                    unavailable_seconds=round(time.monotonic() - self._down_since, 3),
+                )
             )
             self._down_since = None
         return result
@@ -219,14 +219,13 @@ class SharedTier:
             return
         self._reported_at = now
         self.emit(
-            {
-                "event": "sts.shared_cache_unavailable",
-                "backend": backend.kind,
-                "server": backend.server,
-                "domain": domain,
-                "reason": reason,
-                "retry_in_seconds": self.retry_after,
-            }
+            SharedCacheUnavailable(
+                backend=backend.kind,
+                server=backend.server,
+                domain=domain,
+                reason=reason,
+                retry_in_seconds=self.retry_after,
+            )
         )
 
     async def close(self) -> None:
