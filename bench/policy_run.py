@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import policy_abuse, table
+from bench.policy_https import PolicyHttps
 from bench.policy_load import Result, result_from
 from bench.policy_peer import (
     PEER_CACHE_GRACE,
@@ -266,13 +267,20 @@ class Bench:
         self.daemons: dict[str, Daemon] = {}
         self.notes: list[str] = []
         self.client_cpu: list[str] = []
+        self.https: PolicyHttps | None = None
 
-    def _pids(self) -> dict[str, int | None]:
-        pids: dict[str, int | None] = {name: d.pid for name, d in self.daemons.items()}
-        pids["netsim"] = os.getpid()
+    def _pids(self) -> dict[str, list[int]]:
+        pids: dict[str, list[int]] = {name: [d.pid] for name, d in self.daemons.items()}
+        pids["netsim"] = [os.getpid()]
         proc = self.resolver._proc if self.resolver is not None else None
-        pids["unbound"] = proc.pid if proc is not None else None
+        pids["unbound"] = [proc.pid] if proc is not None else []
+        if self.https is not None:
+            pids["https"] = self.https.pids()
         return pids
+
+    @staticmethod
+    def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+        return {key: sum(cpu_seconds(pid) for pid in group) for key, group in pids.items()}
 
     def client(self, argv: list[str], tag: str, cap: float) -> tuple[Result, str]:
         log = self.out / "logs" / f"client-{tag}.log"
@@ -299,14 +307,14 @@ class Bench:
         daemon = self.daemons[name]
         print(f"  {name:<4} {tag}: {connections} conn", file=sys.stderr, flush=True)
         pids = self._pids()
-        before = {key: cpu_seconds(pid) for key, pid in pids.items()}
+        before = self._cpu(pids)
         switches = context_switches(daemon.pid)
         argv = ["socketmap", "--port", str(daemon.port), "--names", str(names)]
         argv += ["--connections", str(connections), "--count", str(count)]
         argv += ["--time-cap", str(cap), "--expect", expect, *self.client_cpu]
         result, problem = self.client(argv, f"{name}-{tag}", cap)
-        cpu = {key: cpu_seconds(pid) - before[key] for key, pid in pids.items()}
-        cpu = {key: value for key, value in cpu.items() if key in (name, "netsim", "unbound")}
+        cpu = {key: value - before[key] for key, value in self._cpu(pids).items()}
+        cpu = {k: v for k, v in cpu.items() if k in (name, "netsim", "https", "unbound")}
         cpu["client"] = result.cpu_s
         after = context_switches(daemon.pid)
         phase = Phase(result, cpu, problem, timed)
@@ -346,10 +354,10 @@ class Bench:
     def dns_capacity(self, server: str, names: Path, count: int, tag: str) -> Phase:
         print(f"  dns  {tag}", file=sys.stderr, flush=True)
         pids = self._pids()
-        before = {key: cpu_seconds(pid) for key, pid in pids.items()}
+        before = self._cpu(pids)
         argv = ["dns", "--server", server, "--names", str(names), "--count", str(count)]
         result, problem = self.client([*argv, "--time-cap", "10"], f"dns-{tag}", 10)
-        cpu = {key: cpu_seconds(pid) - before[key] for key, pid in pids.items()}
+        cpu = {key: value - before[key] for key, value in self._cpu(pids).items()}
         cpu = {key: value for key, value in cpu.items() if key in ("netsim", "unbound")}
         cpu["client"] = result.cpu_s
         if problem or result.errors:
@@ -373,15 +381,24 @@ def nosts_domain(i: int) -> str:
     return f"n{i:06d}.{NOSTS_ZONE}"
 
 
-def build_internet(sim: NetSim, domains: int) -> None:
+def build_internet(sim: NetSim, domains: int, https: str) -> PolicyHttps | None:
+    """The published domains; with https == "fast" their policy hosts point at a
+    bench.policy_https server (its own processes) instead of the netsim's, and it is started."""
     sim.dns.add_zone(STS_ZONE)
     sim.dns.add_zone(NOSTS_ZONE)
+    fast = PolicyHttps(sim, OUT / "policy-https") if https == "fast" else None
     for i in range(domains):
         domain = sts_domain(i)
         site = sim.publish_sts(domain, mode="enforce", mx=[f"mx1.{domain}"], max_age=86400)
-        # Load each site's TLS context now, not in whichever daemon's fetch comes first.
-        sim.https._context_for(sim.https._cert_for(site))
+        if fast is not None:
+            fast.add(site)
+        else:
+            # Load each site's TLS context now, not in whichever daemon's fetch comes first.
+            sim.https._context_for(sim.https._cert_for(site))
     sim.dns._ensure_built()  # sign the zones now, not in the first query
+    if fast is not None:
+        fast.start()
+    return fast
 
 
 # ---- the table ------------------------------------------------------------------------------
@@ -591,6 +608,13 @@ def main(argv: list[str] | None = None) -> None:
         "CPU 0, load client on CPU 1; netsim and unbound unpinned)",
     )
     parser.add_argument(
+        "--https",
+        choices=("fast", "netsim"),
+        default="fast",
+        help="who serves the published policies: bench/policy_https.py in processes of its "
+        "own, or the netsim's asyncio server in this process (shares a thread with its DNS)",
+    )
+    parser.add_argument(
         "--dns",
         choices=("unbound", "auth"),
         default="unbound",
@@ -611,7 +635,7 @@ def main(argv: list[str] | None = None) -> None:
     resolver: CachingResolver | None = None
     bench = Bench(OUT, sim, None)
     try:
-        build_internet(sim, args.domains)
+        bench.https = build_internet(sim, args.domains, args.https)
         if args.attackers:
             policy_abuse.build(sim, args.attackers)
             slow_names, attack_names = policy_abuse.write_names(OUT, args.attackers)
@@ -735,6 +759,8 @@ def main(argv: list[str] | None = None) -> None:
             daemon.stop()
         if resolver is not None:
             resolver.stop()
+        if bench.https is not None:
+            bench.https.stop()
         sim.stop()
 
     rows: list[list[str]] = []
@@ -778,7 +804,7 @@ def main(argv: list[str] | None = None) -> None:
     total = time.monotonic() - started
     print(
         f"\nMTA-STS policy daemon benchmark: {os.cpu_count()} cores shared by both daemons, "
-        f"the load client, the netsim (DNS + HTTPS, one process) and unbound; Python "
+        f"the load client, the netsim, the policy HTTPS server ({args.https}) and unbound; Python "
         f"{platform.python_version()}; DNS for both daemons: {args.dns} ({nameserver}); "
         f"cache-hit rows are medians of {args.repeat} runs of {args.hit_seconds:g} s "
         f"[min-max]; ratio = ours / peer; peer cache_grace "
