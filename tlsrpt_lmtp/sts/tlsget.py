@@ -90,10 +90,11 @@ class TlsGet(asyncio.Protocol):
                 try:
                     self._tls.do_handshake()
                 except ssl.SSLWantReadError:
-                    return
-                finally:
                     self._flush()
+                    return
                 self._open = True
+                # The client's last handshake flight and the request in one segment: a send
+                # (and a wake-up of the server) fewer.
                 self._tls.write(self._request)
                 self._flush()
             while not self.result.done():
@@ -110,8 +111,10 @@ class TlsGet(asyncio.Protocol):
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError):  # the handshake was cut off
             self._fail(TlsGetError("cut", "connection closed during the TLS handshake"))
         except ssl.SSLCertVerificationError as exc:
+            self._flush()  # the alert saying why
             self._fail(TlsGetError("verify", str(exc.verify_message)))
         except ssl.SSLError as exc:
+            self._flush()
             self._fail(TlsGetError("tls", str(exc.reason or exc)))
 
     def _step_http(self, chunk: bytes) -> None:
