@@ -12,6 +12,7 @@ See bench/README.md, section "MTA-STS policy daemon".
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -40,6 +41,7 @@ from bench.policy_peer import (
 from bench.procs import LOOPBACK, REPO, free_port, run_measured
 from tests.netsim.dns import ValidatingResolver
 from tests.netsim.fixtures import NetSim
+from tlsrpt_lmtp.sts import stub
 
 OUT = Path(__file__).resolve().parent / "out" / "policy"
 DAEMONS = ("ours", "peer")
@@ -329,11 +331,12 @@ class Bench:
         return phase
 
     def interleaved(
-        self, tag: str, names: Path, args: argparse.Namespace, *, expect: str
+        self, tag: str, names: Path, args: argparse.Namespace, *, expect: str, warm: bool = False
     ) -> dict[str, Phase]:
         """Each domain once per daemon, in --chunks parts taken in turn (ours first, then the
-        peer first, ...), unbound flushed before each: both see the same share of whatever
-        else the shared machine is doing. One Phase per daemon, summed over the parts."""
+        peer first, ...), unbound flushed before each (and with `warm`, asked for every name
+        the part's lookups need): both see the same share of whatever else the shared
+        machine is doing. One Phase per daemon, summed over the parts."""
         domains = names.read_text().split()
         n, parts = len(domains), max(1, args.chunks)
         runs: dict[str, list[Phase]] = {name: [] for name in DAEMONS}
@@ -344,6 +347,8 @@ class Bench:
             )
             for name in DAEMONS if k % 2 == 0 else DAEMONS[::-1]:
                 self.flush_dns()
+                if warm:
+                    self.warm_dns(domains[k * n // parts : (k + 1) * n // parts])
                 runs[name].append(
                     self.load(
                         name, f"{tag}{k}", part, args.cold_connections, cap=args.cap, expect=expect
@@ -367,6 +372,29 @@ class Bench:
     def flush_dns(self) -> None:
         if self.resolver is not None:
             self.resolver.flush()
+
+    def warm_dns(self, domains: list[str]) -> None:
+        """Ask unbound for what a daemon's uncached lookup of each domain asks (TXT, A,
+        AAAA), so that the row measures the daemons, not the netsim's authoritative server
+        and unbound's DNSSEC validation behind a cold cache."""
+        if self.resolver is None:
+            return
+        host, _, port = self.resolver.address.rpartition(":")
+        questions = [(f"_mta-sts.{d}", stub.TXT) for d in domains]
+        questions += [(f"mta-sts.{d}", kind) for d in domains for kind in (stub.A, stub.AAAA)]
+
+        async def ask_all() -> None:
+            client = stub.Stub([(host, int(port))], timeout=2.0, lifetime=6.0)
+            limit = asyncio.Semaphore(32)
+
+            async def ask(name: str, kind: int) -> None:
+                async with limit:
+                    with contextlib.suppress(stub.DnsError):
+                        await client.query(name, kind)
+
+            await asyncio.gather(*(ask(name, kind) for name, kind in questions))
+
+        asyncio.run(ask_all())
 
 
 # ---- the test internet ----------------------------------------------------------------------
@@ -604,8 +632,26 @@ def main(argv: list[str] | None = None) -> None:
         "--no-pin",
         dest="pin",
         action="store_false",
-        help="let the scheduler place the daemons and the load client (default: daemons on "
-        "CPU 0, load client on CPU 1; netsim and unbound unpinned)",
+        help="let the scheduler place every process (default: the daemons on CPU 0; the "
+        "load client, the netsim, unbound and the HTTPS server on CPU 1)",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=-10,
+        help="scheduling niceness of the whole benchmark, inherited by both daemons, the "
+        "test internet and the load client (default -10; 0 leaves it). On a machine shared "
+        "with other work, CFS gives a daemon that never sleeps under load only its fair "
+        "share against a busy neighbour, while one that sleeps often is favoured at each "
+        "wake-up: the rates then say more about the neighbours than about the daemons",
+    )
+    parser.add_argument(
+        "--cold-dns",
+        dest="warm_dns",
+        action="store_false",
+        help="uncached-domain row with unbound's cache flushed only (default: flushed, then "
+        "asked for every TXT/A/AAAA the part's lookups need, so the daemons are measured, not "
+        "the netsim's DNS and DNSSEC validation)",
     )
     parser.add_argument(
         "--https",
@@ -627,6 +673,12 @@ def main(argv: list[str] | None = None) -> None:
 
     shutil.rmtree(OUT, ignore_errors=True)
     (OUT / "logs").mkdir(parents=True)
+    if args.nice:
+        os.nice(args.nice)  # inherited by every process started from here
+    if args.pin:
+        # The test internet (this process's netsim thread, unbound, the HTTPS server) and
+        # the load client on CPU 1; the daemons alone on CPU 0 (pinned once started).
+        os.sched_setaffinity(0, {1})
     peer_daemon = ensure_sts_peer_venv()
 
     print("test internet ...", file=sys.stderr, flush=True)
@@ -700,7 +752,7 @@ def main(argv: list[str] | None = None) -> None:
         setup_seconds = time.monotonic() - started
 
         print("uncached MTA-STS domains ...", file=sys.stderr, flush=True)
-        cold = bench.interleaved("cold", sts_names, args, expect="sts")
+        cold = bench.interleaved("cold", sts_names, args, expect="sts", warm=args.warm_dns)
         raw["cold"] = cold
 
         print("cache hits ...", file=sys.stderr, flush=True)
@@ -804,7 +856,9 @@ def main(argv: list[str] | None = None) -> None:
     total = time.monotonic() - started
     print(
         f"\nMTA-STS policy daemon benchmark: {os.cpu_count()} cores shared by both daemons, "
-        f"the load client, the netsim, the policy HTTPS server ({args.https}) and unbound; Python "
+        f"the load client, the netsim, the policy HTTPS server ({args.https}) and unbound "
+        f"({'warmed' if args.warm_dns else 'cold'} for the uncached row), all at nice "
+        f"{args.nice}; Python "
         f"{platform.python_version()}; DNS for both daemons: {args.dns} ({nameserver}); "
         f"cache-hit rows are medians of {args.repeat} runs of {args.hit_seconds:g} s "
         f"[min-max]; ratio = ours / peer; peer cache_grace "
