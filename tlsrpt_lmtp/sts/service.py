@@ -53,7 +53,7 @@ class Timing:
     # looks up the policy host's addresses meanwhile, saving a DNS round trip when the
     # domain has a policy. DNS only: nothing is fetched before the TXT record says so.
     # None: one after the other.
-    early_addresses: float | None = 0.002
+    early_addresses: float | None = 0.010
 
 
 # Per-policy bounds (RFC 8461 sets none but the 64 KiB size): a policy beyond them is refused
