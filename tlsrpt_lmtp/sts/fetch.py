@@ -55,7 +55,8 @@ class Fetcher:
     async def fetch(self, domain: str) -> bytes:
         host = f"mta-sts.{domain}"
         try:
-            return await asyncio.wait_for(self._fetch(host), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no task of its own, unlike wait_for
+                return await self._fetch(host)
         except TimeoutError:
             raise FetchError(f"fetching https://{host}{WELL_KNOWN} timed out") from None
 
@@ -136,10 +137,13 @@ def _check_response(response: h11.Response, host: str) -> None:
     if response.status_code != 200:
         # §3.3: only 200 is valid, and redirects MUST NOT be followed.
         raise FetchError(f"https://{host}{WELL_KNOWN} answered HTTP {response.status_code}")
-    headers = {k.decode().lower(): v.decode("latin-1") for k, v in response.headers}
-    media = headers.get("content-type", "").partition(";")[0].strip().lower()
+    media = length = ""
+    for name, value in response.headers:  # h11 lower-cases the names
+        if name == b"content-type":
+            media = value.decode("latin-1").partition(";")[0].strip().lower()
+        elif name == b"content-length":
+            length = value.decode("latin-1")
     if media != "text/plain":
         raise FetchError(f"policy at {host} is {media or 'untyped'}, not text/plain")
-    length = headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_POLICY_SIZE:
+    if length.isdigit() and int(length) > MAX_POLICY_SIZE:
         raise FetchError(f"policy at {host} is larger than {MAX_POLICY_SIZE} bytes")
