@@ -12,6 +12,7 @@ See bench/README.md, section "MTA-STS policy daemon".
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import policy_abuse, table
+from bench.policy_https import PolicyHttps
 from bench.policy_load import Result, result_from
 from bench.policy_peer import (
     PEER_CACHE_GRACE,
@@ -39,6 +41,7 @@ from bench.policy_peer import (
 from bench.procs import LOOPBACK, REPO, free_port, run_measured
 from tests.netsim.dns import ValidatingResolver
 from tests.netsim.fixtures import NetSim
+from tlsrpt_lmtp.sts import stub
 
 OUT = Path(__file__).resolve().parent / "out" / "policy"
 DAEMONS = ("ours", "peer")
@@ -266,13 +269,20 @@ class Bench:
         self.daemons: dict[str, Daemon] = {}
         self.notes: list[str] = []
         self.client_cpu: list[str] = []
+        self.https: PolicyHttps | None = None
 
-    def _pids(self) -> dict[str, int | None]:
-        pids: dict[str, int | None] = {name: d.pid for name, d in self.daemons.items()}
-        pids["netsim"] = os.getpid()
+    def _pids(self) -> dict[str, list[int]]:
+        pids: dict[str, list[int]] = {name: [d.pid] for name, d in self.daemons.items()}
+        pids["netsim"] = [os.getpid()]
         proc = self.resolver._proc if self.resolver is not None else None
-        pids["unbound"] = proc.pid if proc is not None else None
+        pids["unbound"] = [proc.pid] if proc is not None else []
+        if self.https is not None:
+            pids["https"] = self.https.pids()
         return pids
+
+    @staticmethod
+    def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+        return {key: sum(cpu_seconds(pid) for pid in group) for key, group in pids.items()}
 
     def client(self, argv: list[str], tag: str, cap: float) -> tuple[Result, str]:
         log = self.out / "logs" / f"client-{tag}.log"
@@ -299,14 +309,14 @@ class Bench:
         daemon = self.daemons[name]
         print(f"  {name:<4} {tag}: {connections} conn", file=sys.stderr, flush=True)
         pids = self._pids()
-        before = {key: cpu_seconds(pid) for key, pid in pids.items()}
+        before = self._cpu(pids)
         switches = context_switches(daemon.pid)
         argv = ["socketmap", "--port", str(daemon.port), "--names", str(names)]
         argv += ["--connections", str(connections), "--count", str(count)]
         argv += ["--time-cap", str(cap), "--expect", expect, *self.client_cpu]
         result, problem = self.client(argv, f"{name}-{tag}", cap)
-        cpu = {key: cpu_seconds(pid) - before[key] for key, pid in pids.items()}
-        cpu = {key: value for key, value in cpu.items() if key in (name, "netsim", "unbound")}
+        cpu = {key: value - before[key] for key, value in self._cpu(pids).items()}
+        cpu = {k: v for k, v in cpu.items() if k in (name, "netsim", "https", "unbound")}
         cpu["client"] = result.cpu_s
         after = context_switches(daemon.pid)
         phase = Phase(result, cpu, problem, timed)
@@ -321,11 +331,12 @@ class Bench:
         return phase
 
     def interleaved(
-        self, tag: str, names: Path, args: argparse.Namespace, *, expect: str
+        self, tag: str, names: Path, args: argparse.Namespace, *, expect: str, warm: bool = False
     ) -> dict[str, Phase]:
         """Each domain once per daemon, in --chunks parts taken in turn (ours first, then the
-        peer first, ...), unbound flushed before each: both see the same share of whatever
-        else the shared machine is doing. One Phase per daemon, summed over the parts."""
+        peer first, ...), unbound flushed before each (and with `warm`, asked for every name
+        the part's lookups need): both see the same share of whatever else the shared
+        machine is doing. One Phase per daemon, summed over the parts."""
         domains = names.read_text().split()
         n, parts = len(domains), max(1, args.chunks)
         runs: dict[str, list[Phase]] = {name: [] for name in DAEMONS}
@@ -336,6 +347,8 @@ class Bench:
             )
             for name in DAEMONS if k % 2 == 0 else DAEMONS[::-1]:
                 self.flush_dns()
+                if warm:
+                    self.warm_dns(domains[k * n // parts : (k + 1) * n // parts])
                 runs[name].append(
                     self.load(
                         name, f"{tag}{k}", part, args.cold_connections, cap=args.cap, expect=expect
@@ -346,10 +359,10 @@ class Bench:
     def dns_capacity(self, server: str, names: Path, count: int, tag: str) -> Phase:
         print(f"  dns  {tag}", file=sys.stderr, flush=True)
         pids = self._pids()
-        before = {key: cpu_seconds(pid) for key, pid in pids.items()}
+        before = self._cpu(pids)
         argv = ["dns", "--server", server, "--names", str(names), "--count", str(count)]
         result, problem = self.client([*argv, "--time-cap", "10"], f"dns-{tag}", 10)
-        cpu = {key: cpu_seconds(pid) - before[key] for key, pid in pids.items()}
+        cpu = {key: value - before[key] for key, value in self._cpu(pids).items()}
         cpu = {key: value for key, value in cpu.items() if key in ("netsim", "unbound")}
         cpu["client"] = result.cpu_s
         if problem or result.errors:
@@ -359,6 +372,29 @@ class Bench:
     def flush_dns(self) -> None:
         if self.resolver is not None:
             self.resolver.flush()
+
+    def warm_dns(self, domains: list[str]) -> None:
+        """Ask unbound for what a daemon's uncached lookup of each domain asks (TXT, A,
+        AAAA), so that the row measures the daemons, not the netsim's authoritative server
+        and unbound's DNSSEC validation behind a cold cache."""
+        if self.resolver is None:
+            return
+        host, _, port = self.resolver.address.rpartition(":")
+        questions = [(f"_mta-sts.{d}", stub.TXT) for d in domains]
+        questions += [(f"mta-sts.{d}", kind) for d in domains for kind in (stub.A, stub.AAAA)]
+
+        async def ask_all() -> None:
+            client = stub.Stub([(host, int(port))], timeout=2.0, lifetime=6.0)
+            limit = asyncio.Semaphore(32)
+
+            async def ask(name: str, kind: int) -> None:
+                async with limit:
+                    with contextlib.suppress(stub.DnsError):
+                        await client.query(name, kind)
+
+            await asyncio.gather(*(ask(name, kind) for name, kind in questions))
+
+        asyncio.run(ask_all())
 
 
 # ---- the test internet ----------------------------------------------------------------------
@@ -373,15 +409,24 @@ def nosts_domain(i: int) -> str:
     return f"n{i:06d}.{NOSTS_ZONE}"
 
 
-def build_internet(sim: NetSim, domains: int) -> None:
+def build_internet(sim: NetSim, domains: int, https: str) -> PolicyHttps | None:
+    """The published domains; with https == "fast" their policy hosts point at a
+    bench.policy_https server (its own processes) instead of the netsim's, and it is started."""
     sim.dns.add_zone(STS_ZONE)
     sim.dns.add_zone(NOSTS_ZONE)
+    fast = PolicyHttps(sim, OUT / "policy-https") if https == "fast" else None
     for i in range(domains):
         domain = sts_domain(i)
         site = sim.publish_sts(domain, mode="enforce", mx=[f"mx1.{domain}"], max_age=86400)
-        # Load each site's TLS context now, not in whichever daemon's fetch comes first.
-        sim.https._context_for(sim.https._cert_for(site))
+        if fast is not None:
+            fast.add(site)
+        else:
+            # Load each site's TLS context now, not in whichever daemon's fetch comes first.
+            sim.https._context_for(sim.https._cert_for(site))
     sim.dns._ensure_built()  # sign the zones now, not in the first query
+    if fast is not None:
+        fast.start()
+    return fast
 
 
 # ---- the table ------------------------------------------------------------------------------
@@ -587,8 +632,33 @@ def main(argv: list[str] | None = None) -> None:
         "--no-pin",
         dest="pin",
         action="store_false",
-        help="let the scheduler place the daemons and the load client (default: daemons on "
-        "CPU 0, load client on CPU 1; netsim and unbound unpinned)",
+        help="let the scheduler place every process (default: the daemons on CPU 0; the "
+        "load client, the netsim, unbound and the HTTPS server on CPU 1)",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=-10,
+        help="scheduling niceness of the whole benchmark, inherited by both daemons, the "
+        "test internet and the load client (default -10; 0 leaves it). On a machine shared "
+        "with other work, CFS gives a daemon that never sleeps under load only its fair "
+        "share against a busy neighbour, while one that sleeps often is favoured at each "
+        "wake-up: the rates then say more about the neighbours than about the daemons",
+    )
+    parser.add_argument(
+        "--cold-dns",
+        dest="warm_dns",
+        action="store_false",
+        help="uncached-domain row with unbound's cache flushed only (default: flushed, then "
+        "asked for every TXT/A/AAAA the part's lookups need, so the daemons are measured, not "
+        "the netsim's DNS and DNSSEC validation)",
+    )
+    parser.add_argument(
+        "--https",
+        choices=("fast", "netsim"),
+        default="fast",
+        help="who serves the published policies: bench/policy_https.py in processes of its "
+        "own, or the netsim's asyncio server in this process (shares a thread with its DNS)",
     )
     parser.add_argument(
         "--dns",
@@ -603,6 +673,12 @@ def main(argv: list[str] | None = None) -> None:
 
     shutil.rmtree(OUT, ignore_errors=True)
     (OUT / "logs").mkdir(parents=True)
+    if args.nice:
+        os.nice(args.nice)  # inherited by every process started from here
+    if args.pin:
+        # The test internet (this process's netsim thread, unbound, the HTTPS server) and
+        # the load client on CPU 1; the daemons alone on CPU 0 (pinned once started).
+        os.sched_setaffinity(0, {1})
     peer_daemon = ensure_sts_peer_venv()
 
     print("test internet ...", file=sys.stderr, flush=True)
@@ -611,7 +687,7 @@ def main(argv: list[str] | None = None) -> None:
     resolver: CachingResolver | None = None
     bench = Bench(OUT, sim, None)
     try:
-        build_internet(sim, args.domains)
+        bench.https = build_internet(sim, args.domains, args.https)
         if args.attackers:
             policy_abuse.build(sim, args.attackers)
             slow_names, attack_names = policy_abuse.write_names(OUT, args.attackers)
@@ -676,7 +752,7 @@ def main(argv: list[str] | None = None) -> None:
         setup_seconds = time.monotonic() - started
 
         print("uncached MTA-STS domains ...", file=sys.stderr, flush=True)
-        cold = bench.interleaved("cold", sts_names, args, expect="sts")
+        cold = bench.interleaved("cold", sts_names, args, expect="sts", warm=args.warm_dns)
         raw["cold"] = cold
 
         print("cache hits ...", file=sys.stderr, flush=True)
@@ -735,6 +811,8 @@ def main(argv: list[str] | None = None) -> None:
             daemon.stop()
         if resolver is not None:
             resolver.stop()
+        if bench.https is not None:
+            bench.https.stop()
         sim.stop()
 
     rows: list[list[str]] = []
@@ -778,7 +856,9 @@ def main(argv: list[str] | None = None) -> None:
     total = time.monotonic() - started
     print(
         f"\nMTA-STS policy daemon benchmark: {os.cpu_count()} cores shared by both daemons, "
-        f"the load client, the netsim (DNS + HTTPS, one process) and unbound; Python "
+        f"the load client, the netsim, the policy HTTPS server ({args.https}) and unbound "
+        f"({'warmed' if args.warm_dns else 'cold'} for the uncached row), all at nice "
+        f"{args.nice}; Python "
         f"{platform.python_version()}; DNS for both daemons: {args.dns} ({nameserver}); "
         f"cache-hit rows are medians of {args.repeat} runs of {args.hit_seconds:g} s "
         f"[min-max]; ratio = ours / peer; peer cache_grace "

@@ -5,10 +5,16 @@ while (they are cheap to learn again and there can be very many of them). The me
 bounded in entries and in bytes (an estimate of what each entry holds), so attacker-made
 domains with large policies evict each other instead of growing the process; the policy body
 itself lives only in SQLite.
+
+Inside an event loop, fetched policies are written in batches, one transaction at most
+FLUSH_DELAY after the first (or at FLUSH_COUNT / FLUSH_BYTES): a commit per policy blocked
+the loop for a third of a millisecond of file I/O on each new domain. Reads see the batch
+before it is written; a crash loses at most that second of fetches (fetched again later).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -37,6 +43,10 @@ class Entry:
 
 K = TypeVar("K")
 V = TypeVar("V")
+FLUSH_DELAY = 1.0  # seconds from the first unwritten policy to the batch's commit
+FLUSH_COUNT = 256
+FLUSH_BYTES = 1024 * 1024
+_INSERT = "INSERT OR REPLACE INTO sts_policies VALUES (?,?,?,?,?,?)"
 
 
 def entry_cost(entry: Entry) -> int:
@@ -106,6 +116,10 @@ class PolicyCache:
         # needs no SELECT.
         self._had_rows = False
         self._negative: Lru[str, float] = Lru(size)
+        self._pending: dict[str, Entry] = {}  # fetched, not yet written
+        self._pending_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._db: sqlite3.Connection | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +142,32 @@ class PolicyCache:
 
     def close(self) -> None:
         if self._db is not None:
+            self.flush()
             self._db.close()
+
+    def flush(self) -> None:
+        """Write the fetched policies not written yet, in one transaction."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending or self._db is None:
+            return
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        rows = [
+            (e.domain, e.policy_id, e.body, e.fetched_at, e.expires_at, e.looked_up_at)
+            for e in pending.values()
+        ]
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(_INSERT, rows)
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        for domain, entry in pending.items():
+            held = self._mem.peek(domain)
+            if held is not None and held.body and held.fetched_at == entry.fetched_at:
+                self._mem.put(domain, replace(held, body=b""))  # the persisted copy is enough
 
     def peek(self, domain: str) -> Entry | None:
         """Memory only: no SQLite on the hot path."""
@@ -136,6 +175,9 @@ class PolicyCache:
 
     def get(self, domain: str) -> Entry | None:
         entry = self._mem.get(domain)
+        if entry is None and (entry := self._pending.get(domain)) is not None:
+            self._mem.put(domain, entry)
+            return entry
         if entry is None and self._db is not None and (self._had_rows or self._mem.evicted):
             row = self._db.execute(
                 "SELECT policy_id, body, fetched_at, looked_up_at FROM sts_policies WHERE domain=?",
@@ -154,21 +196,25 @@ class PolicyCache:
         return self._mem.total_cost
 
     def put(self, entry: Entry) -> None:
-        if self._db is not None:
-            self._db.execute(
-                "INSERT OR REPLACE INTO sts_policies VALUES (?,?,?,?,?,?)",
-                (
-                    entry.domain,
-                    entry.policy_id,
-                    entry.body,
-                    entry.fetched_at,
-                    entry.expires_at,
-                    entry.looked_up_at,
-                ),
-            )
-            entry = replace(entry, body=b"")  # the persisted copy is enough
         self._mem.put(entry.domain, entry)
         self._negative.pop(entry.domain)
+        if self._db is None:
+            return
+        self._pending_bytes += len(entry.body)
+        self._pending[entry.domain] = entry
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if (
+            loop is None
+            or len(self._pending) >= FLUSH_COUNT
+            or (self._pending_bytes >= FLUSH_BYTES)
+        ):
+            self.flush()
+        elif self._timer is None or self._timer_loop is not loop:
+            self._timer = loop.call_later(FLUSH_DELAY, self.flush)
+            self._timer_loop = loop
 
     def update(self, entry: Entry) -> None:
         """Replace the in-memory entry (timestamps only; nothing persisted)."""
@@ -183,13 +229,17 @@ class PolicyCache:
     def looked_up(self, entry: Entry, now: float) -> None:
         """Record that a lookup used the entry (the caller does so only now and then)."""
         self._mem.put(entry.domain, replace(entry, looked_up_at=now))
-        if self._db is not None:
+        pending = self._pending.get(entry.domain)
+        if pending is not None:
+            self._pending[entry.domain] = replace(pending, looked_up_at=now)
+        elif self._db is not None:
             self._db.execute(
                 "UPDATE sts_policies SET looked_up_at=? WHERE domain=?", (now, entry.domain)
             )
 
     def drop(self, domain: str) -> None:
         self._mem.pop(domain)
+        self._pending.pop(domain, None)
         if self._db is not None:
             self._db.execute("DELETE FROM sts_policies WHERE domain=?", (domain,))
 
@@ -203,6 +253,7 @@ class PolicyCache:
         """Every persisted policy (for proactive refresh)."""
         if self._db is None:
             return
+        self.flush()
         rows = self._db.execute(
             "SELECT domain, policy_id, body, fetched_at, looked_up_at FROM sts_policies"
         ).fetchall()
@@ -216,6 +267,7 @@ class PolicyCache:
     def purge_expired(self, now: float) -> int:
         if self._db is None:
             return 0
+        self.flush()
         return self._db.execute("DELETE FROM sts_policies WHERE expires_at < ?", (now,)).rowcount
 
 

@@ -39,6 +39,8 @@ class DnsClient:
         self._r = resolver
         self._dane = dane
         self._stub = _stub_for(resolver)
+        # Address lookups started before anyone asked (start_addresses), by host name.
+        self._early: dict[str, asyncio.Task[list[str]]] = {}
         if dane is not None:
             dane.use_edns(0, dns.flags.DO, 1232)
             dane.flags = dns.flags.RD | dns.flags.AD
@@ -65,7 +67,29 @@ class DnsClient:
         records = tuple(join_rr(list(rr.strings)) for rr in answer.rrset)
         return TxtLookup(records, ttl=answer.rrset.ttl)
 
+    def start_addresses(self, host: str) -> None:
+        """Look up `host`'s addresses now; the next addresses(host) takes the answer. Each
+        call must be followed by addresses(host) or forget_addresses(host)."""
+        if host not in self._early:
+            self._early[host] = asyncio.ensure_future(self._addresses(host))
+
+    def forget_addresses(self, host: str) -> None:
+        """Drop an address lookup start_addresses began, if nobody took it."""
+        task = self._early.pop(host, None)
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" warning for a failure
+
     async def addresses(self, host: str) -> list[str]:
+        task = self._early.pop(host, None)
+        if task is not None:
+            return await task
+        return await self._addresses(host)
+
+    async def _addresses(self, host: str) -> list[str]:
         if self._stub is not None:
             return await self._stub_addresses(self._stub, host)
         found: list[str] = []

@@ -3,7 +3,8 @@
 A thin adapter: the policy host is resolved through the same DNS as discovery, addresses that
 are not globally reachable are refused (sts.addresses; unless allowed), the TLS connection is
 opened to that address with SNI and certificate checks for
-`mta-sts.<domain>`, and h11 speaks HTTP/1.1 over it.
+`mta-sts.<domain>`, and h11 speaks HTTP/1.1 over it (sts.tlsget: a lean protocol, not
+asyncio's streams).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import h11
 from tlsrpt_lmtp import __version__
 from tlsrpt_lmtp.sts.addresses import non_global
 from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE
+from tlsrpt_lmtp.sts.tlsget import TlsGet, TlsGetError
 
 WELL_KNOWN = "/.well-known/mta-sts.txt"
+USER_AGENT = f"tlsrpt-lmtp/{__version__}"
 
 
 class FetchError(Exception):
@@ -52,7 +55,8 @@ class Fetcher:
     async def fetch(self, domain: str) -> bytes:
         host = f"mta-sts.{domain}"
         try:
-            return await asyncio.wait_for(self._fetch(host), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no task of its own, unlike wait_for
+                return await self._fetch(host)
         except TimeoutError:
             raise FetchError(f"fetching https://{host}{WELL_KNOWN} timed out") from None
 
@@ -84,65 +88,62 @@ class Fetcher:
         raise last
 
     async def _get(self, address: str, host: str) -> bytes:
-        try:
-            reader, writer = await asyncio.open_connection(
-                address, self.port, ssl=self.context, server_hostname=host
-            )
-        except ssl.SSLCertVerificationError as exc:
-            raise FetchError(
-                f"certificate of {host} is not valid: {exc.verify_message}", "sts-webpki-invalid"
-            ) from None
-        except ssl.SSLError as exc:
-            raise FetchError(
-                f"TLS with {host} failed: {exc.reason}", "sts-webpki-invalid"
-            ) from None
-        except OSError as exc:
-            raise FetchError(f"cannot connect to {host} [{address}]: {exc.strerror}") from None
-        try:
-            return await self._exchange(reader, writer, host)
-        finally:
-            writer.close()
-
-    async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str
-    ) -> bytes:
-        conn = h11.Connection(h11.CLIENT)
         request = h11.Request(
             method="GET",
             target=WELL_KNOWN,
             headers=[
                 ("Host", host),
-                ("User-Agent", f"tlsrpt-lmtp/{__version__}"),
+                ("User-Agent", USER_AGENT),
                 ("Accept", "text/plain"),
                 ("Connection", "close"),
             ],
         )
-        writer.write(conn.send(request) + conn.send(h11.EndOfMessage()))
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(16384)
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Response):
-                _check_response(event, host)
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_POLICY_SIZE:
-                    raise FetchError(f"policy at {host} is larger than {MAX_POLICY_SIZE} bytes")
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return bytes(body)
+
+        def protocol() -> TlsGet:
+            return TlsGet(
+                self.context,
+                host,
+                request,
+                MAX_POLICY_SIZE,
+                lambda response: _check_response(response, host),
+            )
+
+        loop = asyncio.get_running_loop()
+        try:
+            _, get = await loop.create_connection(protocol, address, self.port)
+        except OSError as exc:
+            raise FetchError(f"cannot connect to {host} [{address}]: {exc.strerror}") from None
+        try:
+            return await get.result
+        except TlsGetError as exc:
+            raise _fetch_error(exc, host, address) from None
+        finally:
+            get.close()
+
+
+def _fetch_error(exc: TlsGetError, host: str, address: str) -> FetchError:
+    if exc.kind == "cut":
+        return FetchError(f"cannot connect to {host} [{address}]: {exc.detail}")
+    if exc.kind == "verify":
+        return FetchError(f"certificate of {host} is not valid: {exc.detail}", "sts-webpki-invalid")
+    if exc.kind == "tls":
+        return FetchError(f"TLS with {host} failed: {exc.detail}", "sts-webpki-invalid")
+    if exc.kind == "size":
+        return FetchError(f"policy at {host} is larger than {MAX_POLICY_SIZE} bytes")
+    return FetchError(f"fetching https://{host}{WELL_KNOWN} failed: {exc.detail}")
 
 
 def _check_response(response: h11.Response, host: str) -> None:
     if response.status_code != 200:
         # §3.3: only 200 is valid, and redirects MUST NOT be followed.
         raise FetchError(f"https://{host}{WELL_KNOWN} answered HTTP {response.status_code}")
-    headers = {k.decode().lower(): v.decode("latin-1") for k, v in response.headers}
-    media = headers.get("content-type", "").partition(";")[0].strip().lower()
+    media = length = ""
+    for name, value in response.headers:  # h11 lower-cases the names
+        if name == b"content-type":
+            media = value.decode("latin-1").partition(";")[0].strip().lower()
+        elif name == b"content-length":
+            length = value.decode("latin-1")
     if media != "text/plain":
         raise FetchError(f"policy at {host} is {media or 'untyped'}, not text/plain")
-    length = headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_POLICY_SIZE:
+    if length.isdigit() and int(length) > MAX_POLICY_SIZE:
         raise FetchError(f"policy at {host} is larger than {MAX_POLICY_SIZE} bytes")

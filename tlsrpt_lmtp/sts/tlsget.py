@@ -1,0 +1,168 @@
+"""One HTTPS GET over one TLS connection, as a plain asyncio protocol.
+
+asyncio's own TLS layer (open_connection(ssl=...): SSLProtocol, a StreamReader and a
+StreamWriter) cost about as much CPU per policy fetch as OpenSSL's handshake itself: its
+buffers, flow control and callbacks run in Python for every record. A policy fetch needs
+none of that: one request of a few hundred bytes, a reply of at most 64 KiB. Here an
+ssl.SSLObject on memory BIOs is driven straight from data_received, and h11 parses the
+reply; the body is bounded while it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+
+import h11
+
+
+class TlsGetError(Exception):
+    """What went wrong, in the words of one of the kinds below."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind  # "verify", "tls", "cut" (before the handshake ended), "http",
+        # "closed" (before the response ended), "size"
+        self.detail = detail
+
+
+class TlsGet(asyncio.Protocol):
+    """Handshake, send `request`, collect the response: `result` is the body. `check` sees
+    the response head as soon as it is in; what it raises is the result."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        host: str,
+        request: h11.Request,
+        max_body: int,
+        check: Callable[[h11.Response], None],
+    ) -> None:
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._in, self._out, server_hostname=host)
+        self._http = h11.Connection(h11.CLIENT)
+        self._request = self._http.send(request) + self._http.send(h11.EndOfMessage())
+        self._max_body = max_body
+        self._check = check
+        self._transport: asyncio.Transport | None = None
+        self._open = False  # handshake done
+        self._response: h11.Response | None = None
+        self._body = bytearray()
+        self.result: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._step(b"")
+
+    def data_received(self, data: bytes) -> None:
+        self._step(data)
+
+    def eof_received(self) -> bool:
+        self._in.write_eof()
+        self._step(b"")
+        if not self.result.done() and not self._open:
+            self._fail(TlsGetError("cut", "connection closed during the TLS handshake"))
+        elif not self.result.done():  # EOF before the end of the response
+            self._step_http(b"")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.result.done():
+            detail = str(exc) if exc else "connection closed"
+            self.result.set_exception(TlsGetError("closed" if self._open else "cut", detail))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+
+    def _step(self, data: bytes) -> None:
+        if self.result.done():
+            return
+        if data:
+            self._in.write(data)
+        try:
+            if not self._open:
+                try:
+                    self._tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    self._flush()
+                    return
+                self._open = True
+                # The client's last handshake flight and the request in one segment: a send
+                # (and a wake-up of the server) fewer.
+                self._tls.write(self._request)
+                self._flush()
+            while not self.result.done():
+                try:
+                    chunk = self._tls.read(65536)
+                except ssl.SSLWantReadError:
+                    break
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    chunk = b""  # closed (with or without close_notify): h11 decides
+                self._step_http(chunk)
+                if not chunk:
+                    break
+            self._flush()  # e.g. a key update's answer
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):  # the handshake was cut off
+            self._fail(TlsGetError("cut", "connection closed during the TLS handshake"))
+        except ssl.SSLCertVerificationError as exc:
+            self._flush()  # the alert saying why
+            self._fail(TlsGetError("verify", str(exc.verify_message)))
+        except ssl.SSLError as exc:
+            self._flush()
+            self._fail(TlsGetError("tls", str(exc.reason or exc)))
+
+    def _step_http(self, chunk: bytes) -> None:
+        try:
+            self._http.receive_data(chunk)
+            while True:
+                event = self._http.next_event()
+                if event is h11.NEED_DATA:
+                    if not chunk:
+                        self._fail(TlsGetError("closed", "connection closed mid-response"))
+                    return
+                if isinstance(event, h11.Response):
+                    self._response = event
+                    self._check(event)
+                elif isinstance(event, h11.Data):
+                    self._body += event.data
+                    if len(self._body) > self._max_body:
+                        self._fail(TlsGetError("size", f"more than {self._max_body} bytes"))
+                        return
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    if self._response is None:
+                        self._fail(TlsGetError("http", "no response"))
+                    else:
+                        self.result.set_result(bytes(self._body))
+                        self._goodbye()
+                    return
+                elif event is h11.PAUSED:
+                    return
+        except h11.RemoteProtocolError as exc:
+            self._fail(TlsGetError("http", f"malformed HTTP response: {exc}"))
+        except Exception as exc:  # what `check` raised
+            self._fail(exc)
+
+    def _goodbye(self) -> None:
+        """close_notify, then close (a polite end; the response is complete)."""
+        with contextlib.suppress(ssl.SSLError):  # it wants the server's close_notify: no
+            self._tls.unwrap()
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def _flush(self) -> None:
+        data = self._out.read()
+        if data and self._transport is not None:
+            self._transport.write(data)
+
+    def _fail(self, error: Exception) -> None:
+        if not self.result.done():
+            self.result.set_exception(error)
+        self.close()
