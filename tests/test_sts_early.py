@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tlsrpt_lmtp.events import Event
+from dns.asyncresolver import Resolver as AsyncResolver
+
+from tests.support.events import plain
+from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.cache import PolicyCache
-from tlsrpt_lmtp.sts.dnsclient import DnsClient, make_resolver
+from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
 from tlsrpt_lmtp.sts.reply import Answer, Kind
 from tlsrpt_lmtp.sts.service import PolicyService, Timing
@@ -29,13 +32,15 @@ class Rig:
     def __init__(
         self, netsim: NetSim, tmp_path: Path, early: float | None, allow: bool = True
     ) -> None:
-        self.events: list[Event] = []
-        self.dns = DnsClient(make_resolver((netsim.nameserver,), 2.0), None)
+        self.events: list[dict[str, Any]] = []
+        self.dns = DnsClient(make_resolver(AsyncResolver, (netsim.nameserver,), 2.0), None)
         ctx = tls_context(str(netsim.ca_file))
         fetcher = Fetcher(self.dns.addresses, ctx, timeout=2.0, allow_private=allow)
         cache = PolicyCache(tmp_path / "cache.sqlite3")
         timing = Timing(early_addresses=early)
-        self.service = PolicyService(self.dns, fetcher, cache, self.events.append, timing=timing)
+        self.service = PolicyService(
+            self.dns, fetcher, cache, lambda e: self.events.append(plain(e)), timing=timing
+        )
 
     def lookup(self, domain: str) -> Answer:
         async def run() -> Answer:
