@@ -25,7 +25,7 @@ def check(data: bytes) -> None:
     for report in extracted.reports:
         events += report_events(report, meta, archive_id="0" * 64, source="fuzz", duplicate=False)
     for event in events:
-        orjson.dumps(event).decode("utf-8")
+        orjson.dumps(event.to_dict()).decode("utf-8")  # the JSON object the sinks write
 
 
 if __name__ == "__main__":
