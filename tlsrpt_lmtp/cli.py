@@ -122,13 +122,9 @@ def _policy_main(args: argparse.Namespace) -> int:
         "tlsrpt_attributes",
         "allow_private_policy_hosts",
         "cache",
-        "data_dir",
-        "log_format",
-        "log_file",
-        "syslog_address",
     )
     try:
-        config = load_policy(args.config, {k: getattr(args, k, None) for k in names})
+        config = load_policy(args.config, flags.overrides(args, *names))
         target = config.syslog_address if config.log_format == "syslog" else config.log_file
         if args.policy_command == "query":
             target = "-" if args.log_file is None else target
@@ -158,20 +154,7 @@ def _policy_main(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    overrides = {
-        k: getattr(args, k, None)
-        for k in (
-            "listen",
-            "recipients",
-            "max_message_size",
-            "data_dir",
-            "database",
-            "max_decompressed",
-            "log_format",
-            "log_file",
-            "syslog_address",
-        )
-    }
+    overrides = flags.overrides(args, "listen", "recipients", "max_message_size")
     if args.command == "parse" and args.log_format is None and args.log_file is None:
         overrides["log_format"], overrides["log_file"] = "json", "-"
     return load(args.config, overrides)

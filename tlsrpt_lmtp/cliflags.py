@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from tlsrpt_lmtp.config import LOG_FORMATS
 
@@ -48,6 +49,16 @@ INGEST.add_argument(
     choices=("off", "verify", "enforce"),
     help="RFC 8460 §3 DKIM check of reports (overrides [dkim] policy; default verify)",
 )
+
+# the config keys the shared groups set ([storage], [log]); --config and --dkim-policy are not keys
+_KEYS = ("data_dir", "database", "log_format", "log_file", "syslog_address", "max_decompressed")
+
+
+def overrides(args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+    """The command's flags as config overrides (None: not given): the keys of the shared
+    groups it has, and ``extra`` (its own flags named like their config keys)."""
+    return {k: getattr(args, k) for k in (*_KEYS, *extra) if hasattr(args, k)}
+
 
 STORE = (CONFIG, DATA, DATABASE)  # reads the store
 EVENTS = (CONFIG, DATA, LOG)  # writes events (the policy daemon: no store)

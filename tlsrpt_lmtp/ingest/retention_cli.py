@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tlsrpt_lmtp import cliflags
 from tlsrpt_lmtp.config import ConfigError, load, syslog_options
 from tlsrpt_lmtp.core.retention import PruneResult, Retention, RetentionError, prune_event
 from tlsrpt_lmtp.ingest.retention import BATCH, Pruner
@@ -45,9 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from tlsrpt_lmtp.store import is_postgres, open_store, target_of
     from tlsrpt_lmtp.store.base import StoreUnavailable
 
-    names = ("data_dir", "database", "log_format", "log_file", "syslog_address")
     try:
-        config = load(args.config, {k: getattr(args, k, None) for k in names})
+        config = load(args.config, cliflags.overrides(args))
         retention = Retention.parse(
             config.retention if args.older_than is None else args.older_than,
             config.report_retention if args.reports_older_than is None else args.reports_older_than,

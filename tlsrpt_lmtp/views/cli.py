@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tlsrpt_lmtp import cliflags
 from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.config import ConfigError, load
 from tlsrpt_lmtp.store import Reader, open_reader, target_of
@@ -106,7 +107,7 @@ def summarise(
 def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     try:
-        config = load(args.config, {"data_dir": args.data_dir, "database": args.database})
+        config = load(args.config, cliflags.overrides(args))
         period = make_period(
             since=args.since, date_from=args.date_from, date_to=args.date_to, now=now
         )

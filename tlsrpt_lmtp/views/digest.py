@@ -27,6 +27,7 @@ from email.message import EmailMessage
 from html import escape
 from typing import Any
 
+from tlsrpt_lmtp import cliflags
 from tlsrpt_lmtp.alerts import absence
 from tlsrpt_lmtp.alerts.advice import safe
 from tlsrpt_lmtp.alerts.config import load_alerts
@@ -249,9 +250,6 @@ def build(db: Any, now: datetime, *, since: str, top: int) -> Digest:
     return Digest(current, previous, compare(current.domains, previous.domains))
 
 
-_LOG_FLAGS = ("log_format", "log_file", "syslog_address")  # where the findings go as alerts
-
-
 def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The subcommand, with the flag groups it uses (cliflags.py) as ``parents``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
@@ -281,8 +279,7 @@ def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.A
 def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     try:
-        overrides = {k: getattr(args, k) for k in ("data_dir", "database", *_LOG_FLAGS)}
-        config = load(args.config, overrides)
+        config = load(args.config, cliflags.overrides(args))
         alerts = load_alerts(args.config)
         parse_duration(args.since)
         if args.top < 0:

@@ -13,18 +13,10 @@ import argparse
 import sys
 from typing import Any
 
+from tlsrpt_lmtp import cliflags
 from tlsrpt_lmtp.config import ConfigError, load, syslog_options
 from tlsrpt_lmtp.ingest.milter.config import Mode, load_milter_config
 from tlsrpt_lmtp.metrics import exposition
-
-_BASE_KEYS = (
-    "data_dir",
-    "database",
-    "max_decompressed",
-    "log_format",
-    "log_file",
-    "syslog_address",
-)
 
 
 def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -77,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     adapter.block_stop_signals()  # before the alert hook may start its delivery threads
     try:
         endpoint = exposition.start_single_from_args(args)  # docs/metrics.md
-        base = load(args.config, {k: getattr(args, k, None) for k in _BASE_KEYS})
+        base = load(args.config, cliflags.overrides(args))
         config = load_milter_config(
             args.config,
             {
