@@ -15,6 +15,7 @@ so the CPU column counts rendering them too, as ``serve``'s stage 2 pays it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -53,11 +54,13 @@ def fill(case: str, data: Path) -> None:
 
 def stage2(data: Path) -> None:
     """Phase 2 (a fresh process): stage 2 over what phase 1 archived."""
-    from tlsrpt_lmtp.ingest.pipeline import Pipeline
-
-    try:
+    # Asked by name, not by try/except ImportError: with the project installed editable, a
+    # module missing from an older checkout is found in the installed tree instead.
+    if importlib.util.find_spec("tlsrpt_lmtp.pipeline") is None:
+        from tlsrpt_lmtp.ingest.pipeline import Pipeline
         from tlsrpt_lmtp.output.sinks import open_emitter
-    except ImportError:  # a --before checkout from before the layout of issue 10
+    else:  # a --before checkout from before the layout of issue 10 (5838b53 and older)
+        from tlsrpt_lmtp.pipeline import Pipeline  # type: ignore[import-not-found,no-redef]
         from tlsrpt_lmtp.sinks import open_emitter  # type: ignore[import-not-found,no-redef]
 
     per_message: Counter[str] = Counter()
