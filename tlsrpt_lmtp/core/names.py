@@ -128,10 +128,20 @@ def mail_domain(text: str | None) -> str | None:
     URL, free text) names no domain."""
     if not text:
         return None
+    # The same few reporters send the same headers: short values are cached like canonical's.
+    return _mail_domain_cached(text) if len(text) <= _CACHED_LENGTH else _mail_domain(text)
+
+
+@functools.lru_cache(maxsize=2048)
+def _mail_domain_cached(text: str) -> str | None:
+    return _mail_domain(text)
+
+
+def _mail_domain(text: str) -> str | None:
     _, at, domain = text.rpartition("@")
     domain = domain.strip(" <>")
-    if not at and to_ascii(_tidy(domain), wildcard=False) is None:
-        return None
+    if not at:  # only a valid host name counts, and then canonical(domain) is its A-label form
+        return to_ascii(_tidy(domain))
     return canonical(domain) or None
 
 
