@@ -207,9 +207,13 @@ class Store(ABC):
         """Lock these report keys for the transaction, in one global order, before adding
         them (several nodes adding the same reports then never deadlock)."""
 
-    @staticmethod
+    def insert_id(self, c: Tx, sql: str, params: Sequence[object]) -> int | None:
+        """Run an INSERT; the new row's id, or None when it inserted nothing (a conflict)."""
+        row = c.execute(sql + " RETURNING id", params).fetchone()
+        return None if row is None else int(row[0])
+
     def add_report(
-        c: Tx, report: Report, *, meta: MailMeta, archive_id: str, received_at: str
+        self, c: Tx, report: Report, *, meta: MailMeta, archive_id: str, received_at: str
     ) -> bool:
         """Store a report; False if it is a duplicate (same org, id and date range).
 
@@ -218,12 +222,13 @@ class Store(ABC):
         its events are still owed, and they must be the same as the first time.
         """
         org, rid, start, end = report.dedup_key
-        row = c.execute(
+        report_pk = self.insert_id(
+            c,
             "INSERT INTO reports (organization_name, report_id, date_range_start,"
             " date_range_end, contact_info, report_domain, submitter, archive_id,"
             " received_at, warnings, total_successful_session_count,"
             " total_failure_session_count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT DO NOTHING RETURNING id",
+            " ON CONFLICT DO NOTHING",
             (
                 org,
                 rid,
@@ -238,8 +243,8 @@ class Store(ABC):
                 report.total_successful_session_count,
                 report.total_failure_session_count,
             ),
-        ).fetchone()
-        if row is None:
+        )
+        if report_pk is None:
             owner = c.execute(
                 "SELECT r.archive_id, m.status FROM reports r JOIN messages m"
                 " ON m.archive_id = r.archive_id WHERE r.organization_name=?"
@@ -247,12 +252,12 @@ class Store(ABC):
                 (org, rid, start, end),
             ).fetchone()
             return owner is not None and tuple(owner) == (archive_id, "pending")
-        report_pk = row[0]
         for p in report.policies:
-            (policy_pk,) = c.execute(
+            policy_pk = self.insert_id(
+                c,
                 "INSERT INTO policies (report, policy_type, policy_domain, policy_string,"
                 " mx_host, total_successful_session_count, total_failure_session_count)"
-                " VALUES (?,?,?,?,?,?,?) RETURNING id",
+                " VALUES (?,?,?,?,?,?,?)",
                 (
                     report_pk,
                     p.policy_type,
@@ -262,7 +267,7 @@ class Store(ABC):
                     p.total_successful_session_count,
                     p.total_failure_session_count,
                 ),
-            ).fetchone()
+            )
             if p.failure_details:
                 c.executemany(
                     "INSERT INTO failures (policy, result_type, sending_mta_ip,"

@@ -127,6 +127,11 @@ class SqliteStore(Store):
     def reserve(self, c: Tx, keys: Sequence[tuple[str, str, str, str]]) -> None:
         """One writer at a time (BEGIN IMMEDIATE): nothing to lock."""
 
+    def insert_id(self, c: Tx, sql: str, params: Sequence[object]) -> int | None:
+        # lastrowid: RETURNING costs a fetch per row (~2 us a report on the small-report path)
+        cur = c.execute(sql, params)
+        return int(cur.lastrowid) if cur.rowcount > 0 else None
+
     @contextmanager
     def erasing(self, c: Tx) -> Iterator[None]:
         """secure_delete: deleted mail is overwritten, not left in the file's free pages."""
