@@ -1,8 +1,9 @@
 """Retention's SQL (the Store's ``prune_messages``, ``prune_reports``, ``count_prunable``), one
 short transaction per call, on either backend.
 
-SQLite: the batch is chosen through the index on ``received_at`` (``INDEXED BY``: the planner
-would otherwise take the status index and sort every finished message), and deleted with
+The batch is chosen through the index on (status, received_at): the oldest finished messages
+of each status, without sorting them all (no ORDER BY across the two statuses). SQLite deletes
+them with
 ``secure_delete`` on (``SqliteStore.erasing``) so that the mail does not live on in the
 file's free pages. PostgreSQL: one ``DELETE`` of the rows chosen ``FOR UPDATE SKIP LOCKED``,
 so nodes pruning at once never wait for each other; the space is reclaimed by (auto)vacuum.
@@ -30,7 +31,9 @@ _OLD_REPORTS = "r.date_range_start < ? AND r.date_range_end < ?"
 
 
 def _received(store: Store) -> str:
-    return "messages INDEXED BY messages_received" if store.dialect == "sqlite" else "messages"
+    return (
+        "messages INDEXED BY messages_status_received" if store.dialect == "sqlite" else "messages"
+    )
 
 
 def messages(store: Store, before: str, limit: int) -> Counts:
@@ -38,7 +41,7 @@ def messages(store: Store, before: str, limit: int) -> Counts:
         if store.dialect == "sqlite":
             rows: list[Any] = c.execute(
                 f"SELECT archive_id, status, length(raw) FROM {_received(store)}"
-                f" WHERE received_at < ? AND {_FINISHED} ORDER BY received_at LIMIT ?",
+                f" WHERE {_FINISHED} AND received_at < ? LIMIT ?",
                 (before, limit),
             ).fetchall()
             if rows:
@@ -49,7 +52,7 @@ def messages(store: Store, before: str, limit: int) -> Counts:
         else:
             rows = c.execute(
                 "WITH doomed AS (SELECT archive_id FROM messages"
-                f" WHERE received_at < ? AND {_FINISHED} ORDER BY received_at LIMIT ?"
+                f" WHERE {_FINISHED} AND received_at < ? LIMIT ?"
                 " FOR UPDATE SKIP LOCKED)"
                 " DELETE FROM messages AS m USING doomed AS d WHERE m.archive_id = d.archive_id"
                 " RETURNING m.archive_id, m.status, octet_length(m.raw)",
@@ -80,7 +83,9 @@ def count(store: Store, cutoffs: Cutoffs) -> tuple[Counts, int]:
             row["status"]: (int(row["n"]), int(row["size"]))
             for row in store.query(
                 "SELECT status, count(*) AS n, coalesce(sum(length(raw)), 0) AS size"
-                f" FROM {_received(store)} WHERE received_at < ? GROUP BY status",
+                f" FROM {_received(store)}"
+                " WHERE status IN ('pending', 'report', 'invalid') AND received_at < ?"
+                " GROUP BY status",
                 (cutoffs.raw,),
             )
         }
