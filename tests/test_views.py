@@ -275,7 +275,7 @@ def test_a_count_of_2_63_minus_1_does_not_overflow(tmp_path: Path) -> None:
             policy = Policy("sts", "example.com", ("mode: enforce",), (), count, count, ())
             start = datetime(2026, 5, 10 + n, tzinfo=UTC)
             report = Report("Org", f"r{n}", start, start, None, (policy,), ())
-            SqliteStore.add_report(c, report, meta=MailMeta(), archive_id=f"a{n}", received_at="x")
+            db.add_report(c, report, meta=MailMeta(), archive_id=f"a{n}", received_at="x")
     db.close()
     s = summarise(tmp_path)
     assert s.totals.failed == 2 * query.CAP + 5 and s.totals.successful == 2 * query.CAP + 5

@@ -50,9 +50,7 @@ def store(path: Path, plan: list[tuple[str, str, list[date], str, set[date]]]) -
                 start = datetime(day.year, day.month, day.day, tzinfo=UTC)
                 p = policy(domain, mode, 3 if day in bad else 0)
                 r = Report(org, f"{org}-{domain}-{day}", start, start + DAY, None, (p,), ())
-                SqliteStore.add_report(
-                    c, r, meta=MailMeta(), archive_id=f"{n:064x}", received_at=""
-                )
+                db.add_report(c, r, meta=MailMeta(), archive_id=f"{n:064x}", received_at="")
                 n += 1
     db.close()
     return path
@@ -278,7 +276,7 @@ def test_the_failure_rate_history_counts_by_the_same_rule(tmp_path: Path) -> Non
         assert state.history(ms).days[("m.example", start.date())] == (40, 10)  # not stored
         with db.transaction(durable=False) as c:
             for n, r in enumerate((ms, hostile)):
-                SqliteStore.add_report(c, r, meta=MailMeta(), archive_id=f"a{n}", received_at="")
+                db.add_report(c, r, meta=MailMeta(), archive_id=f"a{n}", received_at="")
         assert state.history(ms).days[("m.example", start.date())] == (40 + 10**12, 10 + 10**12)
     finally:
         state.close()
