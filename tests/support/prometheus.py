@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import free_port
+from tests.support.procs import free_port, stop_process
 
 Vector = dict[tuple[tuple[str, str], ...], float]
 
@@ -62,14 +62,7 @@ class Prometheus:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
     def _ready(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
