@@ -345,3 +345,19 @@ def test_a_node_starts_while_another_is_inside_a_transaction(postgres_url: str) 
             second.close()
     finally:
         first.close()
+
+
+def test_a_postgresql_url_without_the_driver_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    import tlsrpt_lmtp.store
+    from tlsrpt_lmtp.store.base import StoreUnavailable
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "tlsrpt_lmtp.store.postgres", raising=False)
+    monkeypatch.delattr(tlsrpt_lmtp.store, "postgres", raising=False)
+    for opening in (open_store, open_reader):
+        with pytest.raises(StoreUnavailable, match=r"tlsrpt-lmtp\[postgres\]"):
+            opening("postgresql://nobody@127.0.0.1:1/none")

@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
-from tlsrpt_lmtp.store.base import Reader, Store
+from tlsrpt_lmtp.store.base import Reader, Store, StoreUnavailable
 
 DB_NAME = "tlsrpt.sqlite3"  # the SQLite store's file in the data directory
 
@@ -27,9 +28,7 @@ def target_of(database: str | None, data_dir: Path) -> str | Path:
 def open_store(target: str | Path) -> Store:
     """Open (creating or migrating its schema) the store at ``target``."""
     if is_postgres(target):
-        from tlsrpt_lmtp.store.postgres import PostgresStore
-
-        return PostgresStore(str(target))
+        return _postgres().PostgresStore(str(target))  # type: ignore[no-any-return]
     from tlsrpt_lmtp.store.sqlite import SqliteStore
 
     return SqliteStore(_path(target))
@@ -38,12 +37,22 @@ def open_store(target: str | Path) -> Store:
 def open_reader(target: str | Path) -> Reader:
     """A read-only session on the store at ``target`` (never creates it)."""
     if is_postgres(target):
-        from tlsrpt_lmtp.store.postgres import open_reader as pg_reader
-
-        return pg_reader(str(target))
+        return _postgres().open_reader(str(target))  # type: ignore[no-any-return]
     from tlsrpt_lmtp.store.sqlite import open_reader as sqlite_reader
 
     return sqlite_reader(_path(target))
+
+
+def _postgres() -> ModuleType:
+    """The PostgreSQL backend; a clear error when its driver (an extra) is not installed."""
+    try:
+        from tlsrpt_lmtp.store import postgres
+    except ModuleNotFoundError as exc:
+        raise StoreUnavailable(
+            f"a postgresql:// store needs the Python package psycopg ({exc.name} is missing:"
+            " pip install 'tlsrpt-lmtp[postgres]')"
+        ) from None
+    return postgres
 
 
 def _path(target: str | Path) -> Path:
