@@ -28,7 +28,15 @@ class TlsGetError(Exception):
         self.detail = detail
 
 
-class TlsGet(asyncio.Protocol):
+# What one read from the socket takes at most. A BufferedProtocol reads into this buffer: a
+# plain Protocol gets a new bytes object from recv(256 KiB) per read, which glibc serves with
+# mmap, mremap and munmap (above its mmap threshold) - three system calls per TLS record
+# flight. One buffer serves every connection: the read and its processing are one callback.
+READ_SIZE = 64 * 1024
+_read_buffer = bytearray(READ_SIZE)
+
+
+class TlsGet(asyncio.BufferedProtocol):
     """Handshake, send `request`, collect the response: `result` is the body. `check` sees
     the response head as soon as it is in; what it raises is the result."""
 
@@ -58,8 +66,11 @@ class TlsGet(asyncio.Protocol):
         self._transport = transport
         self._step(b"")
 
-    def data_received(self, data: bytes) -> None:
-        self._step(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(_read_buffer)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._step(memoryview(_read_buffer)[:nbytes])
 
     def eof_received(self) -> bool:
         self._in.write_eof()
@@ -80,7 +91,7 @@ class TlsGet(asyncio.Protocol):
             self._transport.abort()
             self._transport = None
 
-    def _step(self, data: bytes) -> None:
+    def _step(self, data: bytes | memoryview) -> None:
         if self.result.done():
             return
         if data:
