@@ -9,6 +9,7 @@ a reason, never a truncated body taken as whole, and the body stays bounded.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -200,3 +201,40 @@ def test_wrong_name_certificate(netsim: NetSim) -> None:
         asyncio.run(run())
     assert caught.value.result_type == "sts-webpki-invalid"
     assert "not valid" in caught.value.reason
+
+
+def test_refused_connection_is_a_connect_failure_and_the_next_address_is_tried(
+    netsim: NetSim,
+) -> None:
+    async def run() -> tuple[str, bytes]:
+        closed = socket.socket()
+        closed.bind(("127.0.0.2", 0))  # bound, never listening: connecting is refused
+        cert = netsim.pki.issue(HOST)
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert.chain_file, cert.key_file)
+        server = await asyncio.start_server(
+            sending(head(length=len(POLICY)) + POLICY), "127.0.0.1", 0, ssl=server_ctx
+        )
+        port = server.sockets[0].getsockname()[1]
+        closed.close()
+        ctx = tls_context(str(netsim.ca_file))
+
+        async def only_refused(host: str) -> list[str]:
+            return ["127.0.0.2"]
+
+        async def refused_then_good(host: str) -> list[str]:
+            return ["127.0.0.2", "127.0.0.1"]
+
+        try:
+            with pytest.raises(FetchError) as caught:
+                await Fetcher(only_refused, ctx, port=port, allow_private=True).fetch(DOMAIN)
+            body = await Fetcher(refused_then_good, ctx, port=port, allow_private=True).fetch(
+                DOMAIN
+            )
+            return caught.value.reason, body
+        finally:
+            server.close()
+
+    reason, body = asyncio.run(run())
+    assert reason == f"cannot connect to {HOST} [127.0.0.2]: Connection refused"
+    assert body == POLICY

@@ -99,21 +99,18 @@ class Fetcher:
             ],
         )
 
-        def protocol() -> TlsGet:
-            return TlsGet(
-                self.context,
-                host,
-                request,
-                MAX_POLICY_SIZE,
-                lambda response: _check_response(response, host),
-            )
-
-        loop = asyncio.get_running_loop()
+        get = TlsGet(
+            self.context,
+            host,
+            request,
+            MAX_POLICY_SIZE,
+            lambda response: _check_response(response, host),
+        )
         try:
-            _, get = await loop.create_connection(protocol, address, self.port)
-        except OSError as exc:
-            raise FetchError(f"cannot connect to {host} [{address}]: {exc.strerror}") from None
-        try:
+            try:
+                await get.connect(address, self.port)
+            except OSError as exc:
+                raise FetchError(f"cannot connect to {host} [{address}]: {exc.strerror}") from None
             return await get.result
         except TlsGetError as exc:
             raise _fetch_error(exc, host, address) from None

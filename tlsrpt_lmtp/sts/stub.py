@@ -23,13 +23,13 @@ import random
 import socket
 import struct
 from dataclasses import dataclass
-from typing import cast
 
 A, AAAA, TXT, CNAME = 1, 28, 16, 5
 NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
 POOL = 4  # UDP sockets per nameserver
 ROTATE = 500  # queries per socket before it is replaced
 EDNS_PAYLOAD = 1232
+MAX_UDP = 65535  # what one read takes (a reply larger than EDNS_PAYLOAD is not expected)
 _OPT = b"\x00" + struct.pack("!HHIH", 41, EDNS_PAYLOAD, 0, 0)  # EDNS(0), no DO bit
 _random = random.SystemRandom()
 
@@ -143,17 +143,53 @@ def _value(reply: bytes, rdtype: int, span: tuple[int, int]) -> bytes | str:
     return socket.inet_ntop(family[0], reply[start:end])
 
 
-class _Socket(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
+class _Socket:
+    """One connected UDP socket, read straight from the event loop's selector: asyncio's
+    datagram transport reads each datagram with recvfrom(256 KiB) (glibc: mmap, mremap and
+    munmap per reply) and one datagram per wake-up; here every reply waiting is read at once
+    into a bytes object of its own size."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, server: tuple[str, int]) -> None:
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        self.sock: socket.socket | None = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            self.sock.connect(server)  # UDP: no packet sent; replies from elsewhere are dropped
+            loop.add_reader(self.sock.fileno(), self._readable)
+        except OSError:
+            self.sock.close()
+            raise
+        self.loop = loop
         self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
         self.used = 0
         self.lost = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def send(self, packet: bytes) -> None:
+        if self.sock is None:
+            raise DnsError("no nameserver answered (SERVFAIL or refused)")
+        try:
+            self.sock.send(packet)
+        except BlockingIOError:
+            pass  # the socket's buffer is full: as if lost, the query times out
+        except OSError:  # e.g. ICMP unreachable from an earlier query
+            raise DnsError("no nameserver answered (SERVFAIL or refused)") from None
 
-    def datagram_received(self, data: bytes, addr: object) -> None:
+    def _readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(64):  # bounded: other callbacks get their turn
+            try:
+                data = sock.recv(MAX_UDP)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # ICMP unreachable on the connected socket: nobody listens there, fail fast.
+                self._fail_all()
+                return
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
         if len(data) < 12 or not data[2] & 0x80:  # not a response
             return
         entry = self.pending.get((data[0] << 8) | data[1])
@@ -163,19 +199,23 @@ class _Socket(asyncio.DatagramProtocol):
         if data[12 : 12 + len(sent)] == sent and data[4:6] == b"\x00\x01" and not future.done():
             future.set_result(data)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP unreachable on the connected socket: nobody listens there, fail fast.
+    def _fail_all(self) -> None:
         for _, future in self.pending.values():
             if not future.done():
                 future.set_exception(DnsError("no nameserver answered (SERVFAIL or refused)"))
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(RuntimeError, ValueError):  # the loop may be closed
+                self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
         self.lost = True
-        self.error_received(exc or ConnectionError())
+        self._fail_all()
 
     def retire_if_idle(self) -> None:
-        if self.used >= ROTATE and not self.pending and self.transport is not None:
-            self.transport.close()
+        if self.used >= ROTATE and not self.pending:
+            self.close()
 
 
 class Stub:
@@ -223,18 +263,16 @@ class Stub:
     def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
         for pool in self._pools.values():
             for sock in pool:
-                if sock.transport is not None:
-                    with contextlib.suppress(RuntimeError):
-                        sock.transport.close()
+                sock.close()
         self._pools = {}
         self._loop = loop
 
-    async def _socket(self, loop: asyncio.AbstractEventLoop, server: tuple[str, int]) -> _Socket:
+    def _socket(self, loop: asyncio.AbstractEventLoop, server: tuple[str, int]) -> _Socket:
         pool = self._pools.setdefault(server, [])
         pool[:] = [s for s in pool if not s.lost and s.used < ROTATE]
         if len(pool) < POOL:
             try:
-                _, sock = await loop.create_datagram_endpoint(_Socket, remote_addr=server)
+                sock = _Socket(loop, server)
             except OSError as exc:
                 raise DnsError(f"cannot reach nameserver: {exc.strerror}") from None
             pool.append(sock)
@@ -245,7 +283,7 @@ class Stub:
     async def _udp(
         self, loop: asyncio.AbstractEventLoop, server: tuple[str, int], sent: bytes, wait: float
     ) -> bytes:
-        sock = await self._socket(loop, server)
+        sock = self._socket(loop, server)
         qid = _random.getrandbits(16)
         while qid in sock.pending:
             qid = _random.getrandbits(16)
@@ -254,8 +292,7 @@ class Stub:
         sock.used += 1
         timer = loop.call_later(wait, _expire, future)
         try:
-            assert sock.transport is not None
-            sock.transport.sendto(struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 1) + sent + _OPT)
+            sock.send(struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 1) + sent + _OPT)
             return await future
         finally:
             timer.cancel()
