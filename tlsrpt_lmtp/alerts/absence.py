@@ -22,6 +22,7 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from tlsrpt_lmtp.alerts.events import AlertRaised
 from tlsrpt_lmtp.alerts.guard import domain_matches
@@ -246,18 +247,29 @@ class AbsenceAlert(Alert):
         return self.key
 
 
+def _alert_fields(f: Finding) -> dict[str, Any]:
+    """What an alert for a finding says, as the alert state and as the event (no report)."""
+    return {
+        "severity": f.severity,
+        "rule": f.kind,
+        "rules": (f.kind,),
+        "domain": f.domain,
+        "result_type": None,
+        "message": f.message,
+        "failed_session_count": 0,
+        "receiving_mx": (),
+        "policy_mode": {"ready-for-enforce": "testing", "mode-none": "none"}.get(f.kind),
+    }
+
+
+def _about_policy(f: Finding) -> bool:
+    return f.kind in ("ready-for-enforce", "mode-none")
+
+
 def as_alert(f: Finding) -> AbsenceAlert:
     return AbsenceAlert(
-        severity=f.severity,
-        rule=f.kind,
-        rules=(f.kind,),
-        domain=f.domain,
-        result_type=None,
-        message=f.message,
-        failed_session_count=0,
-        receiving_mx=(),
-        policy_type="sts" if f.kind in ("ready-for-enforce", "mode-none") else "",
-        policy_mode={"ready-for-enforce": "testing", "mode-none": "none"}.get(f.kind),
+        **_alert_fields(f),
+        policy_type="sts" if _about_policy(f) else "",
         key=f"{f.kind}:{f.organization}" if f.organization else f.kind,
     )
 
@@ -266,16 +278,8 @@ def finding_event(f: Finding, *, source: str, repeats_suppressed: int = 0) -> Al
     """A tlsrpt.alert event for a finding: no report caused it, so the report fields are null."""
     return AlertRaised(
         report=ReportRef(None, f.organization, None, None, None, source),
-        severity=f.severity,
-        rule=f.kind,
-        rules=(f.kind,),
-        domain=f.domain,
-        result_type=None,
-        message=f.message,
-        failed_session_count=0,
-        receiving_mx=(),
-        policy_type="sts" if f.kind in ("ready-for-enforce", "mode-none") else None,
-        policy_mode={"ready-for-enforce": "testing", "mode-none": "none"}.get(f.kind),
+        **_alert_fields(f),
+        policy_type="sts" if _about_policy(f) else None,
         since=f.since.isoformat() if f.since else None,
         repeats_suppressed=repeats_suppressed,
     )
