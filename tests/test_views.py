@@ -27,7 +27,7 @@ from tests.support.views import (
 from tlsrpt_lmtp.core.model import MailMeta, Policy, Report
 from tlsrpt_lmtp.store.dialect import SQLITE
 from tlsrpt_lmtp.store.sqlite import SqliteReader, SqliteStore
-from tlsrpt_lmtp.views import cli, query
+from tlsrpt_lmtp.views import cli, query, sql
 from tlsrpt_lmtp.views.indexes import ensure_indexes
 from tlsrpt_lmtp.views.period import make_period
 
@@ -278,7 +278,7 @@ def test_a_count_of_2_63_minus_1_does_not_overflow(tmp_path: Path) -> None:
             db.add_report(c, report, meta=MailMeta(), archive_id=f"a{n}", received_at="x")
     db.close()
     s = summarise(tmp_path)
-    assert s.totals.failed == 2 * query.CAP + 5 and s.totals.successful == 2 * query.CAP + 5
+    assert s.totals.failed == 2 * sql.CAP + 5 and s.totals.successful == 2 * sql.CAP + 5
     for fmt in ("text", "markdown", "json", "html"):
         assert cli.RENDERERS[fmt](s)
 
@@ -293,8 +293,8 @@ def test_a_short_period_is_found_through_the_index(gen_store: Path) -> None:
     params["plan"] = query._plan(db, params)
     assert params["plan"] == "index"  # 1 report of 5 in the period
     plans = []
-    for sql in query._sql(SQLITE).build:
-        bound = query._bind(sql, params)
+    for statement in sql.statements(SQLITE).build:
+        bound = query._bind(statement, params)
         if bound.startswith("CREATE TEMP TABLE") and " AS\n" in bound:
             select = bound.split(" AS\n", 1)[1]
             plans += [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {select}", params)]

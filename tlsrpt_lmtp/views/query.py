@@ -18,124 +18,15 @@ bounded by the number of domains and organisations, and by ``top`` for everythin
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tlsrpt_lmtp.store import Reader, open_reader
-from tlsrpt_lmtp.store.dialect import Dialect, of, sts_mode
+from tlsrpt_lmtp.store.dialect import of
 from tlsrpt_lmtp.views.period import Period
-
-CAP = 10**12
-
-
-# replaced by the conditions in force, so that an index on reports(date_range_start) or
-# policies(policy_domain) can drive the query: its cost follows the rows the period selects
-_PERIOD = "/*period*/ 1=1"
-
-
-@dataclass(frozen=True, slots=True)
-class _Sql:
-    """Every statement of the views, for one dialect (written once: see store/dialect.py)."""
-
-    build: tuple[str, ...]
-    drop: tuple[str, ...]
-    domains: str
-    orgs: str
-    groups: str
-    result_types: str
-    days: str
-    all_days: str
-    source_keys: str
-    source_all: str
-    source_types: str
-    reports: str
-    reports_all: str
-
-
-_TEMP = ("ufail", "fsum", "unit", "topsrc")
-
-
-@functools.cache
-def _sql(d: Dialect) -> _Sql:
-    mode = sts_mode(d, "p", "''")
-    ok = d.clamp("p.total_successful_session_count", CAP)
-    bad = d.clamp("p.total_failure_session_count", CAP)
-    label = f"CASE WHEN p.policy_type = 'sts' THEN 'sts/' || {mode} ELSE p.policy_type END"
-    build = (
-        f"""CREATE TEMP TABLE ufail AS
-    SELECT rid, org, start, stop, domain, rt, ip, mx, MAX(n) AS n FROM (
-        SELECT p.report AS rid, r.organization_name AS org, r.date_range_start AS start,
-               r.date_range_end AS stop, COALESCE(p.policy_domain, '') AS domain,
-               f.result_type AS rt,
-               COALESCE(f.sending_mta_ip, '') AS ip,
-               COALESCE(NULLIF(f.receiving_mx_hostname, ''), f.receiving_ip, '') AS mx,
-               SUM({d.clamp("f.failed_session_count", CAP)}) AS n
-        FROM reports AS r JOIN policies AS p ON p.report = r.id
-        JOIN failures AS f ON f.policy = p.id
-        WHERE {_PERIOD}
-        GROUP BY f.policy, p.report, r.organization_name, r.date_range_start,
-                 r.date_range_end, COALESCE(p.policy_domain, ''), f.result_type,
-                 COALESCE(f.sending_mta_ip, ''),
-                 COALESCE(NULLIF(f.receiving_mx_hostname, ''), f.receiving_ip, '')) AS per_policy
-    GROUP BY rid, org, start, stop, domain, rt, ip, mx""",
-        d.temp_index("ufail_source", "ufail", "org, ip, mx"),
-        """CREATE TEMP TABLE fsum AS SELECT rid, domain, SUM(n) AS n FROM ufail
-    GROUP BY rid, domain""",
-        d.unique_temp_index("fsum_unit", "fsum", "rid, domain"),
-        f"""CREATE TEMP TABLE unit AS
-    SELECT p.report AS rid, r.organization_name AS org, r.date_range_start AS start,
-           r.date_range_end AS stop, COALESCE(p.policy_domain, '') AS domain,
-           MAX({ok} + {bad}) - MAX({bad}) AS ok, MAX({bad}) AS failed,
-           COALESCE(MAX(d.n), 0) AS detailed,
-           {d.concat_distinct(label)} AS labels
-    FROM reports AS r JOIN policies AS p ON p.report = r.id
-    LEFT JOIN fsum AS d ON d.rid = p.report AND d.domain = COALESCE(p.policy_domain, '')
-    WHERE {_PERIOD}
-    GROUP BY p.report, r.organization_name, r.date_range_start, r.date_range_end,
-             COALESCE(p.policy_domain, '')""",
-        "CREATE TEMP TABLE topsrc (org TEXT, ip TEXT, mx TEXT)",
-    )
-    # unattributed / beyond-summary per unit, summed: one report's excess never hides another's
-    gaps = f"SUM({d.positive('failed - detailed')}), SUM({d.positive('detailed - failed')})"
-    top = d.json_values("top")
-    src = """SELECT org, ip, mx, SUM(n) AS n, COUNT(DISTINCT rid) AS reports, MIN(start),
-    MAX(stop) FROM ufail GROUP BY org, ip, mx"""
-    return _Sql(
-        build=build,
-        drop=tuple(f"DROP TABLE IF EXISTS {d.temp(t)}" for t in _TEMP),
-        domains=f"""SELECT domain, COUNT(*), COUNT(DISTINCT org), SUM(ok), SUM(failed), {gaps},
-    MIN(start), MAX(stop), {d.concat_distinct("labels")} FROM unit GROUP BY domain""",
-        orgs=f"""SELECT org, COUNT(DISTINCT rid), COUNT(DISTINCT domain), SUM(ok), SUM(failed),
-    {gaps}, MIN(start), MAX(stop) FROM unit GROUP BY org""",
-        groups=f"""SELECT domain, ptype, mode, COUNT(DISTINCT rid), SUM(ok), SUM(bad),
-    SUM({d.positive("bad - detailed")}), SUM({d.positive("detailed - bad")}) FROM (
-        SELECT COALESCE(p.policy_domain, '') AS domain, p.policy_type AS ptype, {mode} AS mode,
-               p.report AS rid, {ok} AS ok, {bad} AS bad,
-               (SELECT COALESCE(SUM({d.clamp("f.failed_session_count", CAP)}), 0) FROM failures AS f
-                WHERE f.policy = p.id) AS detailed
-        FROM policies AS p JOIN reports AS r ON r.id = p.report
-        WHERE {_PERIOD} AND COALESCE(p.policy_domain, '') IN {top}) AS per_policy
-    GROUP BY domain, ptype, mode""",
-        result_types=f"""SELECT domain, rt, SUM(n), COUNT(DISTINCT rid) FROM ufail
-    WHERE domain IN {top} GROUP BY domain, rt""",
-        days=f"""SELECT domain, substr(start, 1, 10), COUNT(*), SUM(ok), SUM(failed) FROM unit
-    WHERE domain IN {top} GROUP BY domain, substr(start, 1, 10)""",
-        all_days="""SELECT substr(start, 1, 10), COUNT(DISTINCT rid), SUM(ok), SUM(failed)
-    FROM unit GROUP BY substr(start, 1, 10)""",
-        source_keys=f"SELECT * FROM ({src}) AS s ORDER BY n DESC, org, ip, mx LIMIT :limit",
-        source_all=f"SELECT COUNT(*), COALESCE(SUM(n), 0) FROM ({src}) AS s",
-        source_types="""SELECT f.org, f.ip, f.mx, f.rt, SUM(f.n), COUNT(DISTINCT f.rid)
-    FROM topsrc AS t JOIN ufail AS f ON f.org = t.org AND f.ip = t.ip AND f.mx = t.mx
-    GROUP BY f.org, f.ip, f.mx, f.rt""",
-        reports="""SELECT u.rid, u.org, r.report_id, u.start, u.stop, r.archive_id, u.ok,
-    u.failed FROM unit AS u JOIN reports AS r ON r.id = u.rid WHERE u.domain = :domain
-    ORDER BY CASE WHEN u.failed > 0 THEN 0 ELSE 1 END, u.start DESC, u.failed DESC, u.rid DESC
-    LIMIT :limit""",
-        reports_all="SELECT COUNT(*), COALESCE(SUM(failed), 0) FROM unit WHERE domain = :domain",
-    )
+from tlsrpt_lmtp.views.sql import PERIOD, Statements, statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,10 +205,10 @@ def fetch(
         if params[key] is not None
     )
     params["where"] = where or "1=1"
-    sql = _sql(of(db.dialect))
+    sql = statements(of(db.dialect))
     params["plan"] = _plan(db, params)
     for statement in (*sql.drop, *sql.build):
-        db.execute(_bind(statement, params), _bound(params) if _PERIOD in statement else {})
+        db.execute(_bind(statement, params), _bound(params) if PERIOD in statement else {})
     try:
         return _collect(db, sql, params, domain, top, detail_domains)
     finally:
@@ -335,7 +226,7 @@ def _bind(sql: str, params: dict[str, Any]) -> str:
     'index' (the reports drive the join through their start index: CROSS JOIN fixes SQLite's
     join order) or 'scan' (a unary + keeps SQLite off that index, which costs more than a
     scan when the period selects most reports)."""
-    sql = sql.replace(_PERIOD, params["where"])
+    sql = sql.replace(PERIOD, params["where"])
     if params.get("plan") == "index":
         for table in ("policies AS p", "failures AS f"):
             sql = sql.replace(f" JOIN {table}", f" CROSS JOIN {table}")
@@ -365,7 +256,7 @@ def _plan(db: Reader, params: dict[str, Any]) -> str:
 
 def _collect(
     db: Reader,
-    sql: _Sql,
+    sql: Statements,
     params: dict[str, Any],
     domain: str | None,
     top: int,
