@@ -42,8 +42,9 @@ from tlsrpt_lmtp.net.dns import make_resolver
 from tlsrpt_lmtp.sts.cache import PolicyCache
 from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
+from tlsrpt_lmtp.sts.policy import checked_policy
 from tlsrpt_lmtp.sts.reply import Kind
-from tlsrpt_lmtp.sts.service import PolicyService, checked_policy
+from tlsrpt_lmtp.sts.service import PolicyService
 from tlsrpt_lmtp.sts.shared import open_backend
 from tlsrpt_lmtp.sts.shared.tier import SharedTier
 

@@ -18,11 +18,10 @@ with harness.instrumented():
     from tlsrpt_lmtp.check import tlsrpt_record
     from tlsrpt_lmtp.sts.domain import policy_domain
     from tlsrpt_lmtp.sts.netstring import Decoder, NetstringError, encode
-    from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE, PolicyError, parse_policy
+    from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE, PolicyError, checked_policy, parse_policy
     from tlsrpt_lmtp.sts.record import parse_txt
     from tlsrpt_lmtp.sts.reply import Answer, Kind, exim_line, postfix_reply
     from tlsrpt_lmtp.sts.server import _request
-    from tlsrpt_lmtp.sts.service import checked_policy
     from tlsrpt_lmtp.sts.shared import base as shared
 
 LIMIT = 1000

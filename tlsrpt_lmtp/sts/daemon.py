@@ -18,6 +18,7 @@ from tlsrpt_lmtp.sts.cache import Entry, PolicyCache
 from tlsrpt_lmtp.sts.dnsclient import DnsClient
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.fetch import Fetcher, tls_context
+from tlsrpt_lmtp.sts.policy import checked_policy
 from tlsrpt_lmtp.sts.reply import exim_line, postfix_reply
 from tlsrpt_lmtp.sts.server import (
     Limits,
@@ -26,7 +27,7 @@ from tlsrpt_lmtp.sts.server import (
     listen,
     listen_socketmap,
 )
-from tlsrpt_lmtp.sts.service import PolicyService, Timing, checked_policy
+from tlsrpt_lmtp.sts.service import PolicyService, Timing
 from tlsrpt_lmtp.sts.shared import shared_tier
 
 

@@ -95,3 +95,26 @@ def mx_matches(pattern: str, host: str) -> bool:
         label, dot, rest = host.partition(".")
         return bool(label) and bool(dot) and rest == pattern[2:]
     return host == pattern
+
+
+# What this daemon keeps of a policy (the RFC sets no limit): the memory bound per cached domain.
+MAX_MX_LINES = 100
+MAX_POLICY_LINES = 200
+
+
+def checked_policy(body: bytes) -> StsPolicy:
+    """The policy in ``body`` if it parses and is within this daemon's bounds."""
+    policy = parse_policy(body)
+    _check_bounds(policy)
+    return policy
+
+
+def _check_bounds(policy: StsPolicy) -> None:
+    if len(policy.mx) > MAX_MX_LINES:
+        raise PolicyError(
+            f"policy has {len(policy.mx)} mx lines (this daemon takes {MAX_MX_LINES})"
+        )
+    if len(policy.lines) > MAX_POLICY_LINES:
+        raise PolicyError(
+            f"policy has {len(policy.lines)} lines (this daemon takes {MAX_POLICY_LINES})"
+        )

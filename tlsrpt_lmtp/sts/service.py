@@ -28,7 +28,7 @@ from tlsrpt_lmtp.sts.dnsclient import Dane, DnsClient, TxtLookup
 from tlsrpt_lmtp.sts.domain import policy_domain
 from tlsrpt_lmtp.sts.events import FetchFailed, PolicyChanged, PolicyFetched, RefreshFailed
 from tlsrpt_lmtp.sts.fetch import FetchError
-from tlsrpt_lmtp.sts.policy import Mode, PolicyError, StsPolicy, parse_policy
+from tlsrpt_lmtp.sts.policy import Mode, PolicyError, checked_policy
 from tlsrpt_lmtp.sts.record import parse_txt
 from tlsrpt_lmtp.sts.reply import Answer, Kind
 from tlsrpt_lmtp.sts.shared.tier import SharedTier
@@ -63,8 +63,6 @@ class Timing:
 
 # Per-policy bounds (RFC 8461 sets none but the 64 KiB size): a policy beyond them is refused
 # as sts-policy-invalid, so one attacker-made domain cannot take a large share of the cache.
-MAX_MX_LINES = 100
-MAX_POLICY_LINES = 200
 MAX_DISCOVERIES = 128  # concurrent TXT lookups + fetches; more wait their turn
 
 
@@ -361,24 +359,6 @@ class PolicyService:
         """Wait for the background TXT re-checks under way (for tests and shutdown)."""
         while self._background:
             await asyncio.gather(*self._background.values())
-
-
-def checked_policy(body: bytes) -> StsPolicy:
-    """The policy in ``body`` if it parses and is within this daemon's bounds."""
-    policy = parse_policy(body)
-    _check_bounds(policy)
-    return policy
-
-
-def _check_bounds(policy: StsPolicy) -> None:
-    if len(policy.mx) > MAX_MX_LINES:
-        raise PolicyError(
-            f"policy has {len(policy.mx)} mx lines (this daemon takes {MAX_MX_LINES})"
-        )
-    if len(policy.lines) > MAX_POLICY_LINES:
-        raise PolicyError(
-            f"policy has {len(policy.lines)} lines (this daemon takes {MAX_POLICY_LINES})"
-        )
 
 
 def _with_dane(answer: Answer, status: Dane) -> Answer:
