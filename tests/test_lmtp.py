@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.lmtp import Server, children, events, statuses, zombie
+from tests.support.lmtp import Server, children, events, serve_with_config, statuses, zombie
 from tests.support.lmtp_client import (
     LMTPClient,
     address_of,
@@ -122,14 +120,7 @@ def test_unix_socket_and_clean_shutdown(tmp_path: Path) -> None:
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[lmtp]\nlisten = "127.0.0.1:25"\nrecipent = ["typo"]\n')
-    out = subprocess.run(
-        [sys.executable, "-m", "tlsrpt_lmtp", "serve", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    out = serve_with_config(tmp_path, '[lmtp]\nlisten = "127.0.0.1:25"\nrecipent = ["typo"]\n')
     assert out.returncode == 2
     assert "unknown key 'recipent' in [lmtp]" in out.stderr
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.lmtp import Server, stuffed
+from tests.support.lmtp import Server, serve_with_config, stuffed
 from tests.support.lmtp_client import NO_DKIM, LMTPClient, address_of
 from tests.support.mail import RCPT, report_mail
 from tests.support.procs import free_port
@@ -194,14 +194,7 @@ def test_per_peer_limit_on_a_unix_socket(tmp_path: Path) -> None:
 
 
 def test_in_flight_below_the_message_size_is_a_config_error(tmp_path: Path) -> None:
-    cfg = tmp_path / "c.toml"
-    cfg.write_text("[lmtp]\nmax_message_size = 2000\nmax_in_flight = 1000\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "tlsrpt_lmtp", "serve", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    out = serve_with_config(tmp_path, "[lmtp]\nmax_message_size = 2000\nmax_in_flight = 1000\n")
     assert out.returncode == 2
     assert "max_in_flight must be at least max_message_size" in out.stderr
 

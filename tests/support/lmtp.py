@@ -7,10 +7,24 @@ import contextlib
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.support.lmtp_client import LMTPClient, address_of, start_server, wait_for
 from tests.support.mail import RCPT
+
+
+def serve_with_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """``serve --config`` with this TOML, for a config the server must refuse at start."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    return subprocess.run(
+        [sys.executable, "-m", "tlsrpt_lmtp", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def events(data_dir: Path, *, at_least: int = 0) -> list[dict[str, object]]:
