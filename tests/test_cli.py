@@ -97,6 +97,20 @@ def test_flags_win_over_file_which_wins_over_defaults(tmp_path: Path) -> None:
     assert load(None, {}).max_decompressed == 32 * 1024 * 1024
 
 
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes(b'[lmtp]\nlisten = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match="is not UTF-8"):
+        load(cfg, {})
+    out = subprocess.run(
+        [sys.executable, "-m", "tlsrpt_lmtp", "summary", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "is not UTF-8" in out.stderr and "Traceback" not in out.stderr
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
