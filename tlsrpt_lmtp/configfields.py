@@ -145,9 +145,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:  # TOML is UTF-8
-        raise ConfigError(
-            f"config file {path} is not UTF-8 (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})"
-        ) from None
+        raise ConfigError(f"config file {path} is not UTF-8 (at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
