@@ -460,6 +460,8 @@ def test_shared_cache_record_round_trip() -> None:
     [
         ('cache = "memcached://u:secret@host/"', "is not a redis:// or postgresql:// URL"),
         ('cache = "host:6379"', "is not a redis:// or postgresql:// URL"),
+        ('cache = "redis://[::1"', "is not a redis:// or postgresql:// URL"),
+        ('cache = "redis://host:99999/0"', "is not a redis:// or postgresql:// URL"),
         ("cache_timeout = 0", "cache_timeout"),
         ("cache_timeout = 60", "cache_timeout"),
     ],

@@ -39,6 +39,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from tlsrpt_lmtp.configfields import (
     ConfigError,
@@ -197,8 +198,14 @@ POLICY_CACHE_SCHEMES = {
 
 
 def cache_backend(url: str) -> str | None:
-    """The backend a [policy] cache URL names ("redis", "postgresql"), None if none."""
+    """The backend a [policy] cache URL names ("redis", "postgresql"), None if none (or if
+    its host or port cannot be read)."""
     scheme, sep, _ = url.partition("://")
+    try:
+        if urlsplit(url).port == 0:  # raises for a bracket without its end, a port out of range
+            return None
+    except ValueError:
+        return None
     return POLICY_CACHE_SCHEMES.get(scheme.lower()) if sep else None
 
 
