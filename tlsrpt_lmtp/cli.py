@@ -109,6 +109,7 @@ def _policy_parsers(sub: Any) -> None:
 def _policy_main(args: argparse.Namespace) -> int:
     import asyncio
 
+    from tlsrpt_lmtp.net import fairloop
     from tlsrpt_lmtp.output.sinks import open_emitter
     from tlsrpt_lmtp.sts import daemon
 
@@ -142,7 +143,7 @@ def _policy_main(args: argparse.Namespace) -> int:
         if args.policy_command == "query":
             print(asyncio.run(daemon.query(config, service, args.domain)))
             return 0
-        asyncio.run(daemon.serve(config, service))
+        fairloop.run(daemon.serve(config, service))
     except OSError as exc:
         print(f"tlsrpt-lmtp: cannot listen: {exc.strerror}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -95,10 +96,13 @@ class SocketmapProtocol(asyncio.BufferedProtocol):
         self._writable.set()
         self._last_seen = 0.0
         self._idle: asyncio.TimerHandle | None = None
+        # Python 3.11's get_running_loop() makes a getpid() system call: once per connection
+        self._clock: Callable[[], float] = time.monotonic
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         loop = asyncio.get_running_loop()
+        self._clock = loop.time
         self._last_seen = loop.time()
         if not self.table.admit(self, self._last_seen):
             transport.abort()
@@ -133,7 +137,7 @@ class SocketmapProtocol(asyncio.BufferedProtocol):
         return memoryview(self._buf)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._last_seen = asyncio.get_running_loop().time()
+        self._last_seen = self._clock()
         self.table.open.move_to_end(self)
         self._decoder.push(self._buf[:nbytes])
         self._answer()
@@ -144,7 +148,7 @@ class SocketmapProtocol(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._writable.set()
-        self._last_seen = asyncio.get_running_loop().time()
+        self._last_seen = self._clock()
         self._answer()
 
     def _answer(self) -> None:
