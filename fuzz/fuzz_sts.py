@@ -7,7 +7,8 @@ The first byte picks the parser, the rest is its input:
   request as the server reads it; 3 a lookup key (``policy_domain``, never raises);
 4 ``_smtp._tls`` TLSRPT TXT records as ``check`` reads them (never raises); 5 a record read
 from the shared policy cache (``decode``, never raises; its body through ``checked_policy``,
-documented PolicyError).
+documented PolicyError); 6 a policy host's HTTP reply in two pieces, then the connection's end
+(``ResponseReader``, documented HttpError), its body within the bound.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import harness
 with harness.instrumented():
     from tlsrpt_lmtp.check import tlsrpt_record
     from tlsrpt_lmtp.sts.domain import policy_domain
+    from tlsrpt_lmtp.sts.httpreply import HttpError, ResponseReader
     from tlsrpt_lmtp.sts.netstring import Decoder, NetstringError, encode
     from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE, PolicyError, checked_policy, parse_policy
     from tlsrpt_lmtp.sts.record import parse_txt
@@ -81,7 +83,18 @@ def shared_record(data: bytes) -> None:
     checked_policy(record.body)
 
 
-PARSERS = (policy, txt, netstrings, key, tlsrpt_txt, shared_record)
+def http_reply(data: bytes) -> None:
+    heads = []
+    reader = ResponseReader(LIMIT, heads.append)
+    cut = data[0] if data else 0
+    for piece in (data[1 : 1 + cut], data[1 + cut :]):
+        reader.feed(piece)
+        assert len(reader.body) <= LIMIT
+    reader.eof()
+    assert reader.done and len(heads) == 1 and not 100 <= heads[0].status < 200
+
+
+PARSERS = (policy, txt, netstrings, key, tlsrpt_txt, shared_record, http_reply)
 
 
 def check(data: bytes) -> None:
@@ -105,8 +118,13 @@ def seeds() -> list[bytes]:
         b"\x051 1800000000.25 1800086400.25 20240101\nversion: STSv1\nmode: enforce\n"
         b"mx: mx1.example.com\nmax_age: 86400\n",
         b"\x051 1e9 1e9 a\nversion: STSv1\nmode: none\nmax_age: 0\n",
+        b"\x06\x30HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n"
+        b"version: STSv1",
+        b"\x06\x10HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: 1\r\n\r\n",
+        b"\x06\x05HTTP/1.0 404 Not Found\r\n\r\nclose-delimited",
     ]
 
 
 if __name__ == "__main__":
-    harness.main("sts", check, (PolicyError, NetstringError), seeds)
+    harness.main("sts", check, (PolicyError, NetstringError, HttpError), seeds)

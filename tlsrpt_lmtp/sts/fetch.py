@@ -3,8 +3,8 @@
 A thin adapter: the policy host is resolved through the same DNS as discovery, addresses that
 are not globally reachable are refused (sts.addresses; unless allowed), the TLS connection is
 opened to that address with SNI and certificate checks for
-`mta-sts.<domain>`, and h11 speaks HTTP/1.1 over it (sts.tlsget: a lean protocol, not
-asyncio's streams).
+`mta-sts.<domain>`, and one HTTP/1.1 GET goes over it (sts.tlsget: a lean protocol, not
+asyncio's streams; sts.httpreply reads the reply).
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import h11
-
 from tlsrpt_lmtp import __version__
 from tlsrpt_lmtp.sts.addresses import non_global
+from tlsrpt_lmtp.sts.httpreply import Head, request
 from tlsrpt_lmtp.sts.policy import MAX_POLICY_SIZE
 from tlsrpt_lmtp.sts.tlsget import TlsGet, TlsGetError
 
@@ -88,23 +87,12 @@ class Fetcher:
         raise last
 
     async def _get(self, address: str, host: str) -> bytes:
-        request = h11.Request(
-            method="GET",
-            target=WELL_KNOWN,
-            headers=[
-                ("Host", host),
-                ("User-Agent", USER_AGENT),
-                ("Accept", "text/plain"),
-                ("Connection", "close"),
-            ],
-        )
-
         get = TlsGet(
             self.context,
             host,
-            request,
+            request(host, WELL_KNOWN, USER_AGENT),
             MAX_POLICY_SIZE,
-            lambda response: _check_response(response, host),
+            lambda head: _check_response(head, host),
         )
         try:
             try:
@@ -130,12 +118,12 @@ def _fetch_error(exc: TlsGetError, host: str, address: str) -> FetchError:
     return FetchError(f"fetching https://{host}{WELL_KNOWN} failed: {exc.detail}")
 
 
-def _check_response(response: h11.Response, host: str) -> None:
-    if response.status_code != 200:
+def _check_response(head: Head, host: str) -> None:
+    if head.status != 200:
         # §3.3: only 200 is valid, and redirects MUST NOT be followed.
-        raise FetchError(f"https://{host}{WELL_KNOWN} answered HTTP {response.status_code}")
+        raise FetchError(f"https://{host}{WELL_KNOWN} answered HTTP {head.status}")
     media = length = ""
-    for name, value in response.headers:  # h11 lower-cases the names
+    for name, value in head.headers:  # lower-cased names
         if name == b"content-type":
             media = value.decode("latin-1").partition(";")[0].strip().lower()
         elif name == b"content-length":

@@ -4,8 +4,8 @@ asyncio's own TLS layer (open_connection(ssl=...): SSLProtocol, a StreamReader a
 StreamWriter) cost about as much CPU per policy fetch as OpenSSL's handshake itself: its
 buffers, flow control and callbacks run in Python for every record. A policy fetch needs
 none of that: one request of a few hundred bytes, a reply of at most 64 KiB. Here an
-ssl.SSLObject on memory BIOs is driven straight from the socket's reads, and h11 parses the
-reply; the body is bounded while it arrives.
+ssl.SSLObject on memory BIOs is driven straight from the socket's reads, and
+sts.httpreply parses the reply; the body is bounded while it arrives.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import socket
 import ssl
 from collections.abc import Callable
 
-import h11
+from tlsrpt_lmtp.sts.httpreply import Head, HttpError, ResponseReader
 
 
 class TlsGetError(Exception):
@@ -51,24 +51,20 @@ class TlsGet:
         self,
         context: ssl.SSLContext,
         host: str,
-        request: h11.Request,
+        request: bytes,
         max_body: int,
-        check: Callable[[h11.Response], None],
+        check: Callable[[Head], None],
     ) -> None:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._in, self._out, server_hostname=host)
-        self._http = h11.Connection(h11.CLIENT)
-        self._request = self._http.send(request) + self._http.send(h11.EndOfMessage())
-        self._max_body = max_body
-        self._check = check
+        self._request = request
+        self._reply = ResponseReader(max_body, check)
         self._loop = asyncio.get_running_loop()
         self._sock: socket.socket | None = None
         self._reading = False
         self._unsent = b""  # what the socket's buffer did not take (add_writer until sent)
         self._open = False  # handshake done
-        self._response: h11.Response | None = None
-        self._body = bytearray()
         self.result: asyncio.Future[bytes] = self._loop.create_future()
 
     async def connect(self, address: str, port: int) -> None:
@@ -157,7 +153,7 @@ class TlsGet:
                 except ssl.SSLWantReadError:
                     break
                 except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    chunk = b""  # closed (with or without close_notify): h11 decides
+                    chunk = b""  # closed (with or without close_notify): the reply decides
                 self._step_http(chunk)
                 if not chunk:
                     break
@@ -172,35 +168,24 @@ class TlsGet:
             self._fail(TlsGetError("tls", str(exc.reason or exc)))
 
     def _step_http(self, chunk: bytes) -> None:
+        """Reply bytes in (b"": the connection's end); the result once the reply is whole."""
+        if self.result.done():
+            return
+        reply = self._reply
         try:
-            self._http.receive_data(chunk)
-            while True:
-                event = self._http.next_event()
-                if event is h11.NEED_DATA:
-                    if not chunk:
-                        self._fail(TlsGetError("closed", "connection closed mid-response"))
-                    return
-                if isinstance(event, h11.Response):
-                    self._response = event
-                    self._check(event)
-                elif isinstance(event, h11.Data):
-                    self._body += event.data
-                    if len(self._body) > self._max_body:
-                        self._fail(TlsGetError("size", f"more than {self._max_body} bytes"))
-                        return
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    if self._response is None:
-                        self._fail(TlsGetError("http", "no response"))
-                    else:
-                        self.result.set_result(bytes(self._body))
-                        self._goodbye()
-                    return
-                elif event is h11.PAUSED:
-                    return
-        except h11.RemoteProtocolError as exc:
-            self._fail(TlsGetError("http", f"malformed HTTP response: {exc}"))
+            if chunk:
+                reply.feed(chunk)
+            else:
+                reply.eof()
+        except HttpError as exc:
+            self._fail(TlsGetError(exc.kind, exc.detail))
+            return
         except Exception as exc:  # what `check` raised
             self._fail(exc)
+            return
+        if reply.done:
+            self.result.set_result(bytes(reply.body))
+            self._goodbye()
 
     def _goodbye(self) -> None:
         """close_notify, then close (a polite end; the response is complete)."""
