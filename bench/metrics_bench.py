@@ -6,7 +6,7 @@ Three measurements, each with metrics off and on, the two taking turns run after
 figure is the median of --repeat runs:
 
 1. policy cache hit, in process: the daemon's real hot path (``SocketmapProtocol``
-   ``data_received`` → ``PolicyService.cached_answer`` → reply) with every domain cached,
+   ``buffer_updated`` → ``PolicyService.cached_answer`` → reply) with every domain cached,
    one request per call as Postfix sends them; the transport only counts the bytes.
 2. policy cache hit, end to end: ``policy serve`` subprocesses (with ``--metrics-listen`` or
    without) whose on-disk cache holds the domains, driven by bench/policy_load.py over 8
@@ -73,7 +73,13 @@ def hot_path_ns(requests: int, metrics_on: bool) -> float:
     from tlsrpt_lmtp import metrics
     from tlsrpt_lmtp.metrics.config import MetricsConfig
     from tlsrpt_lmtp.sts.netstring import encode
-    from tlsrpt_lmtp.sts.server import ReplyOptions, SocketmapProtocol
+    from tlsrpt_lmtp.sts.server import (
+        Connections,
+        Limits,
+        Replies,
+        ReplyOptions,
+        SocketmapProtocol,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         service = _service(Path(tmp))
@@ -99,16 +105,28 @@ def hot_path_ns(requests: int, metrics_on: bool) -> float:
             def get_write_buffer_size(self) -> int:
                 return 0
 
+            def set_write_buffer_limits(
+                self, high: int | None = None, low: int | None = None
+            ) -> None:
+                pass
+
+            def is_closing(self) -> bool:
+                return False
+
             def close(self) -> None:
                 pass
 
         async def run() -> float:
-            protocol = SocketmapProtocol(service, ReplyOptions())
+            limits = Limits()
+            table = Connections(limits.max_connections)
+            protocol = SocketmapProtocol(service, Replies(ReplyOptions()), limits, table)
             transport = Counting()
             protocol.connection_made(transport)
             start = time.process_time_ns()  # CPU time: the other processes' load is not ours
             for i in range(requests):
-                protocol.data_received(frames[i % DOMAINS])
+                frame = frames[i % DOMAINS]
+                protocol.get_buffer(len(frame))[: len(frame)] = frame
+                protocol.buffer_updated(len(frame))
             elapsed = time.process_time_ns() - start
             protocol.connection_lost(None)
             assert transport.written > requests * 30  # every request was answered OK secure
