@@ -36,6 +36,8 @@ class Decoder:
     def next(self) -> bytes | None:
         """The next complete string, or None until more bytes are pushed."""
         buf, pos = self._buf, self._pos
+        if pos == len(buf):  # all taken (the usual end of a read): nothing to parse
+            return None
         colon = buf.find(b":", pos, pos + 12)
         if colon < 0:
             if len(buf) - pos >= 12 or (len(buf) > pos and not buf[pos : pos + 1].isdigit()):

@@ -100,7 +100,7 @@ class PolicyService:
         now = self.clock()
         entry = self.cache.peek(domain)
         if entry is not None and now < entry.expires_at:
-            if now >= entry.recheck_at:
+            if now >= entry.recheck_at and domain not in self._background:
                 self._spawn(domain, self._recheck(entry))
             if now - entry.looked_up_at >= self.timing.lookup_mark:
                 self.cache.looked_up(entry, now)

@@ -148,6 +148,8 @@ class TlsGet:
                 self._tls.write(self._request)
                 self._flush()
             while not self.result.done():
+                if not (self._in.pending or self._in.eof or self._tls.pending()):
+                    break  # nothing to decrypt: a read would only raise SSLWantReadError
                 try:
                     chunk = self._tls.read(65536)
                 except ssl.SSLWantReadError:
