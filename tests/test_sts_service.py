@@ -228,6 +228,25 @@ def test_items_17_18_cached_until_max_age_same_id_means_no_fetch(netsim: NetSim,
     assert rig.fetches("cached.test") == 1
 
 
+def test_a_cache_hit_answer_is_built_once_per_policy(netsim: NetSim, rig: Rig) -> None:
+    netsim.publish_sts("memo.test", max_age=DAY)
+    fetched = rig.lookup("memo.test")
+    hit = rig.service.cached_answer("memo.test")
+    assert hit is fetched and rig.service.cached_answer("memo.test") is hit
+
+    async def after_a_new_policy() -> Answer | None:
+        netsim.publish_sts("memo.test", mode="testing", max_age=DAY, id="two")
+        rig.clock.advance(rig.service.timing.recheck_max + 1)
+        assert await rig.service.lookup("memo.test") is hit  # from cache; re-check spawned
+        await rig.service.settle()
+        return rig.service.cached_answer("memo.test")
+
+    after = run(after_a_new_policy())
+    assert after is not None and after is not hit
+    assert after.policy_id == "two" and after.policy is not None
+    assert after.policy.mode is Mode.TESTING
+
+
 def test_item_18_new_txt_id_fetches_the_new_policy(netsim: NetSim, rig: Rig) -> None:
     netsim.publish_sts("change.test", mode="enforce", id="one")
     assert enforced(rig.lookup("change.test"))
