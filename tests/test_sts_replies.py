@@ -1,10 +1,13 @@
-"""sts.server.Replies: a cache hit's framed reply is built once per policy object, and the
-kept replies stay bounded."""
+"""sts.server.Replies: a cache hit's framed reply is built once per policy answer and kept
+with it, so that it lives exactly as long as the cache entry and counts in its bounds."""
 
 from __future__ import annotations
 
+import gc
+
+from tlsrpt_lmtp.sts.cache import MEMO_COST, Entry, PolicyCache, entry_cost
 from tlsrpt_lmtp.sts.netstring import Decoder
-from tlsrpt_lmtp.sts.policy import parse_policy
+from tlsrpt_lmtp.sts.policy import StsPolicy, parse_policy
 from tlsrpt_lmtp.sts.reply import Answer, Kind, postfix_reply
 from tlsrpt_lmtp.sts.server import Replies, ReplyOptions
 
@@ -20,23 +23,23 @@ def text(data: bytes) -> str:
     return payload.decode()
 
 
-def test_a_repeated_policy_answer_is_framed_once_and_reads_as_built() -> None:
+def test_a_policy_answer_is_framed_once_per_reply_kind_and_reads_as_built() -> None:
     replies = Replies(ReplyOptions())
-    first = answer()
-    again = Answer(Kind.POLICY, "example.com", first.policy, "id1")  # as each hit makes one
-    data = replies.framed("sts-tlsrpt", first)
-    assert replies.framed("sts-tlsrpt", again) is data
-    assert text(data) == postfix_reply(first, tlsrpt=True, enforce_testing=False)
-    plain = replies.framed("sts", again)  # another map, other attributes
-    assert text(plain) == postfix_reply(first, tlsrpt=False, enforce_testing=False)
+    hit = answer()
+    data = replies.framed("sts-tlsrpt", hit)
+    assert replies.framed("sts-tlsrpt", hit) is data
+    assert text(data) == postfix_reply(hit, tlsrpt=True, enforce_testing=False)
+    plain = replies.framed("sts", hit)  # another map, other attributes
+    assert text(plain) == postfix_reply(hit, tlsrpt=False, enforce_testing=False)
     assert "policy_type=sts" in text(data) and "policy_type" not in text(plain)
+    assert len(hit.framed) == 2
 
 
-def test_a_new_policy_object_is_a_new_reply() -> None:
+def test_another_answer_is_another_reply() -> None:
     replies = Replies(ReplyOptions())
     old = replies.framed("sts", answer())
-    changed = answer(BODY.replace(b"mx1.", b"mx2."))
-    assert text(replies.framed("sts", changed)).startswith("OK secure match=mx2.example.com:")
+    changed = replies.framed("sts", answer(BODY.replace(b"mx1.", b"mx2.")))
+    assert text(changed).startswith("OK secure match=mx2.example.com:")
     assert text(old).startswith("OK secure match=mx1.example.com:")
 
 
@@ -47,23 +50,41 @@ def test_options_decide_as_without_the_memo() -> None:
     assert text(enforcing).startswith("OK secure match=")
 
 
-def test_answers_without_a_policy_are_not_kept() -> None:
+def test_answers_without_a_policy_and_long_replies_are_not_kept() -> None:
     replies = Replies(ReplyOptions())
     for other in (Answer(Kind.NO_POLICY, "example.org"), Answer(Kind.TEMP, reason="DNS down")):
-        replies.framed("sts", other)
-    assert not replies._kept
-    assert text(replies.framed("sts", Answer(Kind.TEMP, reason="x"))) == "TEMP x"
-
-
-def test_kept_replies_are_bounded_in_number_and_size() -> None:
-    replies = Replies(ReplyOptions(), limit=3)
-    for i in range(10):
-        replies.framed("sts", answer(domain=f"d{i}.example"))
-        assert len(replies._kept) <= 3
+        assert text(replies.framed("sts", other)) in ("NOTFOUND ", "TEMP DNS down")
+        assert not other.framed
     many_mx = b"version: STSv1\nmode: enforce\n" + b"".join(
         b"mx: mx%d.example.com\n" % i for i in range(60)
     )
     big = answer(many_mx + b"max_age: 86400\n", domain="big.example")
-    data = replies.framed("sts-tlsrpt", big)
-    assert len(data) > Replies.KEEP_SIZE
-    assert ("sts-tlsrpt", "big.example") not in replies._kept
+    assert len(replies.framed("sts-tlsrpt", big)) > Replies.KEEP_SIZE
+    assert not big.framed
+
+
+def _entry(domain: str, policy: StsPolicy) -> Entry:
+    return Entry(domain, "id1", policy, b"", 1e9, 1e9)
+
+
+def test_the_memo_goes_with_the_cache_entry_and_counts_in_its_cost() -> None:
+    """A memo outside the cache kept 10,000 attacker policies (64 KiB each) alive after the
+    cache had evicted them: 620 MiB in the benchmark's attacker row. It lives on the entry."""
+    cache = PolicyCache(None, size=2)
+    replies = Replies(ReplyOptions())
+    policy = parse_policy(BODY)
+    first = _entry("a.example", policy)
+    first.memo["policy"] = hit = Answer(Kind.POLICY, "a.example", policy, "id1")
+    replies.framed("sts", hit)
+    cache.put(first)
+    del first, hit
+
+    def alive() -> bool:
+        gc.collect()
+        return any(isinstance(o, Answer) and o.domain == "a.example" for o in gc.get_objects())
+
+    assert alive()
+    for name in ("b.example", "c.example"):  # a.example is evicted
+        cache.put(_entry(name, parse_policy(BODY)))
+    assert cache.peek("a.example") is None and not alive()
+    assert entry_cost(_entry("d.example", policy)) > MEMO_COST

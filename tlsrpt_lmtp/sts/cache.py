@@ -18,11 +18,12 @@ import asyncio
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from tlsrpt_lmtp.sts.policy import PolicyError, StsPolicy, parse_policy
+from tlsrpt_lmtp.sts.reply import Answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,10 @@ class Entry:
     checked_at: float
     looked_up_at: float = 0.0  # last time a lookup used it (privacy-aware refresh)
     recheck_at: float = 0.0  # when the TXT id is next re-checked (its TTL, bounded)
+    # The answer built from it for cache hits (sts.service), kept exactly as long as the
+    # entry, so that the cache's own bounds cover it (MEMO_COST); a copy made with
+    # replace() starts without one.
+    memo: dict[str, Answer] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def expires_at(self) -> float:
@@ -49,11 +54,14 @@ FLUSH_BYTES = 1024 * 1024
 _INSERT = "INSERT OR REPLACE INTO sts_policies VALUES (?,?,?,?,?,?)"
 
 
+MEMO_COST = 2500  # an Answer and its framed replies (each kept only up to 1 KiB)
+
+
 def entry_cost(entry: Entry) -> int:
     """Roughly the bytes an in-memory entry holds (str objects carry ~50 bytes of header)."""
     policy = entry.policy
     text = sum(len(x) for x in policy.lines) + sum(len(x) for x in policy.mx)
-    return 400 + len(entry.body) + text + 60 * (len(policy.lines) + len(policy.mx))
+    return 400 + MEMO_COST + len(entry.body) + text + 60 * (len(policy.lines) + len(policy.mx))
 
 
 class Lru(Generic[K, V]):

@@ -8,7 +8,7 @@ Exim (${readsocket}): one line of key=value fields.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from tlsrpt_lmtp.sts.policy import Mode, StsPolicy
@@ -30,6 +30,11 @@ class Answer:
     policy: StsPolicy | None = None
     policy_id: str | None = None
     reason: str | None = None
+    # Postfix replies framed for it, by (tlsrpt attributes, enforce_testing): sts.server
+    # keeps small ones here, so they live as long as the answer (a cache entry's, for hits).
+    framed: dict[tuple[bool, bool], bytes] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def enforced(self, *, enforce_testing: bool) -> bool:
         if self.kind is not Kind.POLICY or self.policy is None:

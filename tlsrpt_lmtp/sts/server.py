@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from tlsrpt_lmtp import metrics
 from tlsrpt_lmtp.config import parse_listen
 from tlsrpt_lmtp.sts.netstring import Decoder, NetstringError, encode
-from tlsrpt_lmtp.sts.policy import StsPolicy
 from tlsrpt_lmtp.sts.reply import Answer, Kind, exim_line, postfix_reply
 from tlsrpt_lmtp.sts.service import PolicyService
 
@@ -51,38 +50,27 @@ class ReplyOptions:
 
 
 class Replies:
-    """The framed Postfix replies of one listener's policy answers, each kept while its
-    policy object is the one the cache answers with (a new fetch is a new object): an MTA
-    asks about the same domains over and over, and building the reply (mx patterns, TLSRPT
-    attributes, netstring) was a tenth of a cache hit's CPU. Bounded: small replies only,
-    and all are dropped when `limit` are kept."""
+    """Framed Postfix replies for one listener's options. A policy answer's reply is kept
+    on the answer itself (`Answer.framed`): for cache hits that is the cache entry's answer,
+    so the reply is built once per policy and goes when the entry goes (the cache's bounds
+    count it). Building one (mx patterns, TLSRPT attributes, netstring) was a tenth of a
+    cache hit's CPU. Replies over KEEP_SIZE (long policies with TLSRPT attributes) are
+    rebuilt each time."""
 
-    KEEP_SIZE = 1024  # a larger reply (a long policy with TLSRPT attributes) is rebuilt
+    KEEP_SIZE = 1024
 
-    def __init__(self, options: ReplyOptions, limit: int = 4096) -> None:
+    def __init__(self, options: ReplyOptions) -> None:
         self.options = options
-        self._limit = limit
-        self._kept: dict[tuple[str, str], tuple[StsPolicy, bytes]] = {}
 
     def framed(self, map_name: str, answer: Answer) -> bytes:
-        policy, domain = answer.policy, answer.domain
-        if answer.kind is not Kind.POLICY or policy is None or domain is None:
-            return encode(self._text(map_name, answer))
-        kept = self._kept.get((map_name, domain))
-        if kept is not None and kept[0] is policy:
-            return kept[1]
-        data = encode(self._text(map_name, answer))
-        if len(data) <= self.KEEP_SIZE:
-            if len(self._kept) >= self._limit:
-                self._kept.clear()
-            self._kept[map_name, domain] = (policy, data)
-        return data
-
-    def _text(self, map_name: str, answer: Answer) -> str:
         options = self.options
-        return postfix_reply(
-            answer, tlsrpt=options.tlsrpt_for(map_name), enforce_testing=options.enforce_testing
-        )
+        key = (options.tlsrpt_for(map_name), options.enforce_testing)
+        if answer.kind is Kind.POLICY and (kept := answer.framed.get(key)) is not None:
+            return kept
+        data = encode(postfix_reply(answer, tlsrpt=key[0], enforce_testing=key[1]))
+        if answer.kind is Kind.POLICY and len(data) <= self.KEEP_SIZE:
+            answer.framed[key] = data
+        return data
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

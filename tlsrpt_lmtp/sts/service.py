@@ -89,7 +89,6 @@ class PolicyService:
         # Bounded like the cache: neither may grow with the number of domains ever seen.
         self._failures: Lru[tuple[str, str], float] = Lru(cache.size)
         self._dane: Lru[str, tuple[float, Dane]] = Lru(cache.size)
-        self._answers: dict[str, Answer] = {}  # the POLICY answer of each cached entry
         self._background: dict[str, asyncio.Task[Any]] = {}
         self._discoveries = asyncio.Semaphore(MAX_DISCOVERIES)
 
@@ -138,18 +137,12 @@ class PolicyService:
 
     def _applicable(self, domain: str, entry: Entry, now: float) -> Answer | None:
         """The policy's answer, unless DANE must be checked and its status is not known."""
-        # Kept per domain while the entry's policy is the same object: a frozen Answer costs
-        # 0.7 us to build, 5 % of a cache hit.
-        answer = self._answers.get(domain)
-        if (
-            answer is None
-            or answer.policy is not entry.policy
-            or answer.policy_id != entry.policy_id
-        ):
-            answer = Answer(Kind.POLICY, domain, entry.policy, entry.policy_id)
-            if len(self._answers) >= self.cache.size:
-                self._answers.clear()
-            self._answers[domain] = answer
+        # Built once per entry and kept with it: a frozen Answer costs 0.7 us, 5 % of a hit.
+        answer = entry.memo.get("policy")
+        if answer is None:
+            answer = entry.memo["policy"] = Answer(
+                Kind.POLICY, domain, entry.policy, entry.policy_id
+            )
         if entry.policy.mode is Mode.NONE or not self.dns.checks_dane:
             return answer
         hit = self._dane.get(domain)
