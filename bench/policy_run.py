@@ -631,7 +631,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cold-runs",
         type=int,
-        default=3,
+        default=5,
         help="runs of the uncached row, each on --domains fresh domains (about a second of "
         "each daemon's CPU per run: one run alone swings by 10 %%); the median one is shown",
     )
