@@ -4,6 +4,7 @@ with it, so that it lives exactly as long as the cache entry and counts in its b
 from __future__ import annotations
 
 import gc
+import sys
 
 from tlsrpt_lmtp.sts.cache import MEMO_COST, Entry, PolicyCache, entry_cost
 from tlsrpt_lmtp.sts.netstring import Decoder
@@ -88,3 +89,25 @@ def test_the_memo_goes_with_the_cache_entry_and_counts_in_its_cost() -> None:
         cache.put(_entry(name, parse_policy(BODY)))
     assert cache.peek("a.example") is None and not alive()
     assert entry_cost(_entry("d.example", policy)) > MEMO_COST
+
+
+def _memo_bytes(entry: Entry) -> int:
+    total = sys.getsizeof(entry.memo)
+    for answer_ in entry.memo.values():
+        total += sys.getsizeof(answer_) + sys.getsizeof(answer_.framed)
+        total += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in answer_.framed.items())
+    return total
+
+
+def test_what_the_memo_holds_stays_within_what_the_cache_counts_for_it() -> None:
+    """MEMO_COST (in entry_cost) covers the memo whatever the policy: the replies kept are
+    the small ones, the others are rebuilt."""
+    replies = Replies(ReplyOptions())
+    for mx_count in range(1, 40):
+        lines = b"".join(b"mx: mail%d.example-domain.com\n" % i for i in range(mx_count))
+        policy = parse_policy(b"version: STSv1\nmode: enforce\n" + lines + b"max_age: 86400\n")
+        entry = _entry("example-domain.com", policy)
+        entry.memo["policy"] = hit = Answer(Kind.POLICY, entry.domain, policy, "id1")
+        for map_name in ("sts", "sts-tlsrpt"):
+            replies.framed(map_name, hit)
+        assert _memo_bytes(entry) <= MEMO_COST, mx_count

@@ -107,7 +107,9 @@ class PolicyConfig:
     cache_size: int = 10_000
     dns_timeout: float = 5.0
     fetch_timeout: float = 10.0
-    cache_bytes: int = 16 * 1024 * 1024  # in-memory policies, estimated bytes
+    # in-memory policies, estimated bytes: a typical one with what its cache hits keep
+    # (sts.cache.entry_cost) is about 3 KiB, so cache_size of them fit
+    cache_bytes: int = 32 * 1024 * 1024
     max_connections: int = 256  # per listener
     idle_timeout: float = 30.0  # socketmap connections without a request
     refresh_window: float = 0.0  # proactive refresh only if looked up this recently; 0: max_age

@@ -54,7 +54,9 @@ FLUSH_BYTES = 1024 * 1024
 _INSERT = "INSERT OR REPLACE INTO sts_policies VALUES (?,?,?,?,?,?)"
 
 
-MEMO_COST = 2500  # an Answer and its framed replies (each kept only up to 1 KiB)
+# What Entry.memo can hold: an Answer, two dicts and at most two framed replies of up to
+# sts.server.Replies.KEEP_SIZE (512) bytes each; typically about 1.1 KiB (measured).
+MEMO_COST = 1800
 
 
 def entry_cost(entry: Entry) -> int:
@@ -115,7 +117,7 @@ class Lru(Generic[K, V]):
 
 class PolicyCache:
     def __init__(
-        self, path: Path | None, *, size: int = 10_000, max_bytes: int = 16 * 1024 * 1024
+        self, path: Path | None, *, size: int = 10_000, max_bytes: int = 32 * 1024 * 1024
     ) -> None:
         self.size = size
         self._mem: Lru[str, Entry] = Lru(size, max_cost=max_bytes, cost=entry_cost)

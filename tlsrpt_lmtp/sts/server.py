@@ -57,7 +57,7 @@ class Replies:
     cache hit's CPU. Replies over KEEP_SIZE (long policies with TLSRPT attributes) are
     rebuilt each time."""
 
-    KEEP_SIZE = 1024
+    KEEP_SIZE = 512  # a typical reply is 80-450 bytes; entry_cost counts two of this size
 
     def __init__(self, options: ReplyOptions) -> None:
         self.options = options
