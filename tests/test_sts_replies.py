@@ -75,7 +75,7 @@ def test_the_memo_goes_with_the_cache_entry_and_counts_in_its_cost() -> None:
     replies = Replies(ReplyOptions())
     policy = parse_policy(BODY)
     first = _entry("a.example", policy)
-    first.memo["policy"] = hit = Answer(Kind.POLICY, "a.example", policy, "id1")
+    hit = first.answer
     replies.framed("sts", hit)
     cache.put(first)
     del first, hit
@@ -92,11 +92,9 @@ def test_the_memo_goes_with_the_cache_entry_and_counts_in_its_cost() -> None:
 
 
 def _memo_bytes(entry: Entry) -> int:
-    total = sys.getsizeof(entry.memo)
-    for answer_ in entry.memo.values():
-        total += sys.getsizeof(answer_) + sys.getsizeof(answer_.framed)
-        total += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in answer_.framed.items())
-    return total
+    answer_ = entry.answer
+    total = sys.getsizeof(answer_) + sys.getsizeof(answer_.framed)
+    return total + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in answer_.framed.items())
 
 
 def test_what_the_memo_holds_stays_within_what_the_cache_counts_for_it() -> None:
@@ -107,7 +105,7 @@ def test_what_the_memo_holds_stays_within_what_the_cache_counts_for_it() -> None
         lines = b"".join(b"mx: mail%d.example-domain.com\n" % i for i in range(mx_count))
         policy = parse_policy(b"version: STSv1\nmode: enforce\n" + lines + b"max_age: 86400\n")
         entry = _entry("example-domain.com", policy)
-        entry.memo["policy"] = hit = Answer(Kind.POLICY, entry.domain, policy, "id1")
+        hit = entry.answer
         for map_name in ("sts", "sts-tlsrpt"):
             replies.framed(map_name, hit)
         assert _memo_bytes(entry) <= MEMO_COST, mx_count

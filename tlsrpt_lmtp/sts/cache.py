@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from tlsrpt_lmtp.sts.policy import PolicyError, StsPolicy, parse_policy
-from tlsrpt_lmtp.sts.reply import Answer
+from tlsrpt_lmtp.sts.reply import Answer, Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +36,13 @@ class Entry:
     checked_at: float
     looked_up_at: float = 0.0  # last time a lookup used it (privacy-aware refresh)
     recheck_at: float = 0.0  # when the TXT id is next re-checked (its TTL, bounded)
-    # The answer built from it for cache hits (sts.service), kept exactly as long as the
-    # entry, so that the cache's own bounds cover it (MEMO_COST); a copy made with
-    # replace() starts without one.
-    memo: dict[str, Answer] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # The answer cache hits give (sts.service), built with the entry and gone with it, so
+    # that the cache's own bounds cover it and the replies framed on it (MEMO_COST).
+    answer: Answer = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        answer = Answer(Kind.POLICY, self.domain, self.policy, self.policy_id)
+        object.__setattr__(self, "answer", answer)  # frozen: set once, here
 
     @property
     def expires_at(self) -> float:
@@ -54,8 +57,8 @@ FLUSH_BYTES = 1024 * 1024
 _INSERT = "INSERT OR REPLACE INTO sts_policies VALUES (?,?,?,?,?,?)"
 
 
-# What Entry.memo can hold: an Answer, two dicts and at most two framed replies of up to
-# sts.server.Replies.KEEP_SIZE (512) bytes each; typically about 1.1 KiB (measured).
+# What Entry.answer holds besides the policy: the Answer, its dict and at most two framed
+# replies of up to sts.server.Replies.KEEP_SIZE (512) bytes each; typically about 1 KiB.
 MEMO_COST = 1800
 
 

@@ -100,8 +100,8 @@ class PolicyService:
         now = self.clock()
         entry = self.cache.peek(domain)
         if entry is not None and now < entry.expires_at:
-            if now >= entry.recheck_at and domain not in self._background:
-                self._spawn(domain, self._recheck(entry))
+            if now >= entry.recheck_at:
+                self._spawn(domain, lambda: self._recheck(entry))
             if now - entry.looked_up_at >= self.timing.lookup_mark:
                 self.cache.looked_up(entry, now)
             return self._applicable(domain, entry, now)
@@ -121,7 +121,7 @@ class PolicyService:
         if entry is not None and now < entry.expires_at:
             self.cache.looked_up(entry, now)
             if now >= entry.recheck_at:
-                self._spawn(domain, self._recheck(entry))
+                self._spawn(domain, lambda: self._recheck(entry))
             return await self._applicable_async(domain, entry)
         task = self._inflight.get(domain)
         if task is None:
@@ -137,12 +137,7 @@ class PolicyService:
 
     def _applicable(self, domain: str, entry: Entry, now: float) -> Answer | None:
         """The policy's answer, unless DANE must be checked and its status is not known."""
-        # Built once per entry and kept with it: a frozen Answer costs 0.7 us, 5 % of a hit.
-        answer = entry.memo.get("policy")
-        if answer is None:
-            answer = entry.memo["policy"] = Answer(
-                Kind.POLICY, domain, entry.policy, entry.policy_id
-            )
+        answer = entry.answer  # built with the entry: a frozen Answer is 5 % of a hit's CPU
         if entry.policy.mode is Mode.NONE or not self.dns.checks_dane:
             return answer
         hit = self._dane.get(domain)
@@ -352,11 +347,12 @@ class PolicyService:
             await asyncio.gather(*(one(e) for e in self.due_for_refresh(now)))
             await asyncio.sleep(interval)
 
-    def _spawn(self, domain: str, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, domain: str, start: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run start() in the background unless one is under way for `domain` (then nothing
+        is built: a busy domain's hits call this on every lookup until the re-check ends)."""
         if domain in self._background:
-            coro.close()
             return
-        task = asyncio.ensure_future(coro)
+        task = asyncio.ensure_future(start())
         self._background[domain] = task
         task.add_done_callback(lambda _: self._background.pop(domain, None))
 
