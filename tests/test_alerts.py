@@ -234,6 +234,35 @@ def test_should_send() -> None:
     assert not should_send(LastSent("critical", T0, 0), "warning", T0 + timedelta(minutes=1), hour)
 
 
+def test_should_send_when_the_last_one_is_stamped_after_now() -> None:
+    """Nodes sharing a store take `now` before waiting for the alert lock: the alert another
+    node sent while this one waited is stamped a moment after this one's `now`. That is a
+    repeat, not a clock gone backwards (only a window or more in the future is)."""
+    hour = timedelta(hours=1)
+    sent_meanwhile = LastSent("warning", T0 + timedelta(milliseconds=30), 0)
+    assert not should_send(sent_meanwhile, "warning", T0, hour)
+    assert should_send(sent_meanwhile, "critical", T0, hour)  # escalation still goes out
+    assert should_send(LastSent("warning", T0 + hour, 0), "warning", T0, hour)  # clock was off
+
+
+def test_two_nodes_claiming_one_alert_send_it_once(tmp_path: Path) -> None:
+    """The race of tests/test_store_nodes.py, in order: node B took `now` first, node A
+    claimed first; B's claim must be a repeat."""
+    from tlsrpt_lmtp.alerts.state import HELD_REPEAT, AlertState
+    from tlsrpt_lmtp.store import open_store
+
+    doc = report(sts(ok=90, failed=3, details=[detail("certificate-expired", 3)]))
+    [one] = run_rules(doc, History(seen={"example.com": frozenset({"certificate-expired"})}))
+    store = open_store(tmp_path / "data")
+    try:
+        node_a, node_b = AlertState(store), AlertState(store)
+        hour = timedelta(hours=1)
+        assert node_a.claim_within(one, T0 + timedelta(milliseconds=30), hour, None) == 0
+        assert node_b.claim_within(one, T0, hour, None) == HELD_REPEAT
+    finally:
+        store.close()
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = T0

@@ -53,8 +53,11 @@ class LastSent:
 
 
 def should_send(last: LastSent | None, severity: str, now: datetime, window: timedelta) -> bool:
-    """Send unless the same cause was sent, at least as severe, less than ``window`` ago."""
-    if last is None or now - last.at >= window or now < last.at:
+    """Send unless the same cause was sent, at least as severe, less than ``window`` ago. A
+    last sending stamped a little after ``now`` is recent too: nodes sharing a store take
+    ``now`` before they wait for the alert lock, so another node's claim can be newer. Only
+    one a window or more in the future (a clock that was wrong then) does not hold it back."""
+    if last is None or abs(now - last.at) >= window:
         return True
     return SEVERITIES.index(severity) > SEVERITIES.index(last.severity)
 
